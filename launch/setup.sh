@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Install longshort into ./.venv (created if missing, reused otherwise).
+# torch comes first: the CPU build on machines without an NVIDIA GPU, the normal (CUDA) build on GPU machines,
+# so the project's own `torch>=` range is already satisfied and pip pulls nothing bigger.
+# Env: PYTHON (interpreter for the venv), TORCH_VERSION (default 2.13.0), LONGSHORT_EXTRAS (e.g. "dev,vllm").
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY="${PYTHON:-python3}"
+TORCH_VERSION="${TORCH_VERSION:-2.13.0}"
+EXTRAS="${LONGSHORT_EXTRAS:-dev}"
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+VPY=.venv/bin/python
+stamp=".venv/.installed-$(cat pyproject.toml launch/setup.sh | sha256sum | cut -c1-16)-${EXTRAS//,/_}"
+if [ -f "$stamp" ]; then exit 0; fi
+"$VPY" -m pip install -q --upgrade pip
+if ! "$VPY" -c "import torch" 2>/dev/null; then
+  if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
+    echo "[setup] NVIDIA GPU found: installing torch==$TORCH_VERSION (CUDA build)"
+    "$VPY" -m pip install -q "torch==$TORCH_VERSION"
+  else
+    # Prefer a CPU build that pip already sees (a local wheel); else take it from PyTorch's CPU index.
+    picked=$("$VPY" -m pip install --dry-run --no-deps --quiet --report - "torch==$TORCH_VERSION" 2>/dev/null \
+      | "$VPY" -c "import json,sys; print(json.load(sys.stdin)['install'][0]['metadata']['version'])" 2>/dev/null || true)
+    if [[ "$picked" == *+cpu ]]; then
+      echo "[setup] no GPU: installing torch $picked (CPU build)"
+      "$VPY" -m pip install -q "torch==$TORCH_VERSION"
+    else
+      echo "[setup] no GPU: installing torch==$TORCH_VERSION from the PyTorch CPU index"
+      "$VPY" -m pip install -q "torch==$TORCH_VERSION" --index-url https://download.pytorch.org/whl/cpu
+    fi
+  fi
+fi
+echo "[setup] installing longshort[$EXTRAS] into .venv"
+"$VPY" -m pip install -q -e ".[$EXTRAS]"
+rm -f .venv/.installed-*
+touch "$stamp"
