@@ -37,8 +37,8 @@ class GenerationRequest:
 class Sample:
     token_ids: list[int]
     text: str
-    # log-softmax(logits / temperature) of each generated token (top-p truncation not applied); equals the
-    # trainer's own logprob at temperature 1, the RL default.
+    # log-softmax(logits / temperature) of each generated token (top-p truncation not applied; temperature 0,
+    # greedy, gives log-softmax(logits)); equals the trainer's own logprob at temperature 1, the RL default.
     logprobs: list[float] | None
     finish_reason: Literal["stop", "length"]
 

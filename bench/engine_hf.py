@@ -1,0 +1,137 @@
+"""HF engine throughput vs a plain ``model.generate`` on the same batch, and ``update_weights`` time vs model size.
+
+    python bench/engine_hf.py [--batch 32] [--new-tokens 128] [--threads 2] [--repeats 3]
+
+Target: engine tokens/s >= 1.0x generate's (same prompts, sampling at temperature 1, no early stop).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import statistics
+import time
+
+import torch
+from transformers import Qwen2Config, Qwen2ForCausalLM
+
+from longshort.engines.base import GenerationRequest, SamplingParams
+from longshort.engines.hf import HFEngine
+
+
+def tiny_model(hidden: int, layers: int, vocab: int, seed: int = 0) -> Qwen2ForCausalLM:
+    torch.manual_seed(seed)
+    cfg = Qwen2Config(vocab_size=vocab, hidden_size=hidden, intermediate_size=4 * hidden, num_hidden_layers=layers,
+                      num_attention_heads=hidden // 64, num_key_value_heads=hidden // 64, head_dim=64,
+                      max_position_embeddings=1024, tie_word_embeddings=True, eos_token_id=None, bos_token_id=None,
+                      pad_token_id=0)
+    model = Qwen2ForCausalLM(cfg).eval()
+    model.generation_config.eos_token_id = None  # both sides generate exactly new_tokens per row
+    return model
+
+
+def timed(fn, repeats: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def interleaved(fns, repeats: int) -> list[float]:
+    """Median time of each fn, runs alternating so load from other processes hits all of them alike."""
+    for fn in fns:
+        fn()  # warm-up
+    times: list[list[float]] = [[] for _ in fns]
+    for _ in range(repeats):
+        for fn, ts in zip(fns, times, strict=True):
+            start = time.perf_counter()
+            fn()
+            ts.append(time.perf_counter() - start)
+    return [statistics.median(ts) for ts in times]
+
+
+def throughput(args) -> None:
+    model = tiny_model(args.hidden, args.layers, args.vocab)
+    gen = torch.Generator().manual_seed(0)
+    prompts = [torch.randint(3, args.vocab, (int(n),), generator=gen).tolist()
+               for n in torch.randint(16, 65, (args.batch,), generator=gen)]
+    engine = HFEngine(model)
+    requests = [GenerationRequest(p, SamplingParams(temperature=1.0, max_tokens=args.new_tokens, seed=i))
+                for i, p in enumerate(prompts)]
+
+    def ours():
+        out = engine.generate(requests)
+        assert sum(len(s.token_ids) for r in out for s in r.samples) == args.batch * args.new_tokens
+
+    width = max(map(len, prompts))
+    ids = torch.tensor([[0] * (width - len(p)) + p for p in prompts])
+    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+
+    def plain():
+        with torch.inference_mode():
+            out = model.generate(input_ids=ids, attention_mask=mask, do_sample=True, temperature=1.0, top_p=1.0,
+                                 top_k=0, max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens,
+                                 pad_token_id=0)
+        assert out.shape == (args.batch, width + args.new_tokens)
+
+    tokens = args.batch * args.new_tokens
+    t_ours, t_plain = interleaved([ours, plain], args.repeats)
+    print(f"\nGeneration: tiny Qwen2 (hidden {args.hidden}, {args.layers} layers, vocab {args.vocab}), {args.batch} "
+          f"prompts of 16-64 tokens "
+          f"x {args.new_tokens} new tokens, sampling T=1, {torch.get_num_threads()} threads, median of {args.repeats}")
+    print(f"{'generator':<22}{'seconds':>10}{'tokens/s':>12}")
+    print(f"{'HFEngine.generate':<22}{t_ours:>10.3f}{tokens / t_ours:>12.0f}")
+    print(f"{'model.generate':<22}{t_plain:>10.3f}{tokens / t_plain:>12.0f}")
+    ratio = t_plain / t_ours
+    print(f"ratio engine/generate: {ratio:.2f}x  (target >= 1.0x: {'PASS' if ratio >= 1.0 else 'FAIL'})")
+
+
+def weight_sync(args) -> None:
+    print("\nupdate_weights (full state dict from a second model, fp32, CPU)")
+    print(f"{'hidden x layers':<18}{'params (M)':>12}{'MiB':>9}{'one call ms':>13}{'buckets ms':>12}{'GiB/s':>8}")
+    for hidden, layers in [(256, 4), (512, 8), (1024, 8), (1024, 16)]:
+        engine = HFEngine(tiny_model(hidden, layers, args.vocab, seed=0))
+        state = list(tiny_model(hidden, layers, args.vocab, seed=1).state_dict().items())
+        nbytes = sum(t.numel() * t.element_size() for t in {t.data_ptr(): t for _, t in state}.values())
+        params = sum(p.numel() for p in engine.model.parameters())
+        t_one = timed(lambda: engine.update_weights(state, version=1), args.repeats)  # noqa: B023
+
+        def bucketed(state=state, engine=engine):  # ~64 MiB buckets, as a trainer would stream them
+            bucket, size = [], 0
+            for name, t in state:
+                bucket.append((name, t))
+                size += t.numel() * t.element_size()
+                if size >= 64 << 20:
+                    engine.update_weights(bucket, version=2)
+                    bucket, size = [], 0
+            if bucket:
+                engine.update_weights(bucket, version=2)
+
+        t_buckets = timed(bucketed, args.repeats)
+        print(f"{f'{hidden} x {layers}':<18}{params / 1e6:>12.1f}{nbytes / 2**20:>9.0f}{t_one * 1e3:>13.1f}"
+              f"{t_buckets * 1e3:>12.1f}{nbytes / 2**30 / t_one:>8.2f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--new-tokens", type=int, default=128)
+    parser.add_argument("--vocab", type=int, default=1024)
+    parser.add_argument("--hidden", type=int, default=256, help="a multiple of 64 (head_dim 64)")
+    parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument("--threads", type=int, default=1)  # 1: steadier on a shared 2-core box
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--skip-weights", action="store_true")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    logging.getLogger("longshort.engines.hf").setLevel(logging.ERROR)  # no-tokenizer notice: text is not measured
+    throughput(args)
+    if not args.skip_weights:
+        weight_sync(args)
+
+
+if __name__ == "__main__":
+    main()
