@@ -199,7 +199,7 @@ def build(cls: type[T], data: dict, prefix: str = "", where: _Where | None = Non
     for key in data:
         if key not in fields:
             path = f"{prefix}.{key}" if prefix else str(key)
-            close = difflib.get_close_matches(str(key), list(fields), n=1)
+            close = difflib.get_close_matches(str(key), list(fields), n=1, cutoff=0.5)
             hint = f" (did you mean '{close[0]}'?)" if close else ""
             raise LongshortError(
                 f"{where(path)}: unknown key '{path}'{hint}; accepted keys in "

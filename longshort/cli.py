@@ -1,0 +1,106 @@
+"""The `longshort` command line. Each subcommand is one entry in COMMANDS; only working stages are listed."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from longshort import __version__
+from longshort.errors import LongshortError
+
+log = logging.getLogger("longshort")
+
+CONFIG_HELP = "run config YAML (default: the embedded tiny default, same as ray_configs/tiny.yaml)"
+OVERRIDES_HELP = "dotted overrides, e.g. sft.lr=3e-4 tracking.mode=disabled"
+
+
+@dataclass(frozen=True)
+class Command:
+    help: str
+    add_args: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int | None]
+
+
+def _config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", nargs="?", default=None, help=CONFIG_HELP)
+    p.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
+
+
+def _split_config(args: argparse.Namespace) -> tuple[str | None, list[str]]:
+    """`longshort X a.b=1` has no config file: argparse puts the override in `config`."""
+    config, overrides = args.config, list(args.overrides)
+    if config is not None and "=" in config and not config.endswith((".yaml", ".yml")):
+        overrides.insert(0, config)
+        config = None
+    return config, overrides
+
+
+def _load(args: argparse.Namespace):
+    from longshort.run_config import load_run_config
+
+    return load_run_config(*_split_config(args))
+
+
+def _config_show(args: argparse.Namespace) -> int:
+    from longshort.config import dump_yaml
+    from longshort.tracking import scrub
+
+    cfg = _load(args)
+    print(dump_yaml(scrub(cfg)), end="")
+    return 0
+
+
+def _config_cmd_args(p: argparse.ArgumentParser) -> None:
+    sub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    show = sub.add_parser("show", help="print the fully resolved config (defaults + file + overrides)")
+    _config_args(show)
+
+
+def _bootstrap(args: argparse.Namespace) -> int:
+    from longshort.stages import bootstrap_stage
+
+    return bootstrap_stage(_load(args))
+
+
+COMMANDS: dict[str, Command] = {
+    "config": Command("inspect run configs", _config_cmd_args, _config_show),
+    "bootstrap": Command(
+        "generate the synthetic task, build tokenizer + tiny model, SFT the long-CoT base model, evaluate it",
+        _config_args,
+        _bootstrap,
+    ),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="longshort",
+        description="Train a long-thought and a short-thought LLM to reason together (Long⊗Short) on Ray.",
+    )
+    parser.add_argument("--version", action="version", version=f"longshort {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, cmd in COMMANDS.items():
+        p = sub.add_parser(name, help=cmd.help, description=cmd.help)
+        cmd.add_args(p)
+        p.set_defaults(_run=cmd.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args._run(args) or 0)
+    except LongshortError as e:
+        print(f"longshort: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("longshort: interrupted; re-run the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,51 @@
+"""Stage entry points the CLI calls: each makes the run directory, tracker and logging, then runs one stage."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from longshort.config import dump_yaml
+from longshort.logs import setup_logging
+from longshort.run_config import RunConfig
+from longshort.tracking import Tracker, scrub
+
+log = logging.getLogger("longshort")
+
+
+def run_dir_of(cfg: RunConfig) -> Path:
+    return Path(cfg.output_dir) / cfg.name
+
+
+def prepare_run(cfg: RunConfig) -> Path:
+    """Create ``runs/<name>/`` and write the resolved config (credentials scrubbed) next to the outputs."""
+    run_dir = run_dir_of(cfg)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(dump_yaml(scrub(cfg)), encoding="utf-8")
+    setup_logging(run_dir, "INFO")
+    return run_dir
+
+
+def open_tracker(cfg: RunConfig, run_dir: Path) -> Tracker:
+    from longshort.config import to_dict
+
+    return Tracker(cfg.tracking, run_dir, config=to_dict(cfg))
+
+
+def bootstrap_stage(cfg: RunConfig) -> int:
+    from longshort.bootstrap import run_bootstrap
+
+    run_dir = prepare_run(cfg)
+    with open_tracker(cfg, run_dir) as tracker:
+        result = run_bootstrap(cfg.bootstrap, run_dir / "bootstrap", tracker)
+    summary = json.loads((run_dir / "bootstrap" / "eval.json").read_text())
+    log.info("bootstrap done: %s", json.dumps(summary))
+    print(f"\nBase model: {result.model_dir}\n" + format_table(summary))
+    return 0
+
+
+def format_table(metrics: dict) -> str:
+    rows = [(k, f"{v:.4g}" if isinstance(v, float) else str(v)) for k, v in metrics.items() if not isinstance(v, dict)]
+    width = max((len(k) for k, _ in rows), default=0)
+    return "\n".join(f"  {k:<{width}}  {v}" for k, v in rows)

@@ -1,0 +1,65 @@
+"""The command line: help everywhere, version, config show, and clear failures on bad configs."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from longshort import __version__
+from longshort.cli import COMMANDS, build_parser, main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_cli(*args, cwd=ROOT):
+    return subprocess.run([sys.executable, "-m", "longshort.cli", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=120)
+
+
+def test_version_and_help_on_every_subcommand(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0 and __version__ in capsys.readouterr().out
+    parser = build_parser()
+    for name in COMMANDS:
+        with pytest.raises(SystemExit) as e:
+            parser.parse_args([name, "--help"])
+        assert e.value.code == 0
+        assert name in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        parser.parse_args(["config", "show", "--help"])
+    assert "overrides" in capsys.readouterr().out
+
+
+def test_config_show_resolves_file_and_overrides(capsys):
+    assert main(["config", "show", str(ROOT / "ray_configs/tiny.yaml"), "bootstrap.sft.lr=0.01", "name=demo"]) == 0
+    shown = yaml.safe_load(capsys.readouterr().out)
+    assert shown["name"] == "demo" and shown["bootstrap"]["sft"]["lr"] == 0.01
+    assert shown["bootstrap"]["model"]["head_dim"] >= 64
+    # overrides alone, no file: the embedded default
+    assert main(["config", "show", "tracking.mode=disabled"]) == 0
+    assert yaml.safe_load(capsys.readouterr().out)["tracking"]["mode"] == "disabled"
+
+
+def test_every_shipped_config_loads():
+    from longshort.run_config import load_run_config
+
+    configs = sorted((ROOT / "ray_configs").glob("*.yaml"))
+    assert configs, "ray_configs/ has no YAML files"
+    for path in configs:
+        load_run_config(path)
+
+
+def test_typo_and_wrong_type_fail_before_work(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nbootstrap:\n  sft:\n    lrate: 0.1\n")
+    r = run_cli("config", "show", str(bad))
+    assert r.returncode == 2
+    assert f"{bad}:4" in r.stderr and "bootstrap.sft.lrate" in r.stderr and "did you mean 'lr'" in r.stderr
+    r = run_cli("bootstrap", str(bad), cwd=tmp_path)
+    assert r.returncode == 2 and not (tmp_path / "runs").exists()  # nothing ran, nothing written
+    r = run_cli("config", "show", "bootstrap.model.layers=four")
+    assert r.returncode == 2 and "bootstrap.model.layers" in r.stderr and "expected an integer" in r.stderr
+    assert "Traceback" not in r.stderr
