@@ -1,0 +1,73 @@
+"""A real local Ray cluster: `ray start --head` on loopback, the tiny job sent with `ray job submit`, outputs checked."""
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from longshort.ranks import free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+# A small bootstrap: the point here is the cluster path, not the model.
+TINY_JOB = ["bootstrap.task.n_train=48", "bootstrap.task.n_eval=6", "bootstrap.task.max_steps=2",
+            "bootstrap.tokenizer.vocab_size=360", "bootstrap.model.layers=1", "bootstrap.model.kv_heads=1", "bootstrap.model.intermediate=64",
+            "bootstrap.sft.max_steps=3", "bootstrap.sft.progress=false", "bootstrap.eval.batch_size=6",
+            "bootstrap.eval.max_new_tokens=24", "tracking.mode=offline"]
+
+
+def _kill_cluster(temp_dir: str) -> None:
+    """Stop only this test's Ray processes (`ray stop` would stop every Ray cluster on the machine)."""
+    out = subprocess.run(["ps", "-ww", "-eo", "pid=,args="], capture_output=True, text=True).stdout
+    pids = [int(line.split(None, 1)[0]) for line in out.splitlines() if temp_dir in line]
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in pids:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        time.sleep(2)
+
+
+@pytest.fixture
+def cluster():
+    temp_dir = tempfile.mkdtemp(prefix="lsray", dir="/tmp")  # short: Ray's socket paths have a length limit
+    port, dash = free_port(), free_port()
+    # Every port the head opens is chosen here: defaults (e.g. the agent's 52365) clash with other Ray sessions.
+    agent_ports = [f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}",
+                   f"--metrics-export-port={free_port()}", f"--runtime-env-agent-port={free_port()}"]
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "PATH": f"{BIN}:{os.environ['PATH']}",
+           "RAY_USAGE_STATS_ENABLED": "0"}
+    env.pop("RAY_ADDRESS", None)
+    start = subprocess.run(
+        [str(BIN / "ray"), "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=2",
+         "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", f"--temp-dir={temp_dir}",
+         "--disable-usage-stats", *agent_ports],
+        env=env, capture_output=True, text=True, timeout=180,
+    )
+    try:
+        assert start.returncode == 0, f"ray start failed:\n{start.stdout}\n{start.stderr}"
+        yield f"http://127.0.0.1:{dash}", env
+    finally:
+        _kill_cluster(temp_dir)
+
+
+def test_ray_job_submit_runs_the_tiny_job(cluster, tmp_path):
+    address, env = cluster
+    out_dir = tmp_path / "runs"
+    cmd = ["bash", str(ROOT / "launch/submit.sh"), "--address", address, "--", "longshort", "bootstrap",
+           "ray_configs/tiny.yaml", f"output_dir={out_dir}", "name=cluster", *TINY_JOB]
+    job = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    log = job.stdout[-4000:] + job.stderr[-4000:]
+    assert job.returncode == 0, f"job failed:\n{log}"
+    assert "succeeded" in job.stdout.lower(), log
+    run = out_dir / "cluster"
+    assert (run / "config.yaml").is_file() and (run / "metrics.jsonl").is_file()
+    assert (run / "bootstrap" / "eval.json").is_file()
+    assert (run / "bootstrap" / "base_model" / "config.json").is_file()
+    assert "bootstrap.sft" not in (run / "config.yaml").read_text()  # the resolved tree, not the override strings
