@@ -126,3 +126,64 @@ def render(messages: list[Message], tokenizer, finished: bool = True) -> Rendere
 def prompt_ids(messages: list[Message], tokenizer, next_role: str) -> list[int]:
     """Ids that prompt ``next_role`` to write its turn after ``messages``."""
     return render(messages, tokenizer, finished=False).ids + header_ids(tokenizer, next_role)
+
+
+# ---- the long/short pair: who speaks when, how a dialogue ends ---------------------------------------------
+# Layout of a pair dialogue (the collaboration protocol every stage uses: cold-start synthesis, pair SFT, RL
+# episodes, inference)::
+#
+#     <|user|>problem<|end_turn|>
+#     <|long|>important thought(s)<|end_turn|>          the long role always opens
+#     <|short|>concise steps<|end_turn|>                 END_TURN: hand control back to the long role
+#     <|long|>next important thought(s)<|end_turn|>
+#     <|short|>concise steps ... \boxed{answer}<|endoftext|>   EOS: the short role finishes with the answer
+#
+# Roles strictly alternate, long first. Only the short role finishes: an EOS written by the long role is read as
+# END_TURN (``canonical_turn`` rewrites it). A dialogue fails (unfinished, no answer) when a turn is cut by the
+# token limit or ``MAX_TURNS`` model turns pass without the short role finishing.
+PAIR_ROLES = ("long", "short")
+MAX_TURNS = 12  # model turns (long and short together) in one dialogue
+
+
+def pair_role(turn: int) -> str:
+    """Role of model turn ``turn`` (0-based, the user turn not counted): long, short, long, ..."""
+    return PAIR_ROLES[turn % 2]
+
+
+def turn_end(role: str, token_ids: list[int], tokenizer) -> str:
+    """How a generated turn ended: ``finish`` (the short role's EOS), ``handoff`` (END_TURN, or the long
+    role's EOS) or ``cut`` (no terminator: the token limit was hit)."""
+    if not token_ids:
+        return "cut"
+    last = token_ids[-1]
+    if last == tokenizer.convert_tokens_to_ids(EOS):
+        return "finish" if role == "short" else "handoff"
+    if last == tokenizer.convert_tokens_to_ids(END_TURN):
+        return "handoff"
+    return "cut"
+
+
+def canonical_turn(role: str, token_ids: list[int], tokenizer) -> list[int]:
+    """A generated turn as ``render`` would lay it out: the long role's EOS becomes END_TURN."""
+    eos, end_turn = tokenizer.convert_tokens_to_ids(EOS), tokenizer.convert_tokens_to_ids(END_TURN)
+    if role == "long" and token_ids and token_ids[-1] == eos:
+        return [*token_ids[:-1], end_turn]
+    return list(token_ids)
+
+
+def check_pair_dialogue(messages: list[Message], max_turns: int = MAX_TURNS) -> str | None:
+    """Why ``messages`` is not a well-formed finished pair dialogue (None when it is): a user turn, then
+    alternating long/short turns starting with long and ending with short, at most ``max_turns`` of them."""
+    if not messages or messages[0].role != "user":
+        return "the dialogue must open with the user's problem"
+    turns = messages[1:]
+    if not turns:
+        return "no model turn"
+    for i, m in enumerate(turns):
+        if m.role != pair_role(i):
+            return f"turn {i + 1} is {m.role!r}, expected {pair_role(i)!r} (roles alternate, long first)"
+    if turns[-1].role != "short":
+        return "the last turn must be the short role's answer"
+    if len(turns) > max_turns:
+        return f"{len(turns)} model turns, more than max_turns={max_turns}"
+    return None

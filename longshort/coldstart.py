@@ -1,0 +1,407 @@
+"""Cold-start dialogues from scored CoTs (``longshort coldstart``), in the pair protocol of ``protocol.py``.
+
+Per CoT, the thoughts the scorer ranks highest (``select``: the top ``ratio`` of each CoT, or importance >=
+``threshold``) stay verbatim in the long role's turns; each stretch of other thoughts between them becomes one
+short-role turn holding its compressed form, and the last short turn ends with the CoT's final answer line:
+
+* ``compression: teacher`` (synthetic task): the teacher's concise step lines (``solution``) of the steps whose
+  right equation first appears in the stretch; a stretch without one (restating, checking, a planted wrong
+  step) is dropped.
+* ``compression: engine`` (real data): an engine rewrites the stretch with ``REWRITE_PROMPT``; a rewrite that
+  drops a key quantity of the stretch (the result of each of its equations, and any of its numbers that the
+  final answer uses), invents a number, or is not shorter is rejected (``rewrite_check``); if all ``attempts``
+  for a stretch are rejected the dialogue is dropped. Rejections and drops are counted by reason.
+
+Turns of one role that end up adjacent are merged. The long role opens: if the CoT would open with a non-empty
+short stretch, that stretch's first thought moves to the long role (counted as ``promoted_opening``). Kept are
+only well-formed dialogues (``protocol.check_pair_dialogue``, at most ``max_turns`` turns) whose final answer
+verifies against the gold answer; every drop is counted by reason.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from longshort.engines.base import GenerationRequest, SamplingParams
+from longshort.errors import LongshortError
+from longshort.protocol import MAX_TURNS, THINK_CLOSE, Message, check_pair_dialogue, prompt_ids
+from longshort.rollout_backend import RolloutConfig, open_backend
+from longshort.thoughts import BASE_MODEL, resolve
+
+log = logging.getLogger("longshort")
+
+REWRITE_PROMPT = (
+    "Rewrite the reasoning below as briefly as possible. Keep every intermediate result, number and equation it "
+    "computes; drop restatements, hesitation and re-checks. Write only the brief version.\n\n{text}"
+)
+_NUM = re.compile(r"-?\d+(?:,\d{3})*(?:\.\d+)?")
+_EQ_RESULT = re.compile(r"=\s*\$?\s*(-?\d+(?:,\d{3})*(?:\.\d+)?)")
+
+
+@dataclass
+class RewriteConfig:
+    """The engine that compresses stretches (``compression: engine``)."""
+
+    model: str | None = None  # None: the bootstrap base model
+    prompt: str = REWRITE_PROMPT  # must contain {text}
+    max_tokens: int = field(default=256, metadata={"ge": 1})
+    temperature: float = field(default=0.7, metadata={"ge": 0})
+    attempts: int = field(default=2, metadata={"ge": 1})  # samples per stretch; the shortest valid one is kept
+    seed: int = 0
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+
+
+@dataclass
+class ColdstartConfig:
+    """Cold-start synthesis (config section ``coldstart``)."""
+
+    select: Literal["ratio", "threshold"] = "ratio"
+    ratio: float = field(default=0.4, metadata={"gt": 0, "le": 1})  # share of each CoT's thoughts kept (>= 1)
+    threshold: float = field(default=0.0, metadata={"ge": -1, "le": 1})  # select: threshold
+    max_turns: int = field(default=MAX_TURNS, metadata={"ge": 2})
+    compression: Literal["teacher", "engine"] = "teacher"
+    rewrite: RewriteConfig = field(default_factory=RewriteConfig)
+    data: str | None = None  # scored CoTs; None: run_dir/score/scores.jsonl
+    tokenizer: str | None = None  # for token counts; None: the bootstrap base model's
+
+    def validate(self) -> None:
+        if "{text}" not in self.rewrite.prompt:
+            raise ValueError("rewrite: prompt has no {text} placeholder; accepted: a template containing {text}")
+
+
+# ------------------------------------------------------------------------------------------- selection
+
+
+def select_important(importances: list[float], cfg: ColdstartConfig) -> set[int]:
+    """Indices of the thoughts kept by the long role."""
+    if cfg.select == "threshold":
+        return {k for k, v in enumerate(importances) if v >= cfg.threshold}
+    keep = max(1, math.ceil(cfg.ratio * len(importances))) if importances else 0
+    order = sorted(range(len(importances)), key=lambda k: (-importances[k], k))
+    return set(order[:keep])
+
+
+def stretches(n: int, important: set[int]) -> list[tuple[str, list[int]]]:
+    """Maximal runs ``(role, thought indices)``: long for important thoughts, short for the others."""
+    out: list[tuple[str, list[int]]] = []
+    for k in range(n):
+        role = "long" if k in important else "short"
+        if out and out[-1][0] == role:
+            out[-1][1].append(k)
+        else:
+            out.append((role, [k]))
+    return out
+
+
+# ----------------------------------------------------------------------------------------- compression
+
+
+def numbers(text: str) -> set[str]:
+    """Numbers in ``text``, normalised (thousands separators and trailing decimal zeros removed)."""
+    out = set()
+    for m in _NUM.findall(text):
+        m = m.replace(",", "")
+        if "." in m:
+            m = m.rstrip("0").rstrip(".")
+        out.add(m)
+    return out
+
+
+def key_quantities(stretch: str, answer_text: str) -> set[str]:
+    """What a rewrite of ``stretch`` must keep: each equation's result, and its numbers the answer uses."""
+    results = numbers(" ".join(_EQ_RESULT.findall(stretch)))
+    return results | (numbers(stretch) & numbers(answer_text))
+
+
+def rewrite_check(rewrite: str, stretch: str, answer_text: str, problem: str = "") -> str | None:
+    """Why a rewrite of ``stretch`` is rejected (None: accepted): ``empty``, ``not_shorter``, ``dropped_quantity``
+    (a key quantity is missing) or ``new_number`` (a number found in neither the stretch, the problem nor the
+    answer: an invented value would silently corrupt the data, since only the final answer is verified)."""
+    if not rewrite.strip():
+        return "empty"
+    if len(rewrite.strip()) >= len(stretch.strip()):
+        return "not_shorter"
+    got = numbers(rewrite)
+    if not key_quantities(stretch, answer_text) <= got:
+        return "dropped_quantity"
+    if not got <= numbers(stretch) | numbers(answer_text) | numbers(problem):
+        return "new_number"
+    return None
+
+
+def rewrite_ok(rewrite: str, stretch: str, answer_text: str, problem: str = "") -> bool:
+    return rewrite_check(rewrite, stretch, answer_text, problem) is None
+
+
+class TeacherCompressor:
+    """The synthetic task's teacher: a stretch becomes the concise lines (``solution``) of the steps whose right
+    equation first appears in it.
+
+    Each concise line (``34 × 2 = 68``) is located in the thoughts in order, each search starting at the thought
+    where the previous step was found; the thought holding a step's right equation first (the step itself, or the
+    correction of a planted error) is where that step is done. A planted wrong step never holds the right
+    equation, so it is compressed away.
+    """
+
+    def __init__(self, rec: dict):
+        lines = (rec.get("solution") or "").strip().splitlines()
+        if len(lines) < 2 or "\\boxed" not in lines[-1]:
+            raise LongshortError(f"coldstart: CoT {rec['id']!r} has no teacher solution (step lines, then a boxed "
+                                 "answer line); compression 'teacher' is for the synthetic task, use "
+                                 "coldstart.compression: engine for other data")
+        self.lines, self.answer_line = lines[:-1], lines[-1]
+        texts = [t["text"] for t in rec["thoughts"]]
+        self.where: list[int] | None = []  # thought index of each step; None: a step was not found
+        k = 0
+        for line in self.lines:
+            while k < len(texts) and line not in texts[k]:
+                k += 1
+            if k == len(texts):
+                self.where = None
+                break
+            self.where.append(k)
+
+    def compress(self, thought_ids: list[int]) -> str:
+        ids = set(thought_ids)
+        return "\n".join(line for line, k in zip(self.lines, self.where or [], strict=False) if k in ids)
+
+
+def answer_line(rec: dict) -> str | None:
+    """The CoT's final answer sentence: the last line of the tail holding ``\\boxed``."""
+    tail = rec["tail"]
+    tail = tail.split(THINK_CLOSE, 1)[1] if THINK_CLOSE in tail else tail
+    lines = [ln.strip() for ln in tail.splitlines() if "\\boxed" in ln]
+    return lines[-1] if lines else None
+
+
+# --------------------------------------------------------------------------------------------- synthesis
+
+
+@dataclass
+class ColdstartStats:
+    cots: int = 0
+    kept: int = 0
+    dropped: Counter[str] = field(default_factory=Counter)
+    promoted_opening: int = 0
+    rewrites: int = 0
+    rewrites_rejected: Counter[str] = field(default_factory=Counter)  # reason -> count
+
+    def summary(self) -> dict:
+        return {"cots": self.cots, "kept": self.kept, "promoted_opening": self.promoted_opening,
+                "rewrites": self.rewrites, "rewrites_rejected": sum(self.rewrites_rejected.values()),
+                **{f"rewrites_rejected_{k}": v for k, v in sorted(self.rewrites_rejected.items())},
+                **{f"dropped_{k}": v for k, v in sorted(self.dropped.items())}}
+
+
+def _text(rec: dict, ids: list[int]) -> str:
+    return "".join(rec["thoughts"][k]["text"] for k in ids).strip()
+
+
+def build_dialogue(rec: dict, cfg: ColdstartConfig, compressor, stats: ColdstartStats) -> list[Message] | str:
+    """The dialogue for one scored CoT, or the reason it is dropped. ``compressor.compress(rec, thought_ids)``
+    gives a short turn's text ("" drops the stretch, None: rejected); ``compressor.final(rec)`` the answer line."""
+    n = len(rec["thoughts"])
+    if n == 0:
+        return "no_thoughts"
+    important = select_important([t["importance"] for t in rec["thoughts"]], cfg)
+    for attempt in range(2):
+        turns: list[Message] = []
+        for role, ids in stretches(n, important):
+            text = _text(rec, ids) if role == "long" else compressor.compress(rec, ids)
+            if text is None:
+                return "rewrite_rejected" if cfg.compression == "engine" else "teacher_mismatch"
+            if not text:
+                continue
+            if turns and turns[-1].role == role:
+                turns[-1] = Message(role, turns[-1].content + ("\n\n" if role == "long" else "\n") + text)
+            else:
+                turns.append(Message(role, text))
+        if turns and turns[0].role == "short" and attempt == 0:
+            important.add(0)  # the long role opens: the first thought (of the opening stretch) moves to it
+            stats.promoted_opening += 1
+            continue
+        break
+    final = compressor.final(rec)
+    if not final:
+        return "no_answer"
+    if turns and turns[-1].role == "short":
+        turns[-1] = Message("short", turns[-1].content + "\n" + final)
+    else:
+        turns.append(Message("short", final))
+    messages = [Message("user", rec["problem"]), *turns]
+    problem = check_pair_dialogue(messages, cfg.max_turns)
+    if problem:
+        return "too_many_turns" if "max_turns" in problem else "malformed"
+    return messages
+
+
+class _Teacher:
+    def __init__(self):
+        self._by_id: dict[str, TeacherCompressor] = {}
+
+    def _of(self, rec: dict) -> TeacherCompressor:
+        if rec["id"] not in self._by_id:
+            self._by_id[rec["id"]] = TeacherCompressor(rec)
+        return self._by_id[rec["id"]]
+
+    def compress(self, rec: dict, ids: list[int]) -> str | None:
+        t = self._of(rec)
+        return None if t.where is None else t.compress(ids)
+
+    def final(self, rec: dict) -> str:
+        return self._of(rec).answer_line
+
+
+class _Rewriter:
+    """Rewrites every short stretch of a batch of CoTs with one engine call, before the dialogues are built."""
+
+    def __init__(self, cfg: ColdstartConfig, generate, tokenizer, stats: ColdstartStats):
+        self.cfg, self.generate, self.tokenizer, self.stats = cfg, generate, tokenizer, stats
+        self.done: dict[tuple[str, tuple[int, ...]], str | None] = {}
+
+    def prepare(self, recs: list[dict]) -> None:
+        rw = self.cfg.rewrite
+        wanted = []
+        for rec in recs:
+            imp = select_important([t["importance"] for t in rec["thoughts"]], self.cfg)
+            for extra in (set(), {0}) if 0 not in imp else (set(),):  # {0}: the opening promotion, if needed
+                for role, ids in stretches(len(rec["thoughts"]), imp | extra):
+                    if role == "short" and (rec["id"], tuple(ids)) not in self.done:
+                        self.done[(rec["id"], tuple(ids))] = None
+                        wanted.append((rec, ids))
+        requests = [GenerationRequest(
+            prompt_ids([Message("user", rw.prompt.format(text=_text(rec, ids)))], self.tokenizer, "assistant"),
+            SamplingParams(n=rw.attempts, temperature=rw.temperature, max_tokens=rw.max_tokens, seed=rw.seed + i,
+                           logprobs=False), request_id=f"{rec['id']}/{ids[0]}") for i, (rec, ids) in enumerate(wanted)]
+        results = self.generate(requests) if requests else []
+        for (rec, ids), res in zip(wanted, results, strict=True):
+            src, ans = _text(rec, ids), answer_line(rec) or ""
+            good = []
+            for s in res.samples:
+                text = s.text.rsplit(THINK_CLOSE, 1)[-1].strip()
+                self.stats.rewrites += 1
+                why = rewrite_check(text, src, ans, rec["problem"])
+                if why is None:
+                    good.append(text)
+                else:
+                    self.stats.rewrites_rejected[why] += 1
+            self.done[(rec["id"], tuple(ids))] = min(good, key=len) if good else None
+
+    def compress(self, rec: dict, ids: list[int]) -> str | None:
+        return self.done.get((rec["id"], tuple(ids)))
+
+    def final(self, rec: dict) -> str | None:
+        return answer_line(rec)
+
+
+def synthesize(scored: list[dict], cfg: ColdstartConfig, verifier, generate=None, tokenizer=None,
+               stats: ColdstartStats | None = None) -> list[dict]:
+    """Dialogue records (SFT JSONL layout: id, messages, train_roles, meta) for the scored CoTs that pass."""
+    stats = stats if stats is not None else ColdstartStats()
+    if cfg.compression == "engine":
+        if generate is None or tokenizer is None:
+            raise LongshortError("coldstart.compression 'engine' needs a rewrite engine (coldstart.rewrite.model)")
+        compress = _Rewriter(cfg, generate, tokenizer, stats)
+        compress.prepare(scored)
+    else:
+        compress = _Teacher()
+    built = []
+    for rec in scored:
+        stats.cots += 1
+        out = build_dialogue(rec, cfg, compress, stats)
+        if isinstance(out, str):
+            stats.dropped[out] += 1
+        else:
+            built.append((rec, out))
+    verdicts = verifier.judge_many([m[-1].content for _, m in built], [str(r["answer"]) for r, _ in built])
+    dialogues = []
+    for (rec, messages), v in zip(built, verdicts, strict=True):
+        if not v.correct:
+            stats.dropped["unverified"] += 1
+            continue
+        stats.kept += 1
+        dialogues.append({"id": rec["id"], "messages": [{"role": m.role, "content": m.content} for m in messages],
+                          "train_roles": ["long", "short"],
+                          "meta": {"turns": len(messages) - 1, "answer": rec["answer"]}})
+    return dialogues
+
+
+# ------------------------------------------------------------------------------------------------- stage
+
+
+@dataclass
+class ColdstartResult:
+    path: Path  # run_dir/coldstart/dialogues.jsonl
+    summary: dict
+
+
+def run_coldstart(cfg: ColdstartConfig, run_dir: str | Path, tracker=None, verifier=None,
+                  backend=None) -> ColdstartResult:
+    """Synthesize ``run_dir/coldstart/dialogues.jsonl`` (+ ``summary.json``) from the scored CoTs."""
+    from transformers import AutoTokenizer
+
+    from longshort.scoring import load_chunked
+    from longshort.verify import shared_verifier
+
+    try:
+        cfg.validate()
+    except ValueError as e:
+        raise LongshortError(f"coldstart config: key 'coldstart.{e}") from None
+    t0 = time.perf_counter()
+    run_dir = Path(run_dir)
+    scored = [rec for rec, _ in load_chunked(resolve(run_dir, cfg.data, "score/scores.jsonl"))]
+    tok_dir = resolve(run_dir, cfg.tokenizer, BASE_MODEL)
+    tokenizer = AutoTokenizer.from_pretrained(str(tok_dir))
+    stats = ColdstartStats()
+    own = backend is None and cfg.compression == "engine"
+    if own:
+        backend = open_backend(cfg.rewrite.rollout, resolve(run_dir, cfg.rewrite.model, BASE_MODEL), cfg.rewrite.seed)
+    try:
+        rw_tok = tokenizer if cfg.compression == "teacher" or cfg.rewrite.model is None else \
+            AutoTokenizer.from_pretrained(cfg.rewrite.model)
+        dialogues = synthesize(scored, cfg, verifier or shared_verifier(), backend, rw_tok, stats)
+    finally:
+        if own:
+            backend.close()
+    out = run_dir / "coldstart" / "dialogues.jsonl"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text("".join(json.dumps(d, ensure_ascii=False) + "\n" for d in dialogues), encoding="utf-8")
+    tmp.replace(out)
+    summary = {**stats.summary(), **token_summary(scored, dialogues, tokenizer), "seconds": time.perf_counter() - t0}
+    (out.parent / "summary.json").write_text(json.dumps(summary, indent=2))
+    log.info("coldstart: %d of %d CoTs -> dialogues (%s); tokens kept %.0f%% of the CoTs'", stats.kept, stats.cots,
+             ", ".join(f"{k} {v}" for k, v in summary.items() if k.startswith("dropped_")) or "none dropped",
+             100 * (summary["token_ratio"] or 0.0))
+    if not dialogues:
+        raise LongshortError(f"coldstart: no dialogue passed ({stats.summary()}); check the scores and "
+                             "coldstart.compression")
+    if tracker is not None:
+        tracker.log({f"coldstart/{k}": v for k, v in summary.items()}, step=0)
+    return ColdstartResult(out, summary)
+
+
+def token_summary(scored: list[dict], dialogues: list[dict], tokenizer) -> dict:
+    """Tokens written by each role in the kept dialogues, against the tokens of their source CoTs."""
+    by_id = {r["id"]: r for r in scored}
+    counts = {"long": 0, "short": 0}
+    cot = 0
+    for d in dialogues:
+        rec = by_id[d["id"]]
+        cot += len(tokenizer.encode(rec["head"] + "".join(t["text"] for t in rec["thoughts"]) + rec["tail"],
+                                    add_special_tokens=False))
+        for m in d["messages"][1:]:
+            counts[m["role"]] += len(tokenizer.encode(m["content"], add_special_tokens=False)) + 1
+    total = counts["long"] + counts["short"]
+    n = max(len(dialogues), 1)
+    return {"long_tokens_per_dialogue": counts["long"] / n, "short_tokens_per_dialogue": counts["short"] / n,
+            "cot_tokens_per_dialogue": cot / n, "token_ratio": total / cot if cot else None,
+            "turns_per_dialogue": sum(d["meta"]["turns"] for d in dialogues) / n}

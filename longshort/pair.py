@@ -1,0 +1,234 @@
+"""SFT of the long/short pair from cold-start dialogues (``longshort sft``), and the pair-vs-base evaluation.
+
+Both models start from the base model (or the checkpoints named in ``sft.long_model`` / ``sft.short_model``) and
+learn from the same dialogues: the long model the tokens of the long role's turns, the short model the short
+role's. The evaluation runs the pair through the protocol (``protocol.pair_role``/``turn_end``: long opens, the
+short role hands back with END_TURN or finishes with EOS) on held-out problems, next to the base model answering
+alone, and reports accuracy and generated tokens of both.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from longshort.engines.base import GenerationRequest, SamplingParams
+from longshort.errors import LongshortError
+from longshort.problems import ProblemSource, load_problems
+from longshort.protocol import (
+    MAX_TURNS,
+    Message,
+    canonical_turn,
+    header_ids,
+    pair_role,
+    prompt_ids,
+    render,
+    special_ids,
+    turn_end,
+)
+from longshort.rollout_backend import RolloutConfig, open_backend
+from longshort.sft import SFTConfig, run_sft
+from longshort.sft_data import SFTExample, load_sft_jsonl
+from longshort.thoughts import BASE_MODEL, resolve
+
+log = logging.getLogger("longshort")
+BOOTSTRAP_EVAL = "bootstrap/data/eval.jsonl"
+
+
+@dataclass
+class PairEvalConfig:
+    """Held-out evaluation of the pair against the base model."""
+
+    source: ProblemSource = field(default_factory=lambda: ProblemSource(path="", limit=100))  # "": bootstrap eval
+    temperature: float = field(default=0.0, metadata={"ge": 0})
+    max_turn_tokens: int = field(default=256, metadata={"ge": 1})  # per pair turn
+    max_tokens: int = field(default=512, metadata={"ge": 1})  # the base model's whole answer
+    max_turns: int = field(default=MAX_TURNS, metadata={"ge": 2})
+    seed: int = 0
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+
+
+def _pair_sft_default() -> SFTConfig:
+    return SFTConfig(lr=3e-4, min_lr=3e-5, epochs=3, micro_batch_size=8, max_len=512, progress=False)
+
+
+@dataclass
+class PairSFTConfig:
+    """SFT of the pair (config section ``sft``)."""
+
+    long_model: str | None = None  # None: the bootstrap base model
+    short_model: str | None = None
+    data: str | None = None  # dialogues JSONL; None: run_dir/coldstart/dialogues.jsonl
+    long: SFTConfig = field(default_factory=_pair_sft_default)
+    short: SFTConfig = field(default_factory=_pair_sft_default)
+    eval: PairEvalConfig = field(default_factory=PairEvalConfig)
+    run_eval: bool = True
+
+
+# --------------------------------------------------------------------------------------------- pair runs
+
+
+@dataclass
+class PairOutcome:
+    turns: list[tuple[str, list[int]]]  # (role, generated ids incl. terminator)
+    status: str  # finished | cut | max_turns
+    answer_text: str  # the short role's last turn ("" unless finished)
+
+    @property
+    def tokens(self) -> dict[str, int]:
+        out = {"long": 0, "short": 0}
+        for role, ids in self.turns:
+            out[role] += len(ids)
+        return out
+
+
+def run_pair(long_gen, short_gen, tokenizer, problems: list[str], *, max_turns: int = MAX_TURNS,
+             max_turn_tokens: int = 256, temperature: float = 0.0, seed: int = 0) -> list[PairOutcome]:
+    """Alternate the two models through the protocol on every problem, all problems batched per turn.
+
+    The dialogue is kept as token ids (generated ids are appended as they are, never re-tokenized).
+    """
+    sp = special_ids(tokenizer)
+    stops = [sp["<|endoftext|>"], sp["<|end_turn|>"]]
+    ids = [render([Message("user", p)], tokenizer, finished=False).ids for p in problems]
+    turns: list[list[tuple[str, list[int]]]] = [[] for _ in problems]
+    status = ["running"] * len(problems)
+    for turn in range(max_turns):
+        role = pair_role(turn)
+        active = [i for i, s in enumerate(status) if s == "running"]
+        if not active:
+            break
+        head = header_ids(tokenizer, role)
+        reqs = [GenerationRequest(ids[i] + head, SamplingParams(temperature=temperature, max_tokens=max_turn_tokens,
+                                                                stop_token_ids=stops, seed=seed + i, logprobs=False),
+                                  request_id=f"{i}/{turn}") for i in active]
+        results = (long_gen if role == "long" else short_gen)(reqs)
+        for i, res in zip(active, results, strict=True):
+            gen = res.samples[0].token_ids
+            end = turn_end(role, gen, tokenizer)
+            gen = canonical_turn(role, gen, tokenizer)
+            ids[i] = ids[i] + head + gen
+            turns[i].append((role, gen))
+            if end == "finish":
+                status[i] = "finished"
+            elif end == "cut":
+                status[i] = "cut"
+    out = []
+    for i, st in enumerate(status):
+        st = "max_turns" if st == "running" else st
+        text = tokenizer.decode(turns[i][-1][1], skip_special_tokens=True) if st == "finished" else ""
+        out.append(PairOutcome(turns[i], st, text))
+    return out
+
+
+def run_single(gen, tokenizer, problems: list[str], *, max_tokens: int = 512, temperature: float = 0.0,
+               seed: int = 0) -> list[tuple[str, int]]:
+    """The base model answering alone (assistant role): (text, generated tokens) per problem."""
+    reqs = [GenerationRequest(prompt_ids([Message("user", p)], tokenizer, "assistant"),
+                              SamplingParams(temperature=temperature, max_tokens=max_tokens, seed=seed + i,
+                                             logprobs=False), request_id=str(i)) for i, p in enumerate(problems)]
+    return [(r.samples[0].text, len(r.samples[0].token_ids)) for r in gen(reqs)]
+
+
+def evaluate_pair(cfg: PairEvalConfig, base_dir: Path, long_dir: Path, short_dir: Path, problems, verifier) -> dict:
+    """Accuracy and mean generated tokens of the base model alone and of the pair, on ``problems``."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(base_dir))
+    texts, golds = [p.problem for p in problems], [p.answer for p in problems]
+    t0 = time.perf_counter()
+    base = open_backend(cfg.rollout, base_dir, cfg.seed)
+    try:
+        single = run_single(base, tok, texts, max_tokens=cfg.max_tokens, temperature=cfg.temperature, seed=cfg.seed)
+    finally:
+        base.close()
+    t1 = time.perf_counter()
+    long_b, short_b = open_backend(cfg.rollout, long_dir, cfg.seed), open_backend(cfg.rollout, short_dir, cfg.seed)
+    try:
+        pair = run_pair(long_b, short_b, tok, texts, max_turns=cfg.max_turns, max_turn_tokens=cfg.max_turn_tokens,
+                        temperature=cfg.temperature, seed=cfg.seed)
+    finally:
+        long_b.close()
+        short_b.close()
+    t2 = time.perf_counter()
+    base_ok = [v.correct for v in verifier.judge_many([t for t, _ in single], golds)]
+    pair_ok = [v.correct if o.status == "finished" else False
+               for v, o in zip(verifier.judge_many([o.answer_text or "" for o in pair], golds), pair, strict=True)]
+    n = len(problems)
+    base_acc, pair_acc = sum(base_ok) / n, sum(pair_ok) / n
+    base_tok = sum(t for _, t in single) / n
+    pair_tok = sum(sum(o.tokens.values()) for o in pair) / n
+    return {"problems": n, "base_accuracy": base_acc, "pair_accuracy": pair_acc,
+            "accuracy_kept": pair_acc / base_acc if base_acc else None,
+            "base_tokens": base_tok, "pair_tokens": pair_tok, "token_ratio": pair_tok / base_tok if base_tok else 0.0,
+            "pair_long_tokens": sum(o.tokens["long"] for o in pair) / n,
+            "pair_short_tokens": sum(o.tokens["short"] for o in pair) / n,
+            "pair_turns": sum(len(o.turns) for o in pair) / n,
+            "pair_finished": sum(o.status == "finished" for o in pair) / n,
+            "pair_cut": sum(o.status == "cut" for o in pair) / n,
+            "pair_max_turns": sum(o.status == "max_turns" for o in pair) / n,
+            "seconds_base": t1 - t0, "seconds_pair": t2 - t1}
+
+
+# ------------------------------------------------------------------------------------------------- stage
+
+
+@dataclass
+class PairSFTResult:
+    long_model: Path
+    short_model: Path
+    eval: dict | None
+    seconds: dict
+
+
+def role_examples(path: Path, role: str) -> list[SFTExample]:
+    """The dialogues of ``path`` with only ``role``'s turns trained."""
+    return [replace(ex, train_roles=(role,)) for ex in load_sft_jsonl(path)]
+
+
+def run_pair_sft(cfg: PairSFTConfig, run_dir: str | Path, tracker=None, verifier=None) -> PairSFTResult:
+    """Train ``run_dir/sft/long/model`` and ``run_dir/sft/short/model``; evaluate the pair (``sft/eval.json``)."""
+    run_dir = Path(run_dir)
+    data = resolve(run_dir, cfg.data, "coldstart/dialogues.jsonl")
+    if not data.exists():
+        raise LongshortError(f"sft: {data} does not exist; run `longshort coldstart` first or set sft.data")
+    seconds = {}
+    models = {}
+    for role, sft_cfg, start in (("long", cfg.long, cfg.long_model), ("short", cfg.short, cfg.short_model)):
+        t0 = time.perf_counter()
+        start_dir = resolve(run_dir, start, BASE_MODEL)
+        res = run_sft(sft_cfg, role_examples(data, role), start_dir, run_dir / "sft" / role, tracker=tracker,
+                      metric_prefix=f"sft_{role}/")
+        models[role] = res.model_dir
+        seconds[f"sft_{role}"] = time.perf_counter() - t0
+        log.info("sft %s: %d steps from %s -> %s (%.0fs)", role, res.steps, start_dir, res.model_dir,
+                 seconds[f"sft_{role}"])
+    result = run_pair_eval(cfg, run_dir, tracker, verifier) if cfg.run_eval else None
+    return PairSFTResult(models["long"], models["short"], result, seconds)
+
+
+def run_pair_eval(cfg: PairSFTConfig, run_dir: str | Path, tracker=None, verifier=None) -> dict:
+    """Evaluate the trained pair (``run_dir/sft/{long,short}/model``) against the base model; ``sft/eval.json``."""
+    from longshort.verify import shared_verifier
+
+    run_dir = Path(run_dir)
+    models = {role: run_dir / "sft" / role / "model" for role in ("long", "short")}
+    for path in models.values():
+        if not (path / "config.json").exists():
+            raise LongshortError(f"sft eval: {path} does not exist; train the pair first (`longshort sft`)")
+    ev = cfg.eval
+    src = replace(ev.source, path=str(resolve(run_dir, ev.source.path, BOOTSTRAP_EVAL)))
+    problems, _ = load_problems(src)
+    base = resolve(run_dir, None, BASE_MODEL)
+    result = evaluate_pair(ev, base, models["long"], models["short"], problems, verifier or shared_verifier())
+    (run_dir / "sft" / "eval.json").write_text(json.dumps(result, indent=2))
+    log.info("pair vs base on %d held-out problems: accuracy %.3f vs %.3f (%.0f%% kept), tokens %.1f vs %.1f "
+             "(%.0f%%)", result["problems"], result["pair_accuracy"], result["base_accuracy"],
+             100 * (result["accuracy_kept"] or 0.0), result["pair_tokens"], result["base_tokens"],
+             100 * result["token_ratio"])
+    if tracker is not None:
+        tracker.log({f"pair_eval/{k}": v for k, v in result.items() if v is not None}, step=0)
+    return result
