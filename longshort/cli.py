@@ -65,6 +65,17 @@ def _bootstrap(args: argparse.Namespace) -> int:
     return bootstrap_stage(_load(args))
 
 
+def _rl_args(p: argparse.ArgumentParser) -> None:
+    _config_args(p)
+    p.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint (exactly)")
+
+
+def _rl(args: argparse.Namespace) -> int:
+    from longshort.rl import rl_stage
+
+    return rl_stage(_load(args), resume=args.resume)
+
+
 COMMANDS: dict[str, Command] = {
     "config": Command("inspect run configs", _config_cmd_args, _config_show),
     "bootstrap": Command(
@@ -72,6 +83,8 @@ COMMANDS: dict[str, Command] = {
         _config_args,
         _bootstrap,
     ),
+    "rl": Command("multi-turn RL of the long/short pair on Ray: both policies roll out together and both update",
+                  _rl_args, _rl),
 }
 
 

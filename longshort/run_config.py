@@ -11,6 +11,8 @@ from pathlib import Path
 
 from longshort.bootstrap import BootstrapConfig
 from longshort.config import load
+from longshort.rl import RLConfig
+from longshort.topology import TopologyConfig
 from longshort.tracking import TrackingConfig
 from longshort.verify import VerifyConfig
 
@@ -22,6 +24,8 @@ class RunConfig:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     verify: VerifyConfig = field(default_factory=VerifyConfig)
     bootstrap: BootstrapConfig = field(default_factory=BootstrapConfig)
+    topology: TopologyConfig = field(default_factory=TopologyConfig)  # Ray actors per role (ranks, engines, resources)
+    rl: RLConfig = field(default_factory=RLConfig)
 
     def validate(self) -> None:
         if not self.name or "/" in self.name or self.name in (".", ".."):
