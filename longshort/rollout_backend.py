@@ -59,6 +59,15 @@ class LocalBackend:
         self.calls += 1
         return self.engine.generate(requests) if requests else []
 
+    @property
+    def context_limit(self) -> int | None:
+        """The engine's context length (prompt + generation), when it can tell; callers trim prompts to fit."""
+        limit = getattr(self.engine, "max_model_len", None)
+        model = getattr(self.engine, "model", None)
+        if limit is None and model is not None:
+            limit = getattr(model.config.get_text_config(), "max_position_embeddings", None)
+        return limit
+
     def close(self) -> None:
         self.engine = None
 

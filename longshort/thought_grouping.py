@@ -71,6 +71,9 @@ def model_groups(steps: list[list[str]], cfg: ChunkConfig, generate, tokenizer, 
     groups: list[list[tuple[int, int]] | None] = [None] * len(steps)
     methods = ["rules"] * len(steps)
     requests, index = [], []
+    # A prompt must leave room for the answer inside the model's context; longer ones go to the rules, counted.
+    context = getattr(generate, "context_limit", None)
+    prompt_limit = g.max_prompt_tokens if context is None else min(g.max_prompt_tokens, context - g.max_tokens)
     for i, st in enumerate(steps):
         if len(st) < 2:
             continue  # nothing to group
@@ -79,7 +82,7 @@ def model_groups(steps: list[list[str]], cfg: ChunkConfig, generate, tokenizer, 
             reason = "too_many_steps"
         else:
             ids = prompt_ids([Message("user", group_prompt(st, g.max_step_chars))], tokenizer, "assistant")
-            if len(ids) > g.max_prompt_tokens:
+            if len(ids) > prompt_limit:
                 reason = "prompt_too_long"
         if reason:
             stats.fallbacks[reason] += 1
