@@ -65,6 +65,12 @@ def _bootstrap(args: argparse.Namespace) -> int:
     return bootstrap_stage(_load(args))
 
 
+def _analysis(args: argparse.Namespace, stage: str) -> int:
+    from longshort.stages import analysis_stage
+
+    return analysis_stage(_load(args), stage)
+
+
 def _rl_args(p: argparse.ArgumentParser) -> None:
     _config_args(p)
     p.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint (exactly)")
@@ -83,6 +89,15 @@ COMMANDS: dict[str, Command] = {
         _config_args,
         _bootstrap,
     ),
+    **{
+        name: Command(help_text, _config_args, lambda args, _n=name: _analysis(args, _n))
+        for name, help_text in {
+            "chunk": "split long CoTs into thoughts (rules, or an engine's grouping validated) → runs/<name>/chunk/",
+            "score": "Monte Carlo importance of each thought from prefix rollouts (cached, resumable) → runs/<name>/score/",
+            "coldstart": "turn scored CoTs into long/short dialogues that verify → runs/<name>/coldstart/",
+            "sft": "SFT the long and the short model on their own turns of the dialogues, then evaluate the pair",
+        }.items()
+    },
     "rl": Command("multi-turn RL of the long/short pair on Ray: both policies roll out together and both update",
                   _rl_args, _rl),
 }

@@ -10,8 +10,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from longshort.bootstrap import BootstrapConfig
+from longshort.coldstart import ColdstartConfig
 from longshort.config import load
+from longshort.pair import PairSFTConfig
 from longshort.rl import RLConfig
+from longshort.scoring import ScoreConfig
+from longshort.thoughts import ChunkConfig
 from longshort.topology import TopologyConfig
 from longshort.tracking import TrackingConfig
 from longshort.verify import VerifyConfig
@@ -24,6 +28,10 @@ class RunConfig:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     verify: VerifyConfig = field(default_factory=VerifyConfig)
     bootstrap: BootstrapConfig = field(default_factory=BootstrapConfig)
+    chunk: ChunkConfig = field(default_factory=ChunkConfig)
+    score: ScoreConfig = field(default_factory=ScoreConfig)
+    coldstart: ColdstartConfig = field(default_factory=ColdstartConfig)
+    sft: PairSFTConfig = field(default_factory=PairSFTConfig)  # SFT of the long/short pair on the cold-start dialogues
     topology: TopologyConfig = field(default_factory=TopologyConfig)  # Ray actors per role (ranks, engines, resources)
     rl: RLConfig = field(default_factory=RLConfig)
 

@@ -45,6 +45,45 @@ def bootstrap_stage(cfg: RunConfig) -> int:
     return 0
 
 
+def _chunk(cfg: RunConfig, run_dir: Path, tracker) -> None:
+    from longshort.thoughts import run_chunk
+
+    run_chunk(cfg.chunk, run_dir, tracker)
+
+
+def _score(cfg: RunConfig, run_dir: Path, tracker) -> None:
+    from longshort.scoring import run_score
+    from longshort.verify import shared_verifier
+
+    run_score(cfg.score, run_dir, tracker, shared_verifier(cfg.verify))
+
+
+def _coldstart(cfg: RunConfig, run_dir: Path, tracker) -> None:
+    from longshort.coldstart import run_coldstart
+    from longshort.verify import shared_verifier
+
+    run_coldstart(cfg.coldstart, run_dir, tracker, shared_verifier(cfg.verify))
+
+
+def _sft(cfg: RunConfig, run_dir: Path, tracker) -> None:
+    from longshort.pair import run_pair_sft
+    from longshort.verify import shared_verifier
+
+    run_pair_sft(cfg.sft, run_dir, tracker, shared_verifier(cfg.verify))
+
+
+# Stages that read the previous stage's outputs from runs/<name>/ and write their own folder there.
+ANALYSIS_STAGES = {"chunk": _chunk, "score": _score, "coldstart": _coldstart, "sft": _sft}
+
+
+def analysis_stage(cfg: RunConfig, stage: str) -> int:
+    run_dir = prepare_run(cfg)
+    with open_tracker(cfg, run_dir) as tracker:
+        ANALYSIS_STAGES[stage](cfg, run_dir, tracker)
+    log.info("%s done: outputs in %s", stage, run_dir / stage)
+    return 0
+
+
 def format_table(metrics: dict) -> str:
     rows = [(k, f"{v:.4g}" if isinstance(v, float) else str(v)) for k, v in metrics.items() if not isinstance(v, dict)]
     width = max((len(k) for k, _ in rows), default=0)

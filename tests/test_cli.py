@@ -63,3 +63,17 @@ def test_typo_and_wrong_type_fail_before_work(tmp_path):
     r = run_cli("config", "show", "bootstrap.model.layers=four")
     assert r.returncode == 2 and "bootstrap.model.layers" in r.stderr and "expected an integer" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_chunk_command_on_the_shipped_sample(tmp_path):
+    import json
+
+    r = run_cli("chunk", f"chunk.source.path={ROOT / 'coldstart_data/sample.jsonl'}", f"output_dir={tmp_path}",
+                "name=s", "tracking.mode=disabled")
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = [json.loads(line) for line in (tmp_path / "s/chunk/thoughts.jsonl").read_text().splitlines()]
+    samples = [json.loads(line) for line in (ROOT / "coldstart_data/sample.jsonl").read_text().splitlines()]
+    assert len(rows) == len(samples) == 20
+    for row, sample in zip(rows, samples, strict=True):  # lossless: head + thoughts + tail is the CoT
+        assert row["head"] + "".join(row["thoughts"]) + row["tail"] == sample["long_cot"]
+    assert (tmp_path / "s/config.yaml").is_file()
