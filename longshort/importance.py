@@ -6,21 +6,29 @@ count and ``T = n_1 + ... + n_K``. See ``docs/importance.md`` for the motivation
 
 * accuracy      ``a_k = (s_k + beta) / (N + 2 beta)``, a Beta(beta, beta)-smoothed success rate, in (0, 1)
                 for ``beta > 0`` (in [0, 1] for ``beta = 0``).
-* effectiveness ``e_k = a_k - a_{k-1}`` in [-1, 1]: the change in success probability the thought causes.
-  With ``effect: gain`` it is normalised by the room there was to move:
-  ``g_k = e_k / (1 - a_{k-1})`` if ``e_k >= 0`` else ``e_k / a_{k-1}``; also in [-1, 1] (proof in ``gain``).
+* effectiveness ``E_k`` in [-1, 1], the change in success probability the thought causes, one of
+  ``delta``:    ``e_k = a_k - a_{k-1}``;
+  ``gain``:     ``e_k / (1 - a_{k-1})`` if ``e_k >= 0`` else ``e_k / a_{k-1}`` (share of the room to move);
+  ``relative``: ``e_k / max(a_k, a_{k-1})`` (share of the success probability the thought created or destroyed).
+  Each is in [-1, 1] (proofs in ``gain`` and ``relative``).
 * cost          ``c_k = n_k / T`` in [0, 1]: the thought's share of the CoT's tokens. The score uses it relative to
   an average thought, squashed: ``r_k = K c_k / (1 + K c_k) = n_k / (n_k + T/K)`` in [0, 1) (1/2 for an
   average-length thought), so the cost term means the same in a CoT of 5 thoughts and one of 500.
-* importance    ``I_k = (w_e E_k - w_c r_k) / (w_e + w_c)`` with ``E_k`` = ``e_k`` or ``g_k``, weights >= 0 and
-  ``w_e + w_c > 0``.
+* importance, with weights ``w_e, w_c >= 0``, ``w_e + w_c > 0``, and ``lam = w_c / (w_e + w_c)`` in [0, 1]:
+  ``combine: scale`` (default): ``I_k = E_k (1 - lam r_k)`` if ``E_k >= 0``, else ``E_k (1 - lam + lam r_k)``:
+  cost decides how much of the effect counts: the help a thought gives is discounted by its cost, the harm
+  it does by its cheapness, and a thought that changes nothing scores 0 at any length.
+  ``combine: add``: ``I_k = (w_e E_k - w_c r_k) / (w_e + w_c)``: cost is charged even when nothing changed.
 
-**Bound.** ``-1 <= I_k <= w_e / (w_e + w_c) <= 1``. Proof: ``E_k`` in [-1, 1] and ``r_k`` in [0, 1], so the
-numerator ``w_e E_k - w_c r_k`` lies in ``[-w_e - w_c, w_e]`` (both weights are non-negative); dividing by
-``w_e + w_c > 0`` keeps the order and gives ``[-1, w_e / (w_e + w_c)]``. Both ends are tight: the upper bound
-is reached by a free thought (``n_k = 0``) that takes the success rate from 0 to 1; the lower bound is
-approached by a thought that takes it from 1 to 0 while holding nearly all the tokens of a CoT with many
-thoughts (``r_k <= K/(K+1)``, so ``-1`` itself is only reached in the limit). ``tests/test_importance.py`` checks the bound on random inputs and hand-computed values.
+**Bound.** ``scale``: ``-1 <= I_k <= 1``. Proof: with ``lam`` in [0, 1] and ``r_k`` in [0, 1), both multipliers
+``1 - lam r_k`` and ``1 - lam + lam r_k`` lie in ``[1 - lam, 1]`` within [0, 1], so ``|I_k| <= |E_k| <= 1`` and
+``I_k`` has the sign of ``E_k``. The ends are reached by a free thought (``n_k = 0``) taking success from 0 to 1
+(``I = 1``) and, for ``lam = 0``, by any thought taking it from 1 to 0 (``I = -1``).
+``add``: ``-1 <= I_k <= w_e / (w_e + w_c) <= 1``. Proof: the numerator ``w_e E_k - w_c r_k`` lies in
+``[-w_e - w_c, w_e]`` since both weights are non-negative; dividing by ``w_e + w_c > 0`` keeps the order. The
+upper end is reached by a free thought taking success from 0 to 1; the lower end is approached by a thought
+taking it from 1 to 0 while holding nearly all tokens of a CoT with many thoughts (``r_k <= K/(K+1)``).
+``tests/test_importance.py`` checks both bounds on random inputs and hand-computed values.
 """
 
 from __future__ import annotations
@@ -36,8 +44,9 @@ class ImportanceConfig:
     """Weights of the importance metric (config section ``score.importance``)."""
 
     w_effect: float = field(default=1.0, metadata={"ge": 0})
-    w_cost: float = field(default=0.25, metadata={"ge": 0})
-    effect: Literal["delta", "gain"] = "delta"
+    w_cost: float = field(default=1.0, metadata={"ge": 0})
+    effect: Literal["delta", "gain", "relative"] = "relative"
+    combine: Literal["scale", "add"] = "scale"
     beta: float = field(default=0.5, metadata={"ge": 0})  # pseudo-successes and -failures smoothing each accuracy
 
     def validate(self) -> None:
@@ -77,6 +86,21 @@ def gain(acc: Sequence[float]) -> list[float]:
     return out
 
 
+def relative(acc: Sequence[float]) -> list[float]:
+    """Effectiveness relative to the level: ``e_k / max(a_k, a_{k-1})``, the share of the success probability
+    after the thought that it created (if it helped) or of the probability before it that it destroyed.
+
+    Bound: ``|a_k - a_{k-1}| <= max(a_k, a_{k-1})`` for accuracies in [0, 1], so the ratio is in [-1, 1]
+    (0 when both are 0). In a chain where each needed step multiplies the success probability by ``1/p``, every
+    such step gets ``1 - p`` wherever it sits, where ``e_k`` and ``gain`` favour the late steps.
+    """
+    out = []
+    for k in range(1, len(acc)):
+        top = max(acc[k], acc[k - 1])
+        out.append(0.0 if top <= 0 else max(-1.0, min(1.0, (acc[k] - acc[k - 1]) / top)))
+    return out
+
+
 def costs(token_counts: Sequence[int]) -> list[float]:
     """``c_k = n_k / T``: each thought's share of the CoT's thought tokens (0 for an empty CoT)."""
     total = sum(token_counts)
@@ -94,7 +118,7 @@ def relative_costs(token_counts: Sequence[int]) -> list[float]:
 @dataclass
 class ThoughtScores:
     acc: list[float]  # K + 1 smoothed accuracies (prefix 0 = no thought yet)
-    effect: list[float]  # K effectiveness values (e_k or g_k, as configured)
+    effect: list[float]  # K effectiveness values E_k (delta, gain or relative, as configured)
     cost: list[float]  # K token shares c_k
     importance: list[float]  # K bounded importances
 
@@ -108,10 +132,14 @@ def importance(successes: Sequence[int], n: int, token_counts: Sequence[int],
         raise ValueError(f"successes: {len(successes)} prefixes for {len(token_counts)} thoughts; "
                          "accepted: one more prefix than thoughts (prefix 0 has no thought)")
     acc = accuracies(successes, n, cfg.beta)
-    eff = gain(acc) if cfg.effect == "gain" else effectiveness(acc)
+    eff = {"delta": effectiveness, "gain": gain, "relative": relative}[cfg.effect](acc)
     rel = relative_costs(token_counts)
     total = cfg.w_effect + cfg.w_cost
-    imp = [(cfg.w_effect * e - cfg.w_cost * r) / total for e, r in zip(eff, rel, strict=True)]
+    if cfg.combine == "add":
+        imp = [(cfg.w_effect * e - cfg.w_cost * r) / total for e, r in zip(eff, rel, strict=True)]
+    else:
+        lam = cfg.w_cost / total
+        imp = [e * (1 - lam * r) if e >= 0 else e * (1 - lam + lam * r) for e, r in zip(eff, rel, strict=True)]
     return ThoughtScores(acc, eff, costs(token_counts), imp)
 
 

@@ -5,7 +5,7 @@ teacher writes a long CoT of blank-line-separated thoughts, each tagged with its
 
 * ``essential``  -- a step that computes the next intermediate value (it carries the state forward),
 * ``redundant``  -- restating, hesitation, double-checks, an alternative method, a recap (no new state),
-* ``error``      -- a planted wrong step, or a step computed from a wrong value (superseded later),
+* ``error``      -- a planted wrong step (the wrong operation applied), or a step computed from its wrong value,
 * ``correction`` -- the reflection that catches the planted error and restores the right value.
 
 Without the correction the chain ends on a wrong answer, so reflections truly matter. The tags stay in the
@@ -127,25 +127,34 @@ def _plain_ops(ops: list[Op]) -> str:
 # --------------------------------------------------------------------------- teacher
 
 
-def _wrong_value(rng: random.Random, right: int, cfg: TaskConfig) -> int:
-    options = [right + d for d in (-10, -2, -1, 1, 2, 10) if 0 <= right + d <= cfg.max_value]
-    return rng.choice(options)
+# A planted error confuses the operation (its arithmetic stays right): wrong arithmetic in the training text
+# would teach a small model off-by-one sums, which is what it then writes.
+_SLIPS = {"add": "sub", "sub": "add", "mul": "add"}
+
+
+def _slip(x: int, op: Op, cfg: TaskConfig) -> Op | None:
+    """The operation a careless solver applies instead of ``op`` at ``x``; None if it would go unnoticed."""
+    wrong = Op(_SLIPS[op.kind], op.arg)
+    value = wrong.apply(x)
+    return wrong if 0 <= value <= cfg.max_value and value != op.apply(x) else None
 
 
 def _redundant_after_step(rng: random.Random, x: int, op: Op, y: int) -> str:
-    """A double-check, an alternative method, or a status recap of step ``x op = y`` (no new state)."""
-    choices = [
+    """A double-check, an alternative method, or a status recap of step ``x op = y`` (no new state).
+
+    Half of them check by the inverse operation: redundant for the answer, yet more arithmetic practice per
+    token for a small model than a verbatim repeat.
+    """
+    if rng.random() < 0.5:
+        if op.kind == "mul":
+            return f"Another way to see it: {op.arg} {SYMBOL[op.kind]} {x} = {y}, the same result."
+        inverse = "-" if op.kind == "add" else "+"
+        return f"Let me verify another way: {y} {inverse} {op.arg} = {x}. Good."
+    return rng.choice([
         f"Wait, let me double-check that. {op.expr(x, y)}, yes.",
         f"So far we have {y}.",
         f"Hmm, is {op.expr(x, y)} right? Yes, it is.",
-    ]
-    if op.kind == "add":
-        choices.append(f"Let me verify another way: {y} - {op.arg} = {x}. Good.")
-    elif op.kind == "sub":
-        choices.append(f"Let me verify another way: {y} + {op.arg} = {x}. Good.")
-    else:
-        choices.append(f"Another way to see it: {op.arg} {SYMBOL[op.kind]} {x} = {y}, the same result.")
-    return rng.choice(choices)
+    ])
 
 
 _HESITATIONS = [
@@ -190,9 +199,10 @@ def teacher(
         y = op.apply(x)
         if rng.random() < cfg.redundancy * 0.4:
             add(rng.choice(_HESITATIONS), "redundant")
-        if i == err_step:
-            wrong = _wrong_value(rng, y, cfg)
-            add(_step(i, phrases[i], op.expr(x, wrong)), "error")
+        slip = _slip(x, op, cfg) if i == err_step else None
+        if slip is not None:
+            wrong = slip.apply(x)
+            add(_step(i, phrases[i], slip.expr(x, wrong)), "error")
             # Propagate the wrong value for `delay` steps (while it stays in range), then catch it.
             chain, w = [], wrong
             for j in range(i + 1, i + 1 + delay):
@@ -202,10 +212,8 @@ def teacher(
                 add(_step(j, phrases[j], ops[j].expr(w, w_next)), "error")
                 chain.append(j)
                 w = w_next
-            if chain:
-                fix = f"Wait, I made a mistake in step {i + 1}: {op.expr(x, y)}, not {wrong}."
-            else:
-                fix = f"Wait, that is not right: {op.expr(x, y)}, not {wrong}."
+            used = f"I used {SYMBOL[slip.kind]} instead of {SYMBOL[op.kind]}. {op.expr(x, y)}, not {wrong}."
+            fix = f"Wait, I made a mistake in step {i + 1}: {used}" if chain else f"Wait, that is not right: {used}"
             v = y
             for j in chain:
                 v_next = ops[j].apply(v)
@@ -221,7 +229,7 @@ def teacher(
             add(_redundant_after_step(rng, x, op, y), "redundant")
         x = y
         i += 1
-    if rng.random() < cfg.redundancy:
+    if rng.random() < cfg.redundancy * 0.5:  # a rarer, long re-verification: copying a whole chain is error-prone
         chain_text, v = [], start
         for op in ops:
             chain_text.append(op.expr(v, op.apply(v)))

@@ -78,7 +78,7 @@ class ChunkConfig:
     think_close: str = THINK_CLOSE
     grouping: GroupingConfig = field(default_factory=GroupingConfig)
     # CoTs to chunk: any problem source whose records have a long CoT; path "" = the bootstrap task data.
-    source: ProblemSource = field(default_factory=lambda: ProblemSource(path="", limit=200))
+    source: ProblemSource = field(default_factory=lambda: ProblemSource(path="", limit=64))
     model: str | None = None  # grouping model (mode: model); None: the bootstrap base model
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
 

@@ -135,3 +135,12 @@ def test_cli_regenerates_the_sample(tmp_path, capsys):
     out = tmp_path / "sample.jsonl"
     main(["--out", str(out), "--n", "5", "--seed", "0"])
     assert read_jsonl(out) == generate(TaskConfig(seed=0, n_train=5, n_eval=0))[0]
+
+
+def test_committed_sample_matches_the_generator():
+    from pathlib import Path
+
+    sample = Path(__file__).resolve().parents[1] / "coldstart_data" / "sample.jsonl"
+    assert read_jsonl(sample) == generate(TaskConfig(seed=0, n_train=20, n_eval=0))[0], (
+        "coldstart_data/sample.jsonl is stale: python -m longshort.task --out coldstart_data/sample.jsonl --n 20 --seed 0"
+    )
