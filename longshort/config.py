@@ -210,7 +210,12 @@ def build(cls: type[T], data: dict, prefix: str = "", where: _Where | None = Non
         if name not in data:
             continue
         path = f"{prefix}.{name}" if prefix else name
-        value = _convert(data[name], hints[name], path, where)
+        raw = data[name]
+        if dataclasses.is_dataclass(hints[name]) and isinstance(raw, dict) and f.default_factory is not dataclasses.MISSING:
+            # A partial section overrides its owner's defaults (e.g. bootstrap's tuned SFT settings), not the
+            # section class's generic ones.
+            raw = deep_merge(to_dict(f.default_factory()), raw)
+        value = _convert(raw, hints[name], path, where)
         for bound_key, (ok, sym) in _RANGE.items():
             if bound_key in f.metadata and value is not None and not ok(value, f.metadata[bound_key]):
                 raise LongshortError(f"{where(path)}: key '{path}' is {value!r}, must be {sym} {f.metadata[bound_key]}")

@@ -90,3 +90,27 @@ def test_base_file_inheritance_and_bad_yaml(tmp_path):
     child2 = write(tmp_path, "base: parent2.yaml\n", "child2.yaml")
     with pytest.raises(LongshortError, match=r"parent2.yaml:3: unknown key 'stepz'"):
         load(Sec, child2)
+
+
+@dataclass
+class Owner:
+    opt: Opt = field(default_factory=lambda: Opt(lr=3e-3, schedule="constant"))  # the owner's tuned defaults
+
+
+def test_partial_section_keeps_the_owners_defaults(tmp_path):
+    """`opt: {zero_stage: 2}` changes one key; lr and schedule stay the owner's, not the Opt class's."""
+    cfg = load(Owner, write(tmp_path, "opt:\n  zero_stage: 2\n"), ["opt.lr=1e-2"])
+    assert (cfg.opt.lr, cfg.opt.schedule, cfg.opt.zero_stage) == (1e-2, "constant", 2)
+    assert load(Owner, None, ["opt.zero_stage=1"]).opt.lr == 3e-3
+    with pytest.raises(LongshortError, match=r"run.yaml:2.*zero_stage"):
+        load(Owner, write(tmp_path, "opt:\n  zero_stage: 9\n"))
+
+
+def test_tiny_config_keeps_the_bootstrap_sft_defaults():
+    from pathlib import Path
+
+    from longshort.bootstrap import BootstrapConfig
+    from longshort.run_config import load_run_config
+
+    tiny = load_run_config(Path(__file__).resolve().parents[1] / "ray_configs" / "tiny.yaml")
+    assert tiny.bootstrap.sft.lr == BootstrapConfig().sft.lr
