@@ -17,9 +17,6 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
-# Before torch loads OpenMP: spinning worker threads make a 2-thread CPU run 10-25x slower whenever another
-# process competes for the cores (measured here); passive waiting costs little on an idle machine.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 TARGET_S, TARGET_ACC = 600.0, 0.60
 

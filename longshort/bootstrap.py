@@ -118,16 +118,16 @@ def generate_greedy(model, tokenizer, problems: list[str], batch_size: int, max_
 def evaluate(model_dir: str | Path, records: list[dict], cfg: BootstrapEvalConfig,
              verify: VerifyConfig | None = None) -> tuple[dict, list[dict]]:
     """Held-out metrics of the model in ``model_dir`` and one row per problem."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
     from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from longshort.progress import bar
 
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
     model = AutoModelForCausalLM.from_pretrained(str(model_dir))
     records = records[: cfg.n] if cfg.n else records
-    with Progress(TextColumn("eval"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), transient=True) as bar:
-        task = bar.add_task("", total=len(records))
+    with bar("base eval", len(records)) as row:
         gens = generate_greedy(model, tokenizer, [r["problem"] for r in records], cfg.batch_size, cfg.max_new_tokens,
-                               progress=lambda n: bar.update(task, completed=n))
+                               progress=lambda n: row.update(completed=n))
     verdicts = shared_verifier(verify).judge_many([g[0] for g in gens], [r["answer"] for r in records])
     rows = []
     for rec, (text, n_tok, finished), v in zip(records, gens, verdicts, strict=True):

@@ -71,6 +71,34 @@ def _analysis(args: argparse.Namespace, stage: str) -> int:
     return analysis_stage(_load(args), stage)
 
 
+def _run_args(p: argparse.ArgumentParser) -> None:
+    from longshort.pipeline import STAGES
+
+    _config_args(p)
+    p.add_argument("--restart-from", choices=list(STAGES), metavar="STAGE",
+                   help=f"rerun this stage and every later one even if complete ({', '.join(STAGES)})")
+
+
+def _run(args: argparse.Namespace) -> int:
+    from longshort.stages import pipeline_stage
+
+    return pipeline_stage(_load(args), args.restart_from)
+
+
+def _prepare_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("source", help="a Hugging Face hub name or a local model directory")
+    p.add_argument("out", help="new directory for the prepared model and tokenizer")
+    p.add_argument("--dtype", default="auto", help="auto | bf16 | fp16 | fp32 (default: the checkpoint's)")
+
+
+def _prepare(args: argparse.Namespace) -> int:
+    from longshort.model_prep import prepare_model
+
+    s = prepare_model(args.source, args.out, args.dtype)
+    print(f"{args.out}: {s['added_tokens']} protocol tokens added (vocab {s['vocab_before']} -> {s['vocab_after']})")
+    return 0
+
+
 def _rl_args(p: argparse.ArgumentParser) -> None:
     _config_args(p)
     p.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint (exactly)")
@@ -82,8 +110,36 @@ def _rl(args: argparse.Namespace) -> int:
     return rl_stage(_load(args), resume=args.resume)
 
 
+def _export(args: argparse.Namespace) -> int:
+    from longshort.export import export_stage
+
+    return export_stage(_load(args))
+
+
+def _solve_args(p: argparse.ArgumentParser) -> None:
+    from longshort.solve import add_args
+
+    add_args(p)
+
+
+def _solve(args: argparse.Namespace) -> int:
+    from longshort.solve import solve_cmd
+
+    return solve_cmd(args)
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from longshort.evaluation import eval_stage
+
+    return eval_stage(_load(args))
+
+
 COMMANDS: dict[str, Command] = {
+    "run": Command("the whole pipeline: bootstrap → chunk → score → coldstart → sft → rl → eval → export; complete "
+                   "stages are skipped, an interrupted one resumes", _run_args, _run),
     "config": Command("inspect run configs", _config_cmd_args, _config_show),
+    "prepare-model": Command("add the pair protocol's tokens and chat template to a hub checkpoint (once, before "
+                             "training it)", _prepare_args, _prepare),
     "bootstrap": Command(
         "generate the synthetic task, build tokenizer + tiny model, SFT the long-CoT base model, evaluate it",
         _config_args,
@@ -100,6 +156,12 @@ COMMANDS: dict[str, Command] = {
     },
     "rl": Command("multi-turn RL of the long/short pair on Ray: both policies roll out together and both update",
                   _rl_args, _rl),
+    "eval": Command("evaluate models and pairs on benchmarks (eval.systems x eval.benchmarks) → runs/<name>/eval/",
+                    _config_args, _eval),
+    "export": Command("write the trained pair as two HF model dirs + manifest + model card → runs/<name>/export/",
+                      _config_args, _export),
+    "solve": Command("run an exported pair on problems (text, stdin or --file): every turn, then the answer",
+                     _solve_args, _solve),
 }
 
 

@@ -15,27 +15,16 @@ import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from longshort.engines.base import GenerationRequest, SamplingParams
 from longshort.errors import LongshortError
+from longshort.evaluation import BOOTSTRAP_EVAL, judge, run_pair, run_single  # shared with `longshort eval`
 from longshort.problems import ProblemSource, load_problems
-from longshort.protocol import (
-    MAX_TURNS,
-    Message,
-    canonical_turn,
-    header_ids,
-    pair_role,
-    prompt_ids,
-    render,
-    special_ids,
-    turn_end,
-)
+from longshort.protocol import MAX_TURNS
 from longshort.rollout_backend import RolloutConfig, open_backend
 from longshort.sft import SFTConfig, run_sft
 from longshort.sft_data import SFTExample, load_sft_jsonl
 from longshort.thoughts import BASE_MODEL, resolve
 
 log = logging.getLogger("longshort")
-BOOTSTRAP_EVAL = "bootstrap/data/eval.jsonl"
 
 
 @dataclass
@@ -68,69 +57,7 @@ class PairSFTConfig:
     run_eval: bool = True
 
 
-# --------------------------------------------------------------------------------------------- pair runs
-
-
-@dataclass
-class PairOutcome:
-    turns: list[tuple[str, list[int]]]  # (role, generated ids incl. terminator)
-    status: str  # finished | cut | max_turns
-    answer_text: str  # the short role's last turn ("" unless finished)
-
-    @property
-    def tokens(self) -> dict[str, int]:
-        out = {"long": 0, "short": 0}
-        for role, ids in self.turns:
-            out[role] += len(ids)
-        return out
-
-
-def run_pair(long_gen, short_gen, tokenizer, problems: list[str], *, max_turns: int = MAX_TURNS,
-             max_turn_tokens: int = 256, temperature: float = 0.0, seed: int = 0) -> list[PairOutcome]:
-    """Alternate the two models through the protocol on every problem, all problems batched per turn.
-
-    The dialogue is kept as token ids (generated ids are appended as they are, never re-tokenized).
-    """
-    sp = special_ids(tokenizer)
-    stops = [sp["<|endoftext|>"], sp["<|end_turn|>"]]
-    ids = [render([Message("user", p)], tokenizer, finished=False).ids for p in problems]
-    turns: list[list[tuple[str, list[int]]]] = [[] for _ in problems]
-    status = ["running"] * len(problems)
-    for turn in range(max_turns):
-        role = pair_role(turn)
-        active = [i for i, s in enumerate(status) if s == "running"]
-        if not active:
-            break
-        head = header_ids(tokenizer, role)
-        reqs = [GenerationRequest(ids[i] + head, SamplingParams(temperature=temperature, max_tokens=max_turn_tokens,
-                                                                stop_token_ids=stops, seed=seed + i, logprobs=False),
-                                  request_id=f"{i}/{turn}") for i in active]
-        results = (long_gen if role == "long" else short_gen)(reqs)
-        for i, res in zip(active, results, strict=True):
-            gen = res.samples[0].token_ids
-            end = turn_end(role, gen, tokenizer)
-            gen = canonical_turn(role, gen, tokenizer)
-            ids[i] = ids[i] + head + gen
-            turns[i].append((role, gen))
-            if end == "finish":
-                status[i] = "finished"
-            elif end == "cut":
-                status[i] = "cut"
-    out = []
-    for i, st in enumerate(status):
-        st = "max_turns" if st == "running" else st
-        text = tokenizer.decode(turns[i][-1][1], skip_special_tokens=True) if st == "finished" else ""
-        out.append(PairOutcome(turns[i], st, text))
-    return out
-
-
-def run_single(gen, tokenizer, problems: list[str], *, max_tokens: int = 512, temperature: float = 0.0,
-               seed: int = 0) -> list[tuple[str, int]]:
-    """The base model answering alone (assistant role): (text, generated tokens) per problem."""
-    reqs = [GenerationRequest(prompt_ids([Message("user", p)], tokenizer, "assistant"),
-                              SamplingParams(temperature=temperature, max_tokens=max_tokens, seed=seed + i,
-                                             logprobs=False), request_id=str(i)) for i, p in enumerate(problems)]
-    return [(r.samples[0].text, len(r.samples[0].token_ids)) for r in gen(reqs)]
+# ------------------------------------------------------------------------------------------------- eval
 
 
 def evaluate_pair(cfg: PairEvalConfig, base_dir: Path, long_dir: Path, short_dir: Path, problems, verifier) -> dict:
@@ -154,13 +81,12 @@ def evaluate_pair(cfg: PairEvalConfig, base_dir: Path, long_dir: Path, short_dir
         long_b.close()
         short_b.close()
     t2 = time.perf_counter()
-    base_ok = [v.correct for v in verifier.judge_many([t for t, _ in single], golds)]
-    pair_ok = [v.correct if o.status == "finished" else False
-               for v, o in zip(verifier.judge_many([o.answer_text or "" for o in pair], golds), pair, strict=True)]
+    base_ok = [v.correct for v in judge(single, golds, verifier)]
+    pair_ok = [v.correct for v in judge(pair, golds, verifier)]
     n = len(problems)
     base_acc, pair_acc = sum(base_ok) / n, sum(pair_ok) / n
-    base_tok = sum(t for _, t in single) / n
-    pair_tok = sum(sum(o.tokens.values()) for o in pair) / n
+    base_tok = sum(a.total for a in single) / n
+    pair_tok = sum(o.total for o in pair) / n
     return {"problems": n, "base_accuracy": base_acc, "pair_accuracy": pair_acc,
             "accuracy_kept": pair_acc / base_acc if base_acc else None,
             "base_tokens": base_tok, "pair_tokens": pair_tok, "token_ratio": pair_tok / base_tok if base_tok else 0.0,
@@ -195,18 +121,24 @@ def run_pair_sft(cfg: PairSFTConfig, run_dir: str | Path, tracker=None, verifier
     data = resolve(run_dir, cfg.data, "coldstart/dialogues.jsonl")
     if not data.exists():
         raise LongshortError(f"sft: {data} does not exist; run `longshort coldstart` first or set sft.data")
+    from longshort.tracking import OffsetTracker
+
     seconds = {}
     models = {}
+    offset = 0  # the short model's steps follow the long model's on the run's one step counter
     for role, sft_cfg, start in (("long", cfg.long, cfg.long_model), ("short", cfg.short, cfg.short_model)):
         t0 = time.perf_counter()
         start_dir = resolve(run_dir, start, BASE_MODEL)
-        res = run_sft(sft_cfg, role_examples(data, role), start_dir, run_dir / "sft" / role, tracker=tracker,
+        view = OffsetTracker(tracker, offset) if tracker is not None else None
+        res = run_sft(sft_cfg, role_examples(data, role), start_dir, run_dir / "sft" / role, tracker=view,
                       metric_prefix=f"sft_{role}/")
+        offset = view.top + 1 if view is not None else 0
         models[role] = res.model_dir
         seconds[f"sft_{role}"] = time.perf_counter() - t0
         log.info("sft %s: %d steps from %s -> %s (%.0fs)", role, res.steps, start_dir, res.model_dir,
                  seconds[f"sft_{role}"])
-    result = run_pair_eval(cfg, run_dir, tracker, verifier) if cfg.run_eval else None
+    view = OffsetTracker(tracker, offset) if tracker is not None else None  # logged after both trainings
+    result = run_pair_eval(cfg, run_dir, view, verifier) if cfg.run_eval else None
     return PairSFTResult(models["long"], models["short"], result, seconds)
 
 

@@ -93,6 +93,19 @@ def _gpqa(values: dict[str, Any], record: Mapping[str, Any], seed: int) -> None:
     values["meta"].update(choices=shown, answer_text=options[0])
 
 
+def _openr1(values: dict[str, Any], record: Mapping[str, Any], seed: int) -> None:
+    # OpenR1-Math rows carry several R1 generations with math-verify verdicts: the long CoT is the first verified
+    # one, so thought scoring starts from a chain that reaches the gold answer.
+    gens, ok = record.get("generations"), record.get("correctness_math_verify")
+    if not isinstance(gens, list) or not isinstance(ok, list) or len(gens) != len(ok):
+        raise BadRecord("missing_field", "needs 'generations' and 'correctness_math_verify' lists of equal length "
+                                         "(OpenR1-Math layout)")
+    good = [g for g, v in zip(gens, ok, strict=True) if v is True and isinstance(g, str) and g.strip()]
+    if not good:
+        raise BadRecord("no_verified_cot", "no generation is marked correct by math-verify (OpenR1-Math layout)")
+    values["long_cot"] = good[0]
+
+
 def _math_layout(name: str, pattern: str, aliases: tuple[str, ...], id_key: str = "id", finish=None) -> Preset:
     fields = {"id": id_key, "problem": "problem", "answer": "answer", "solution": "solution"}
     return Preset(name, fields, aliases, pattern, finish)
@@ -115,6 +128,8 @@ PRESETS: dict[str, Preset] = {
             _gpqa,
             consumes=_GPQA_WRONG,
         ),
+        Preset("openr1", {"id": "uuid", "problem": "problem", "answer": "answer", "solution": "solution"},
+               ("open-r1/OpenR1-Math-220k",), r"openr1", _openr1, consumes=("generations", "correctness_math_verify")),
         # The project's own layout (what write_jsonl writes): field names are the Problem's.
         Preset("longshort", {f: f for f in PROBLEM_FIELDS}),
     )

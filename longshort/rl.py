@@ -323,34 +323,32 @@ def _step(cfg: RLConfig, pol, tok, stream, step: int, verifier, limit, spec: Upd
 
 
 class _Bar:
-    """A rich progress bar over RL steps (off with ``progress: false`` or when stdout is not a terminal)."""
+    """A progress row over RL steps (off with ``progress: false``; drawn only at a terminal)."""
 
     def __init__(self, show: bool, total: int):
         self.show, self.total, self.bar, self.task = show, total, None, None
 
     def start(self, done: int) -> None:
-        import sys
-
-        if not self.show or not sys.stderr.isatty():
+        if not self.show:
             return
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+        from contextlib import ExitStack
 
-        self.bar = Progress(TextColumn("rl"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
-                            TimeRemainingColumn(), transient=True)
-        self.task = self.bar.add_task("", total=self.total, completed=done)
-        self.bar.start()
+        from longshort.progress import bar
+
+        self.bar = ExitStack()
+        self.task = self.bar.enter_context(bar("rl", self.total, completed=done))
 
     def update(self, step: int, m: dict) -> None:
         log.info("rl step %d/%d: accuracy %.3f reward long %.3f short %.3f tokens long %.1f short %.1f (%.1f s)",
                  step, self.total, m["episode/accuracy"], m["long/reward"], m["short/reward"], m["long/tokens"],
                  m["short/tokens"], m["time/step"])
-        if self.bar is not None:
-            self.bar.update(self.task, completed=step, description=f"acc {m['episode/accuracy']:.2f}")
+        if self.task is not None:
+            self.task.update(completed=step, description=f"acc {m['episode/accuracy']:.2f}")
 
     def stop(self) -> None:
         if self.bar is not None:
-            self.bar.stop()
-            self.bar = None
+            self.bar.close()
+            self.bar = self.task = None
 
 
 def rl_stage(run_cfg, resume: bool = False) -> int:

@@ -12,7 +12,10 @@ from pathlib import Path
 from longshort.bootstrap import BootstrapConfig
 from longshort.coldstart import ColdstartConfig
 from longshort.config import load
+from longshort.evaluation import EvalConfig
+from longshort.export import ExportConfig
 from longshort.pair import PairSFTConfig
+from longshort.pipeline import PipelineConfig
 from longshort.rl import RLConfig
 from longshort.scoring import ScoreConfig
 from longshort.thoughts import ChunkConfig
@@ -25,6 +28,7 @@ from longshort.verify import VerifyConfig
 class RunConfig:
     name: str = "tiny"  # the run directory is <output_dir>/<name>
     output_dir: str = "runs"
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)  # stages `longshort run` runs
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     verify: VerifyConfig = field(default_factory=VerifyConfig)
     bootstrap: BootstrapConfig = field(default_factory=BootstrapConfig)
@@ -34,6 +38,8 @@ class RunConfig:
     sft: PairSFTConfig = field(default_factory=PairSFTConfig)  # SFT of the long/short pair on the cold-start dialogues
     topology: TopologyConfig = field(default_factory=TopologyConfig)  # Ray actors per role (ranks, engines, resources)
     rl: RLConfig = field(default_factory=RLConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)  # benchmark table of models and pairs (`longshort eval`)
+    export: ExportConfig = field(default_factory=ExportConfig)  # the shipped pair (longshort export)
 
     def validate(self) -> None:
         if not self.name or "/" in self.name or self.name in (".", ".."):

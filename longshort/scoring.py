@@ -170,47 +170,56 @@ class ScoreStats:
 def rollout_cots(items: list[tuple[str, dict, Chunked]], generate, tokenizer, verifier, cfg: ScoreConfig,
                  cache: RolloutCache, stats: ScoreStats) -> None:
     """Generate and verify the prefix rollouts of the ``(key, record, chunked)`` items not in ``cache``."""
+    from longshort.progress import bar
+
     todo = [it for it in items if it[0] not in cache.entries]
     stats.cached += len(items) - len(todo)
-    for start in range(0, len(todo), cfg.batch_cots):
-        batch = todo[start : start + cfg.batch_cots]
-        requests, owners = [], []
-        meta = {}
-        for key, rec, ch in batch:
-            head = prompt_ids([Message("user", rec["problem"])], tokenizer, "assistant")
-            ids, cuts = prefix_cuts(tokenizer, ch)
-            seed = int(key[:15], 16)
-            for k, cut in enumerate(cuts):
-                params = SamplingParams(n=cfg.n_rollouts, temperature=cfg.temperature, top_p=cfg.top_p,
-                                        max_tokens=cfg.max_tokens, seed=seed if cfg.common_seed else seed + 7919 * k,
-                                        logprobs=False)
-                requests.append(GenerationRequest(head + ids[:cut], params, request_id=f"{rec['id']}/{k}"))
-                owners.append((key, k))
-            meta[key] = (rec, cuts)
-        t0 = time.perf_counter()
-        results = generate(requests)
-        t1 = time.perf_counter()
-        texts = [s.text for r in results for s in r.samples]
-        golds = [str(meta[key][0]["answer"]) for (key, _), r in zip(owners, results, strict=True) for _ in r.samples]
-        verdicts = iter(verifier.judge_many(texts, golds))
-        stats.seconds_generate += t1 - t0
-        stats.seconds_verify += time.perf_counter() - t1
-        out: dict[str, dict] = {}
-        for (key, k), res in zip(owners, results, strict=True):
-            rec, cuts = meta[key]
-            e = out.setdefault(key, {"key": key, "id": rec["id"], "n": cfg.n_rollouts, "cuts": cuts,
-                                     "successes": [0] * len(cuts), "gen_tokens": [0] * len(cuts),
-                                     "outcomes": [""] * len(cuts)})  # per sample: "1" correct, "0" not
-            for s in res.samples:
-                ok = next(verdicts).correct
-                e["successes"][k] += int(ok)
-                e["outcomes"][k] += "1" if ok else "0"
-                e["gen_tokens"][k] += len(s.token_ids)
-                stats.rollouts += 1
-                stats.gen_tokens += len(s.token_ids)
-        cache.add(list(out.values()))
-        log.info("score: %d/%d CoTs rolled out (%d samples, %.0f tokens/s)", min(start + cfg.batch_cots, len(todo)),
-                 len(todo), stats.rollouts, stats.gen_tokens / max(stats.seconds_generate, 1e-9))
+    with bar("score", len(todo)) as row:
+        for start in range(0, len(todo), cfg.batch_cots):
+            _rollout_batch(todo[start : start + cfg.batch_cots], generate, tokenizer, verifier, cfg, cache, stats)
+            row.update(completed=min(start + cfg.batch_cots, len(todo)), description=f"{stats.rollouts} rollouts")
+            log.info("score: %d/%d CoTs rolled out (%d samples, %.0f tokens/s)", min(start + cfg.batch_cots, len(todo)),
+                     len(todo), stats.rollouts, stats.gen_tokens / max(stats.seconds_generate, 1e-9))
+
+
+def _rollout_batch(batch, generate, tokenizer, verifier, cfg: ScoreConfig, cache: RolloutCache,
+                   stats: ScoreStats) -> None:
+    """Roll out and verify every prefix of one batch of CoTs; add them to the cache."""
+    requests, owners = [], []
+    meta = {}
+    for key, rec, ch in batch:
+        head = prompt_ids([Message("user", rec["problem"])], tokenizer, "assistant")
+        ids, cuts = prefix_cuts(tokenizer, ch)
+        seed = int(key[:15], 16)
+        for k, cut in enumerate(cuts):
+            params = SamplingParams(n=cfg.n_rollouts, temperature=cfg.temperature, top_p=cfg.top_p,
+                                    max_tokens=cfg.max_tokens, seed=seed if cfg.common_seed else seed + 7919 * k,
+                                    logprobs=False)
+            requests.append(GenerationRequest(head + ids[:cut], params, request_id=f"{rec['id']}/{k}"))
+            owners.append((key, k))
+        meta[key] = (rec, cuts)
+    t0 = time.perf_counter()
+    results = generate(requests)
+    t1 = time.perf_counter()
+    texts = [s.text for r in results for s in r.samples]
+    golds = [str(meta[key][0]["answer"]) for (key, _), r in zip(owners, results, strict=True) for _ in r.samples]
+    verdicts = iter(verifier.judge_many(texts, golds))
+    stats.seconds_generate += t1 - t0
+    stats.seconds_verify += time.perf_counter() - t1
+    out: dict[str, dict] = {}
+    for (key, k), res in zip(owners, results, strict=True):
+        rec, cuts = meta[key]
+        e = out.setdefault(key, {"key": key, "id": rec["id"], "n": cfg.n_rollouts, "cuts": cuts,
+                                 "successes": [0] * len(cuts), "gen_tokens": [0] * len(cuts),
+                                 "outcomes": [""] * len(cuts)})  # per sample: "1" correct, "0" not
+        for s in res.samples:
+            ok = next(verdicts).correct
+            e["successes"][k] += int(ok)
+            e["outcomes"][k] += "1" if ok else "0"
+            e["gen_tokens"][k] += len(s.token_ids)
+            stats.rollouts += 1
+            stats.gen_tokens += len(s.token_ids)
+    cache.add(list(out.values()))
 
 
 def scored_record(rec: dict, ch: Chunked, entry: dict, cfg: ImportanceConfig) -> dict:

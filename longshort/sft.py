@@ -245,14 +245,14 @@ class _Progress:
     def __call__(self, msg: dict) -> None:
         kind = msg["kind"]
         if kind == "start" and self.show:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+            from contextlib import ExitStack
 
-            self.bar = Progress(TextColumn("sft"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
-                                TimeRemainingColumn(), transient=True)
-            self.task = self.bar.add_task("", total=msg["total"], completed=msg["step"])
-            self.bar.start()
-        elif kind == "step" and self.bar is not None:
-            self.bar.update(self.task, completed=msg["step"], description=f"loss {msg['loss']:.4f}")
+            from longshort.progress import bar
+
+            self.bar = ExitStack()
+            self.task = self.bar.enter_context(bar("sft", msg["total"], completed=msg["step"]))
+        elif kind == "step" and self.task is not None:
+            self.task.update(completed=msg["step"], description=f"loss {msg['loss']:.4f}")
         elif kind == "log":
             m = msg["metrics"]
             log.info("sft step %d: loss %.4f lr %.3g grad_norm %s tokens/s %.0f", msg["step"], m["loss"], m["lr"],
@@ -262,7 +262,8 @@ class _Progress:
 
     def close(self) -> None:
         if self.bar is not None:
-            self.bar.stop()
+            self.bar.close()
+            self.bar = self.task = None
 
 
 def run_sft(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from pathlib import Path
 
 from longshort.config import dump_yaml
@@ -88,3 +89,22 @@ def format_table(metrics: dict) -> str:
     rows = [(k, f"{v:.4g}" if isinstance(v, float) else str(v)) for k, v in metrics.items() if not isinstance(v, dict)]
     width = max((len(k) for k, _ in rows), default=0)
     return "\n".join(f"  {k:<{width}}  {v}" for k, v in rows)
+
+
+def pipeline_stage(cfg: RunConfig, restart_from: str | None = None) -> int:
+    """``longshort run``: the whole pipeline on ``runs/<name>/``, then the results and time per stage."""
+    from longshort.pipeline import run_pipeline
+
+    run_dir = prepare_run(cfg)
+    t0 = time.perf_counter()
+    with open_tracker(cfg, run_dir) as tracker:
+        records = run_pipeline(cfg, run_dir, tracker, restart_from)
+    total = time.perf_counter() - t0
+    width = max(len(r.stage) for r in records)
+    lines = [f"  {r.stage:<{width}}  {r.action:<7}  " + (f"{r.seconds:7.1f} s" if r.action == "ran" else f"({r.status})")
+             for r in records]
+    print(f"\nPipeline done in {total:.0f} s; outputs in {run_dir}\n" + "\n".join(lines))
+    table = run_dir / "eval" / "table.md"
+    if table.exists():
+        print("\n" + table.read_text(encoding="utf-8"))
+    return 0

@@ -362,3 +362,24 @@ def _wandb_backend(cfg: TrackingConfig, run_dir: Path, config: dict) -> Backend 
     from longshort.tracking_wandb import make_wandb_backend  # wandb is imported only when it is used
 
     return make_wandb_backend(cfg, run_dir, config)
+
+
+class OffsetTracker:
+    """A tracker whose caller counts steps from 0 while the run's step counter has moved on (a later pipeline
+    stage, the second model of a pair SFT): steps are shifted by ``offset`` because W&B ignores a step lower than
+    one it has seen; with ``step_key`` each record also carries the caller's own step."""
+
+    def __init__(self, tracker, offset: int, step_key: str | None = None):
+        self.tracker, self.offset, self.step_key, self.top = tracker, offset, step_key, offset - 1
+
+    def log(self, metrics: Mapping[str, Any], step: int) -> None:
+        self.top = max(self.top, self.offset + step)
+        extra = {self.step_key: step} if self.step_key else {}
+        self.tracker.log({**metrics, **extra}, step=self.offset + step)
+
+    def log_table(self, name: str, columns: Sequence[str], rows: Iterable[Sequence[Any]], step: int) -> None:
+        self.top = max(self.top, self.offset + step)
+        self.tracker.log_table(name, columns, rows, step=self.offset + step)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.tracker, name)

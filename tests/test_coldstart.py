@@ -113,7 +113,11 @@ def test_opening_promotion_wrong_answers_and_turn_limit():
     assert synthesize([odd], ColdstartConfig(), shared_verifier(), stats=stats) == []
     assert stats.dropped == {"teacher_mismatch": 1}
     # alternating importance makes many turns: more than max_turns is dropped and counted
-    alt = [0.9 if k % 2 == 0 else -0.9 for k in range(n)]
+    # (every other essential step goes to the short role, everything else to the long one)
+    tags = [rec["thoughts"][cov[0]]["tag"] for cov in teacher_cover(chunk_text(rec["long_cot"]), rec["thoughts"])]
+    essential = [k for k, t in enumerate(tags) if t == "essential"]
+    assert len(essential) >= 3
+    alt = [-0.9 if k in essential[1::2] else 0.9 for k in range(n)]
     stats = ColdstartStats()
     out = synthesize([scored_like(rec, alt)], ColdstartConfig(select="threshold", threshold=0.0, max_turns=2),
                      shared_verifier(), stats=stats)

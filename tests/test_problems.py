@@ -258,3 +258,17 @@ def test_unknown_extension_and_empty_file(tmp_path):
 
 def test_problem_is_hashable():
     assert len({Problem("a", "p", "1", meta={"x": [1]}), Problem("a", "p", "1", meta={"x": [1]})}) == 1
+
+
+def test_openr1_layout_takes_the_first_verified_generation(tmp_path):
+    rows = [{"uuid": "a", "problem": "1+1?", "answer": "2", "solution": "2",
+             "generations": ["<think>wrong</think> 3", "<think>right</think> \\boxed{2}"],
+             "correctness_math_verify": [False, True]},
+            {"uuid": "b", "problem": "2+2?", "answer": "4", "solution": "4", "generations": ["<think>x</think> 5"],
+             "correctness_math_verify": [False]}]
+    path = _jsonl(tmp_path / "openr1_math.jsonl", rows)
+    problems, report = load_problems(ProblemSource(path=str(path), on_bad_record="skip"))
+    assert report.preset == "openr1" and [p.id for p in problems] == ["a"]
+    assert problems[0].long_cot == "<think>right</think> \\boxed{2}" and "generations" not in problems[0].meta
+    with pytest.raises(LongshortError, match=r"openr1_math.jsonl:2: .*no generation is marked correct"):
+        load_problems(ProblemSource(path=str(path)))

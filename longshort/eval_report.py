@@ -1,0 +1,90 @@
+"""The files of ``longshort eval`` made from ``results.json``: the paper's table (Markdown), a long-format CSV, and an
+accuracy-vs-tokens plot. Kept apart from ``evaluation`` so the report can be remade from a results file alone."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+CSV_COLUMNS = ["system", "kind", "benchmark", "n", "k", "accuracy", "accuracy_std", "mean_tokens", "median_tokens",
+               "tokens_long", "tokens_short", "mean_turns", "truncated", "seconds"]
+_MARKERS = "osD^vP*Xph"
+
+
+def _acc(m: dict) -> str:
+    text = f"{100 * m['accuracy']:.1f}"
+    return text + (f" ± {100 * m['accuracy_std']:.1f}" if m["k"] > 1 else "")
+
+
+def table_md(summary: dict) -> str:
+    """One row per system; per benchmark an Acc (pass@1, %) and a Tokens (mean per answer) column; then averages."""
+    benches = list(summary["benchmarks"])
+    head = ["System"] + [f"{b} {c}" for b in benches for c in ("Acc", "Tokens")] + ["Avg Acc", "Avg Tokens"]
+    lines = ["| " + " | ".join(head) + " |", "|---" + "|---:" * (len(head) - 1) + "|"]
+    for system, per in summary["results"].items():
+        cells = [system]
+        for b in benches:
+            cells += [_acc(per[b]), f"{per[b]['mean_tokens']:.0f}"]
+        accs, toks = [per[b]["accuracy"] for b in benches], [per[b]["mean_tokens"] for b in benches]
+        cells += [f"{100 * sum(accs) / len(accs):.1f}", f"{sum(toks) / len(toks):.0f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    s = summary["settings"]
+    lines += ["", f"Acc: pass@1 in %, mean over k={s['k']} sample(s) per problem (temperature {s['temperature']}"
+                  f"{', ± std over the k runs' if s['k'] > 1 else ''}). Tokens: mean generated tokens per answer "
+                  "(a pair: both roles). Avg: unweighted mean over the benchmarks."]
+    if not summary["results"]:
+        lines.insert(2, "| (no system ran) |" + " |" * (len(head) - 1))
+    for system, why in summary.get("skipped", {}).items():
+        lines.append(f"Skipped {system}: {why}.")
+    return "\n".join(lines) + "\n"
+
+
+def csv_rows(summary: dict) -> list[dict]:
+    rows = []
+    for system, per in summary["results"].items():
+        for bench, m in per.items():
+            rows.append({"system": system, "kind": summary["systems"][system]["kind"], "benchmark": bench,
+                         **{c: m.get(c, "") for c in CSV_COLUMNS[3:]}})
+    return rows
+
+
+def plot(summary: dict, path: Path) -> None:
+    """A point per system x benchmark: x = mean tokens, y = accuracy; colour = system, marker = benchmark."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # no pyplot: no global backend or figure state
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7, 5), dpi=120)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    palette = [f"C{i % 10}" for i in range(len(summary["results"]))]
+    benches = list(summary["benchmarks"])
+    for color, (system, per) in zip(palette, summary["results"].items(), strict=True):
+        for bench, m in per.items():
+            marker = _MARKERS[benches.index(bench) % len(_MARKERS)]
+            ax.scatter(m["mean_tokens"], 100 * m["accuracy"], color=color, marker=marker, s=48,
+                       label=system if bench == next(iter(per)) else None)
+            ax.annotate(f"{system} · {bench}", (m["mean_tokens"], 100 * m["accuracy"]), textcoords="offset points",
+                        xytext=(5, 4 - 10 * (benches.index(bench) % 4)), fontsize=8)  # equal points stay readable
+    ax.set_ylim(-3, 103)  # accuracy is a share: the whole range, so plots of different runs compare at a glance
+    ax.margins(x=0.2)  # room for the labels of the outermost points
+    ax.set_xlabel("mean generated tokens per answer")
+    ax.set_ylabel("accuracy (pass@1, %)")
+    ax.set_title("accuracy vs tokens")
+    ax.grid(alpha=0.3)
+    if summary["results"]:
+        ax.legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    fig.savefig(path)
+
+
+def write_report(summary: dict, out_dir: Path) -> dict[str, Path]:
+    """``table.md``, ``table.csv`` and ``accuracy_vs_tokens.png`` in ``out_dir``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {"table": out_dir / "table.md", "csv": out_dir / "table.csv", "plot": out_dir / "accuracy_vs_tokens.png"}
+    paths["table"].write_text(table_md(summary), encoding="utf-8")
+    with paths["csv"].open("w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
+        writer.writeheader()
+        writer.writerows(csv_rows(summary))
+    plot(summary, paths["plot"])
+    return paths
