@@ -48,7 +48,7 @@ class PipelineConfig:
 @dataclass(frozen=True)
 class Stage:
     sections: tuple[str, ...]  # config sections whose values decide the stage's outputs
-    outputs: tuple[str, ...]  # files (relative to the run dir) a complete stage has
+    outputs: tuple[str, ...]  # files (relative to the run dir) a complete stage has; "{export.out}" = that config key
     run: Callable[[Any, Path, Any, bool], None]  # (run config, run dir, tracker, resume)
     keep: tuple[str, ...] = ()  # content-addressed entries of the stage folder kept when the config changed
 
@@ -98,7 +98,7 @@ STAGES: dict[str, Stage] = {
     "sft": Stage(("sft",), ("sft/long/model/config.json", "sft/short/model/config.json"), _analysis("sft")),
     "rl": Stage(("rl",), ("rl/long/model/config.json", "rl/short/model/config.json"), _rl),
     "eval": Stage(("eval",), ("eval/results.json",), _eval),
-    "export": Stage(("export",), ("export/manifest.json",), _export),
+    "export": Stage(("export",), ("{export.out}/manifest.json",), _export),
 }
 
 
@@ -126,6 +126,12 @@ def fingerprints(cfg) -> dict[str, str]:
     return out
 
 
+def outputs(cfg, run_dir: Path, name: str) -> list[Path]:
+    """The files a complete stage ``name`` has (an export may live outside the run directory)."""
+    export = Path(cfg.export.out) if cfg.export.out else run_dir / "export"
+    return [run_dir / o if "{export.out}" not in o else export / o.split("/", 1)[1] for o in STAGES[name].outputs]
+
+
 def _read(path: Path) -> dict | None:
     try:
         return json.loads(path.read_text())
@@ -137,7 +143,7 @@ def stage_status(cfg, run_dir: Path, name: str, fp: str) -> str:
     """``done`` (skip), ``resume`` (an interrupted attempt of this config), ``changed`` (rerun clean) or ``new``."""
     folder = run_dir / name
     done = _read(folder / MARKER)
-    if done is not None and done.get("fingerprint") == fp and all((run_dir / o).exists() for o in STAGES[name].outputs):
+    if done is not None and done.get("fingerprint") == fp and all(o.exists() for o in outputs(cfg, run_dir, name)):
         return "done"
     started = _read(folder / STARTED)
     if started is not None and started.get("fingerprint") == fp:
@@ -210,7 +216,7 @@ def run_pipeline(cfg, run_dir: Path, tracker, restart_from: str | None = None) -
             view = OffsetTracker(tracker, offset, f"{name}/stage_step")
             stage.run(cfg, run_dir, view, status == "resume")
             seconds = time.perf_counter() - t0
-            missing = [o for o in stage.outputs if not (run_dir / o).exists()]
+            missing = [str(o) for o in outputs(cfg, run_dir, name) if not o.exists()]
             if missing:
                 raise LongshortError(f"stage {name} finished without writing {', '.join(missing)}; check its config "
                                      f"section '{name}' (e.g. an export or eval switched off) or its log")
