@@ -169,16 +169,21 @@ class StageRecord:
 
 
 def plan(cfg, run_dir: Path, restart_from: str | None = None) -> list[tuple[str, str]]:
-    """(stage, status) for every stage the config runs, in order; ``restart_from`` forces it and all after it."""
+    """(stage, status) for every stage the config runs, in order; ``restart_from`` forces it and all after it.
+
+    Once a stage runs, every later one reruns too: its inputs are being rewritten, whatever its fingerprint says.
+    """
     fps, out, forced = fingerprints(cfg), [], False
     for name in cfg.pipeline.stages:
         forced = forced or name == restart_from
         if name == "bootstrap" and not needs_bootstrap(cfg):
             out.append((name, "not needed"))
-        elif forced:
-            out.append((name, "changed" if (run_dir / name).exists() else "new"))
-        else:
-            out.append((name, stage_status(cfg, run_dir, name, fps[name])))
+            continue
+        status = stage_status(cfg, run_dir, name, fps[name])
+        if forced and status in ("done", "resume"):
+            status = "changed"
+        out.append((name, status))
+        forced = forced or status != "done"
     return out
 
 

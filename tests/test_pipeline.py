@@ -118,3 +118,13 @@ def test_bad_stage_list_and_restart_stage_are_named(tmp_path):
     cfg = load_run_config(SMOKE, [f"output_dir={tmp_path}", "pipeline.stages=[chunk]"])
     with pytest.raises(LongshortError, match="--restart-from rl: not a stage of this run"):
         run_pipeline(cfg, tmp_path, None, restart_from="rl")
+
+
+def test_a_stage_that_reruns_reruns_everything_after_it(run, tmp_path):
+    import shutil
+
+    copy = tmp_path / "smoke"
+    shutil.copytree(run["dir"], copy, symlinks=True)
+    (copy / "coldstart" / MARKER).unlink()  # e.g. a user removed the stage's outputs: it must run again
+    cfg = load_run_config(SMOKE, [f"output_dir={tmp_path}"])
+    assert [s for s, st in plan(cfg, copy) if st != "done"] == ["coldstart", "sft", "rl", "eval", "export"]
