@@ -69,7 +69,9 @@ class LocalBackend:
         return limit
 
     def close(self) -> None:
-        self.engine = None
+        engine, self.engine = self.engine, None
+        if engine is not None and hasattr(engine, "close"):
+            engine.close()  # vLLM: stop its engine processes now, not at interpreter exit
 
 
 class RayBackend:

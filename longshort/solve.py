@@ -115,13 +115,6 @@ def pick_backend(name: str) -> str:
     return name
 
 
-def _close(backend) -> None:
-    engine = getattr(backend, "engine", None)
-    if engine is not None and hasattr(engine, "close"):
-        engine.close()  # vLLM: stop its engine processes now, not at interpreter exit
-    backend.close()
-
-
 def solve(args: argparse.Namespace, stdin: TextIO | None = None) -> list[dict]:
     """Run the pair of ``args.pair_dir`` on the problems; one record per problem (turns, answer, status)."""
     from longshort.export import load_pair
@@ -152,7 +145,7 @@ def solve(args: argparse.Namespace, stdin: TextIO | None = None) -> list[dict]:
                                 temperature=args.temperature, seed=args.seed)
         finally:
             for b in opened:
-                _close(b)
+                b.close()
     records = []
     for problem, o in zip(problems, outcomes, strict=True):
         turns = [{"role": role, "text": tok.decode(ids, skip_special_tokens=True), "tokens": len(ids)}
