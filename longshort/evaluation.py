@@ -33,6 +33,7 @@ from longshort.protocol import (
     turn_end,
 )
 from longshort.rollout_backend import RolloutConfig, open_backend
+from longshort.task import write_jsonl
 
 log = logging.getLogger("longshort")
 BOOTSTRAP_EVAL = "bootstrap/data/eval.jsonl"  # the default benchmark: the run's held-out problems
@@ -293,11 +294,6 @@ def _sample_rows(problems: list[Problem], answers: list[Answer], verdicts, token
     return rows
 
 
-def _write_jsonl(path: Path, rows: list[dict]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-
-
 def run_eval(cfg: EvalConfig, run_dir: str | Path, tracker=None, verifier=None) -> dict:
     """Evaluate every system on every benchmark; write ``<run>/eval/`` and return what ``results.json`` holds."""
     from longshort.config import to_dict
@@ -331,7 +327,7 @@ def run_eval(cfg: EvalConfig, run_dir: str | Path, tracker=None, verifier=None) 
                 m["seconds"] = time.perf_counter() - t0
                 results[s.name][bname] = m
                 tok = engines.tokenizer(_model_dir(run_dir, next(iter(s.model_paths.values()))))
-                _write_jsonl(out / "samples" / s.name / f"{bname}.jsonl", _sample_rows(problems, answers, verdicts, tok))
+                write_jsonl(_sample_rows(problems, answers, verdicts, tok), out / "samples" / s.name / f"{bname}.jsonl")
                 log.info("eval %s on %s: accuracy %.3f (k=%d), %.1f tokens per answer, %.0f%% truncated (%.0fs)",
                          s.name, bname, m["accuracy"], cfg.k, m["mean_tokens"], 100 * m["truncated"], m["seconds"])
             engines.keep_only({_model_dir(run_dir, p) for later in systems[pos + 1 :] for p in

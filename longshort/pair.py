@@ -23,6 +23,7 @@ from longshort.rollout_backend import RolloutConfig, open_backend
 from longshort.sft import SFTConfig, run_sft
 from longshort.sft_data import SFTExample, load_sft_jsonl
 from longshort.thoughts import BASE_MODEL, resolve
+from longshort.tracking import OffsetTracker
 
 log = logging.getLogger("longshort")
 
@@ -121,8 +122,6 @@ def run_pair_sft(cfg: PairSFTConfig, run_dir: str | Path, tracker=None, verifier
     data = resolve(run_dir, cfg.data, "coldstart/dialogues.jsonl")
     if not data.exists():
         raise LongshortError(f"sft: {data} does not exist; run `longshort coldstart` first or set sft.data")
-    from longshort.tracking import OffsetTracker
-
     seconds = {}
     models = {}
     offset = 0  # the short model's steps follow the long model's on the run's one step counter

@@ -16,7 +16,7 @@ import logging
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -121,7 +121,7 @@ def fingerprints(cfg) -> dict[str, str]:
     """Each stage's fingerprint: a hash of its config sections chained to the previous stage's."""
     out, prev = {}, ""
     for name, stage in STAGES.items():
-        body = {"stage": name, "upstream": prev, "sections": {s: to_dict(getattr(cfg, s, None)) for s in stage.sections}}
+        body = {"stage": name, "upstream": prev, "sections": {s: to_dict(getattr(cfg, s)) for s in stage.sections}}
         prev = out[name] = hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()[:16]
     return out
 
@@ -230,7 +230,7 @@ def run_pipeline(cfg, run_dir: Path, tracker, restart_from: str | None = None) -
                                                      "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}) + "\n")
             (folder / STARTED).unlink(missing_ok=True)
             records.append(StageRecord(name, status, "ran", seconds))
-            state = {"next_step": steps, "stages": {**state.get("stages", {}), name: records[-1].__dict__}}
+            state = {"next_step": steps, "stages": {**state.get("stages", {}), name: asdict(records[-1])}}
             (run_dir / STATE).write_text(json.dumps(state, indent=2) + "\n")
         if display is not None:
             display.update(overall, completed=len(todo), description="done")

@@ -7,15 +7,8 @@ import json
 import pytest
 from transformers import AutoTokenizer
 
-from longshort.coldstart import (
-    ColdstartConfig,
-    ColdstartStats,
-    key_quantities,
-    rewrite_check,
-    run_coldstart,
-    select_important,
-    synthesize,
-)
+from longshort.coldstart import ColdstartConfig, ColdstartStats, run_coldstart, select_important, synthesize
+from longshort.compression import key_quantities, rewrite_check
 from longshort.engines.hf import HFEngine
 from longshort.errors import LongshortError
 from longshort.pair import PairSFTConfig, run_pair, run_pair_sft
