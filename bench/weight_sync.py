@@ -1,10 +1,11 @@
-"""Weight sync time vs model size: colocated (in-place copy inside the rank's process) and object store (buckets).
+"""Weight sync time vs model size: colocated (in-place copy in the rank's process), object store, collective broadcast.
 
     python bench/weight_sync.py [--sizes 256x4,512x8,1024x8] [--vocab 32000] [--bucket-mb 64] [--repeats 3]
 
-For each size (hidden x layers, a Qwen2 with untied embeddings) one Ray run starts both layouts side by side:
-"long" with its engine inside its rank, "short" with a standalone engine actor; each syncs ``--repeats`` times
-(median reported; the first sync is a warm-up). fp32 on CPU; one rank per role.
+For each size (hidden x layers, a Qwen2 with untied embeddings) one Ray instance runs "long" with its engine inside
+its rank and "short" with a standalone engine actor, fed through the object store and then by rank 0's broadcast
+(gloo here, NCCL on GPUs); each syncs ``--repeats`` times (median reported; the first sync is a warm-up). fp32 on
+CPU; one rank per role.
 """
 
 from __future__ import annotations
@@ -53,33 +54,39 @@ def main() -> None:
     rows = []
     for size in args.sizes.split(","):
         hidden, layers = (int(x) for x in size.lower().split("x"))
+        times: dict[str, list[float]] = {"colocated": [], "object_store": [], "collective": []}
+        buckets = 0
         with tempfile.TemporaryDirectory() as tmp:
             n = build(Path(tmp) / "m", hidden, layers, args.vocab, tok)
             ray.init(num_cpus=args.cpus, include_dashboard=False, log_to_driver=False)
-            topo = TopologyConfig(long=RoleResources(colocate=True, reference=False),
-                                  short=RoleResources(colocate=False, reference=False), bucket_mb=args.bucket_mb)
-            times: dict[str, list[float]] = {"long": [], "short": []}
-            buckets = 0
-            with Policies.start(topo, {"long": Path(tmp) / "m", "short": Path(tmp) / "m"}, EngineConfig()) as pol:
-                for rep in range(args.repeats + 1):
-                    for role in ("long", "short"):
-                        stats = pol[role].sync_weights()
-                        if rep:
-                            times[role].append(stats.seconds)
-                        if role == "short":
-                            buckets = stats.buckets
+            # "long" keeps its engine in its rank; "short" has a standalone engine fed by the store, then by broadcast
+            for standalone in ("object_store", "collective"):
+                topo = TopologyConfig(long=RoleResources(colocate=True, reference=False),
+                                      short=RoleResources(colocate=False, reference=False, weight_sync=standalone),
+                                      bucket_mb=args.bucket_mb)
+                with Policies.start(topo, {"long": Path(tmp) / "m", "short": Path(tmp) / "m"}, EngineConfig()) as pol:
+                    for rep in range(args.repeats + 1):  # the first sync is a warm-up (and opens the broadcast group)
+                        for role, key in (("long", "colocated"), ("short", standalone)):
+                            if role == "long" and standalone == "collective":
+                                continue
+                            stats = pol[role].sync_weights()
+                            if rep:
+                                times[key].append(stats.seconds)
+                            if role == "short":
+                                buckets = stats.buckets
             ray.shutdown()
         mb = n * 4 / 2**20
-        colo, store = statistics.median(times["long"]), statistics.median(times["short"])
-        rows.append((size, n, mb, colo, store, buckets))
-        print(f"{size}: {n / 1e6:.1f}M params, colocated {colo:.3f} s, object store {store:.3f} s", flush=True)
+        med = {k: statistics.median(v) for k, v in times.items()}
+        rows.append((size, n, mb, med, buckets))
+        print(f"{size}: {n / 1e6:.1f}M params, " + ", ".join(f"{k} {v:.3f} s" for k, v in med.items()), flush=True)
 
-    print(f"\nWeight sync time vs model size (fp32, CPU, bucket {args.bucket_mb:g} MB, median of {args.repeats})")
-    print(f"{'size':>9} {'params':>8} {'MB':>7} {'colocated s':>12} {'GB/s':>6} {'obj store s':>12} {'GB/s':>6} "
-          f"{'buckets':>8}")
-    for size, n, mb, colo, store, buckets in rows:
-        print(f"{size:>9} {n / 1e6:>7.1f}M {mb:>7.0f} {colo:>12.3f} {mb / 1024 / colo:>6.2f} {store:>12.3f} "
-              f"{mb / 1024 / store:>6.2f} {buckets:>8}")
+    print(f"\nWeight sync time vs model size (fp32, CPU, bucket {args.bucket_mb:g} MB, median of {args.repeats}; "
+          "collective = gloo broadcast here, NCCL on GPUs)")
+    print(f"{'size':>9} {'params':>8} {'MB':>7} " + " ".join(f"{k + ' s':>14} {'GB/s':>6}" for k in times)
+          + f" {'buckets':>8}")
+    for size, n, mb, med, buckets in rows:
+        print(f"{size:>9} {n / 1e6:>7.1f}M {mb:>7.0f} " + " ".join(f"{v:>14.3f} {mb / 1024 / v:>6.2f}"
+                                                                  for v in med.values()) + f" {buckets:>8}")
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
 """A Ray actor hosting one standalone generation engine of a policy (``colocate: false``).
 
 The engine backend is chosen by registry name (``hf``, ``vllm`` or any registered one), so this actor never
-imports a backend it does not use. Weights arrive as object-store buckets (``load_bucket``); every engine
-of the group reads the same stored bucket, so one copy per node serves all of them.
+imports a backend it does not use. Weights arrive as object-store buckets (``load_bucket``; every engine
+of the group reads the same stored bucket, so one copy per node serves all of them) or as broadcasts from
+trainer rank 0 over a process group of their own (``receive_bucket``; NCCL on GPUs).
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ class EngineWorker:
     def __init__(self, role: str, index: int, name: str):
         self.role, self.index, self.name = role, index, name
         self.engine: VersionedEngine | None = None
+        self._sync_group = None  # weight_sync.process_group.SyncGroup, for HF-style engines on the collective path
 
     def ping(self) -> str:
         return self.name
@@ -87,6 +89,30 @@ class EngineWorker:
         self._need().load(unpack(bucket))
         return time.perf_counter() - t0
 
+    # collective transport (``weight_sync.collective``)
+    def sync_receivers(self) -> int:
+        """Members this engine adds to the weight-broadcast group: one per worker process that holds weights."""
+        return int(getattr(self._need().engine, "sync_receivers", 1))
+
+    def open_sync_group(self, host: str, port: int, rank: int, world: int, backend: str, timeout_s: float) -> None:
+        """Join the broadcast group as ranks ``rank ..`` (blocks until every member has joined)."""
+        engine = self._need().engine
+        own = getattr(engine, "open_sync_group", None)
+        if own is not None:  # vLLM: its worker processes join, each as rank + its tensor-parallel rank
+            own(host, port, rank, world, backend, timeout_s)
+            return
+        import torch
+
+        from longshort.weight_sync.process_group import SyncGroup
+
+        device = getattr(engine, "device", torch.device("cpu"))
+        self._sync_group = SyncGroup(host, port, rank, world, backend, device, timeout_s)
+
+    def receive_bucket(self, metas: list) -> float:
+        t0 = time.perf_counter()
+        self._need().receive(metas, self._sync_group)
+        return time.perf_counter() - t0
+
     def finish_sync(self, version: int, expected_tensors: int) -> int | None:
         engine = self._need()
         engine.finish(version, expected_tensors)
@@ -105,4 +131,4 @@ class EngineWorker:
         close = getattr(self.engine.engine, "close", None) if self.engine else None
         if close is not None:
             close()
-        self.engine = None
+        self.engine = self._sync_group = None

@@ -66,7 +66,7 @@ class PolicyGroup:
         self.last_checkpoint: str | None = None
         self.alive = False
         self.timings: dict[str, float] = defaultdict(float)  # seconds inside actors, by activity
-        self.sync = make_weight_sync("colocated" if self.res.colocate else "object_store")
+        self.sync = make_weight_sync(self.res.sync_strategy)
 
     # ---- start / stop -------------------------------------------------------------------------------
     @classmethod

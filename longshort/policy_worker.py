@@ -22,7 +22,16 @@ from longshort.engines.base import GenerationRequest
 from longshort.errors import LongshortError
 from longshort.ranks import RankInfo, free_port, init_rank, shutdown_rank
 from longshort.trainer import Batch, EngineConfig, LossFn, Trainer, masked_nll_sum, token_logprobs
-from longshort.weight_sync.base import Bucket, VersionedEngine, pack_bucket, plan_buckets
+from longshort.weight_sync.base import (
+    Bucket,
+    TensorMeta,
+    VersionedEngine,
+    layout_bytes,
+    pack_bucket,
+    pack_into,
+    plan_layout,
+)
+from longshort.weight_sync.process_group import SyncGroup
 
 
 @dataclass
@@ -90,6 +99,9 @@ class PolicyWorker:
         self._plan: list[int] = []
         self._bucket_bytes = 0
         self._staging: np.ndarray | None = None
+        self._layout: list[list[TensorMeta]] = []
+        self._sync_group: SyncGroup | None = None
+        self._send_buf: torch.Tensor | None = None
 
     # ---- lifecycle ----------------------------------------------------------------------------------
     def ping(self) -> str:
@@ -131,7 +143,7 @@ class PolicyWorker:
                 close()
         if self.trainer is not None:
             self.trainer.close()
-        self.trainer = self.engine = self.reference = None
+        self.trainer = self.engine = self.reference = self._sync_group = None
         shutdown_rank()
 
     def _need(self) -> Trainer:
@@ -206,17 +218,60 @@ class PolicyWorker:
 
     def begin_publish(self, bucket_bytes: int) -> int:
         """Start streaming full parameters in buckets (collective); returns the number of buckets."""
+        return len(self._start_publish(bucket_bytes))
+
+    def _start_publish(self, bucket_bytes: int) -> list[list[TensorMeta]]:
         trainer = self._need()
         if self._publish is not None:
             self._publish.close()
-        sizes = []
-        for p in trainer.module.parameters():
-            shape = getattr(p, "ds_shape", p.shape)
-            sizes.append(int(torch.Size(shape).numel()) * p.element_size())
-        self._plan = plan_buckets(sizes, bucket_bytes)
+        params = [(name, p.dtype, tuple(getattr(p, "ds_shape", p.shape)))
+                  for name, p in trainer.module.named_parameters()]
+        self._layout = plan_layout(params, bucket_bytes)
+        self._plan = [len(metas) for metas in self._layout]
         self._bucket_bytes = bucket_bytes
         self._publish = iter(trainer.iter_full_params())
-        return len(self._plan)
+        return self._layout
+
+    def _end_publish(self, index: int) -> None:
+        if index == len(self._plan) - 1 and self._publish is not None:
+            self._publish.close()
+            self._publish = None
+
+    # collective transport: rank 0 broadcasts each bucket over a process group of its own to every engine
+    def open_sync_group(self, host: str, port: int, world: int, backend: str, timeout_s: float) -> str | None:
+        """Rank 0 joins the weight-broadcast group as its root (it blocks until every receiver has joined)."""
+        if self.rank != 0:
+            return None
+        self._sync_group = SyncGroup(host, port, 0, world, backend, self._need().device, timeout_s)
+        return self._sync_group.backend
+
+    def begin_broadcast(self, bucket_bytes: int) -> list[list[TensorMeta]]:
+        """Like ``begin_publish``; returns the bucket layout the receivers allocate and unpack by."""
+        return self._start_publish(bucket_bytes)
+
+    def broadcast_bucket(self, index: int) -> dict:
+        """Gather bucket ``index`` (all ranks, collective); rank 0 packs it on its device and broadcasts it."""
+        if self._publish is None or index >= len(self._plan):
+            raise LongshortError(f"{self.name}: broadcast_bucket({index}) outside a publish of {len(self._plan)} "
+                                 "buckets")
+        t0 = time.perf_counter()
+        items = (next(self._publish) for _ in range(self._plan[index]))
+        nbytes = 0
+        if self.rank == 0:
+            if self._sync_group is None:
+                raise LongshortError(f"{self.name}: broadcast_bucket before open_sync_group")
+            metas = self._layout[index]
+            nbytes = layout_bytes(metas)
+            if self._send_buf is None or self._send_buf.numel() < nbytes:  # one buffer serves every bucket
+                self._send_buf = torch.empty(nbytes, dtype=torch.uint8, device=self._need().device)
+            buf = self._send_buf[:nbytes]
+            pack_into(items, metas, buf)
+            self._sync_group.broadcast(buf)
+        else:
+            for _ in items:
+                pass
+        self._end_publish(index)
+        return {"tensors": self._plan[index], "bytes": nbytes, "seconds": time.perf_counter() - t0}
 
     def next_bucket(self, index: int) -> tuple[dict, Bucket | None]:
         """Gather the parameters of bucket ``index`` (all ranks, collective); rank 0 returns them packed.
@@ -237,9 +292,7 @@ class PolicyWorker:
             bucket = None
             for _ in items:
                 pass
-        if index == len(self._plan) - 1:
-            self._publish.close()
-            self._publish = None
+        self._end_publish(index)
         info = {"tensors": self._plan[index], "bytes": 0 if bucket is None else bucket.nbytes,
                 "seconds": time.perf_counter() - t0}
         return info, bucket

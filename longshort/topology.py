@@ -39,6 +39,11 @@ class RoleResources:
     gpus_per_engine: float = field(default=0.0, metadata={"ge": 0})  # standalone engines only (= TP size for vLLM)
     reference: bool = True  # a frozen copy of the starting weights for KL / reference logprobs
     placement: Placement = "PACK"
+    # How trained weights reach the engines: colocated (in place, colocate: true), object_store (buckets in Ray's
+    # store) or collective (rank 0 broadcasts buckets: NCCL on GPUs, gloo on CPU). auto: colocated when colocated,
+    # collective for GPU engines, object_store for CPU engines.
+    weight_sync: Literal["auto", "colocated", "object_store", "collective"] = "auto"
+    sync_backend: Literal["auto", "nccl", "gloo"] = "auto"  # collective only; auto: nccl on CUDA, else gloo
     threads_per_actor: int | None = field(default=None, metadata={"ge": 1})  # CPU torch threads; None: from CPUs
 
     def validate(self) -> None:
@@ -56,8 +61,21 @@ class RoleResources:
         if 0 < self.gpus_per_rank < 1 and self.num_ranks > 1:
             raise ValueError(f"gpus_per_rank: {self.gpus_per_rank} would let {self.num_ranks} ranks share a GPU, which "
                              "NCCL refuses; accepted: a whole number of GPUs per rank when num_ranks > 1")
+        if (self.weight_sync == "colocated") != self.colocate and self.weight_sync != "auto":
+            raise ValueError(f"weight_sync: {self.weight_sync!r} does not fit colocate: {str(self.colocate).lower()}; "
+                             "accepted: colocated (or auto) with colocate: true, object_store / collective (or auto) "
+                             "with colocate: false")
         if self.colocate and "model" in self.engine_kwargs:
             raise ValueError("engine_kwargs: 'model' is set by the topology (the policy's model dir); remove it")
+
+    @property
+    def sync_strategy(self) -> str:
+        """The weight-sync strategy ``auto`` resolves to (a name in ``longshort.weight_sync``)."""
+        if self.weight_sync != "auto":
+            return self.weight_sync
+        if self.colocate:
+            return "colocated"
+        return "collective" if self.gpus_per_engine > 0 else "object_store"
 
     @property
     def standalone_engines(self) -> int:

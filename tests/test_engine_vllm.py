@@ -66,6 +66,14 @@ def test_update_weights_in_place(check, tag):
 
 
 @pytest.mark.parametrize("tag", ["tied", "untied"])
+def test_broadcast_weight_sync_lands_in_every_worker(check, tag):
+    """Collective transport: buckets broadcast by a separate sender process over a process group of their own
+    (gloo here, NCCL on GPUs) are received inside vLLM's worker processes; outputs then equal the sent model."""
+    _ok(check, f"{tag}_broadcast_update")
+    assert check[f"{tag}_broadcast_update"]["buckets"] > 3
+
+
+@pytest.mark.parametrize("tag", ["tied", "untied"])
 def test_bad_updates_are_refused(check, tag):
     """Unknown names, wrong shapes, tied conflicts and half-sent modules are refused before anything is loaded;
     a session left with a half-sent module says the weights are inconsistent, and a full update recovers."""

@@ -157,3 +157,31 @@ def test_dead_engine_is_named_and_the_driver_exits_nonzero(ray_local, model_dir)
     assert "policy 'long': actor long/engine0 died during generate: ActorDiedError" in proc.stderr
     assert "no checkpoint was saved in this run yet" in proc.stderr
     assert time.monotonic() - t0 < 180
+
+
+def test_engine_that_dies_while_rank0_broadcasts_is_named_and_nothing_hangs(ray_local, model_dir):
+    """Collective weight sync (gloo here, NCCL on GPUs): rank 0 is inside a broadcast when its receiver dies; the
+    group names the dead engine and stops every actor, the blocked rank 0 included."""
+    topo = TopologyConfig(long=RoleResources(colocate=False, reference=False, weight_sync="collective"),
+                          call_timeout_s=20)
+    group = PolicyGroup.start("long", model_dir, topo, EngineConfig(lr=1e-2, total_steps=10))
+    try:
+        assert group.sync_weights().extra["backend"] == "gloo"  # opens the broadcast group
+        rank0, engine = group.ranks[0], group.engines[0]
+        group.gather([(engine.name, engine.handle.begin_sync.remote(2))], collective=False, what="begin")
+        group.gather([(rank0.name, rank0.handle.begin_broadcast.remote(topo.bucket_bytes))], collective=True,
+                     what="layout")
+        sending = rank0.handle.broadcast_bucket.remote(0)  # waits for a receiver that never calls receive
+        time.sleep(1.0)
+        ray.kill(engine.handle)
+        t0 = time.monotonic()
+        with pytest.raises(ActorFailure) as info:
+            group.gather([(rank0.name, sending)], collective=True, what="weight sync 2 (bucket 0)")
+        assert time.monotonic() - t0 < 40
+        assert (info.value.actor, info.value.kind) == ("long/engine0", "died")
+        assert "during weight sync 2 (bucket 0)" in str(info.value)
+        assert not group.alive
+        with pytest.raises(ray.exceptions.RayActorError):
+            ray.get(rank0.handle.ping.remote(), timeout=30)
+    finally:
+        group.kill()

@@ -215,10 +215,12 @@ def test_engine_equals_trainer_after_update_and_sync(pair, role):
     assert group.alive  # user errors inside actors leave the group running
 
 
-def test_zero3_group_syncs_full_params_to_every_engine(ray_local, tmp_path):
-    """2 ranks under ZeRO-3 (each holds half of every parameter), 2 standalone engines, buckets of 128 KiB."""
+@pytest.mark.parametrize("strategy", ["object_store", "collective"])
+def test_zero3_group_syncs_full_params_to_every_engine(ray_local, tmp_path, strategy):
+    """2 ranks under ZeRO-3 (each holds half of every parameter), 2 standalone engines, buckets of 128 KiB; through
+    the object store, or broadcast by rank 0 over a gloo group of its own (the NCCL path's code, on CPU)."""
     path = make_model_dir(tmp_path / "m", tie=True, seed=1)
-    res = RoleResources(num_ranks=2, colocate=False, num_engines=2, reference=True)
+    res = RoleResources(num_ranks=2, colocate=False, num_engines=2, reference=True, weight_sync=strategy)
     topo = TopologyConfig(long=res, bucket_mb=0.125, call_timeout_s=300)
     group = PolicyGroup.start("long", path, topo, EngineConfig(lr=3e-2, total_steps=10, zero_stage=3))
     try:
@@ -232,6 +234,9 @@ def test_zero3_group_syncs_full_params_to_every_engine(ray_local, tmp_path):
         assert stats.targets == sum(b.num_targets for b in batches)
         sync = group.sync_weights()
         assert sync.buckets > 3 and sync.engines == 2 and group.engine_versions() == [1, 1]
+        assert type(group.sync).__name__ == {"object_store": "ObjectStoreSync", "collective": "CollectiveSync"}[strategy]
+        if strategy == "collective":
+            assert sync.extra["backend"] == "gloo"
         trainer_sd = group.gathered_state_dict()
         assert sync.tensors == len(trainer_sd) == 26
         for engine_sd in group.engine_state_dicts():
@@ -243,6 +248,10 @@ def test_zero3_group_syncs_full_params_to_every_engine(ray_local, tmp_path):
             torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
         results = _check_engine_matches_trainer(group, tok, 1)  # 3 requests split over 2 engines, order kept
         assert [r.request_id for r in results] == ["0", "1", "2"]
+        group.train_step(batches)  # a second sync reuses the transport (the collective group stays open)
+        assert group.sync_weights().version == 2 and group.engine_versions() == [2, 2]
+        _check_engine_matches_trainer(group, tok, 2)
+        trainer_sd = group.gathered_state_dict()
         exported = Qwen2ForCausalLM.from_pretrained(group.export(tmp_path / "export"))
         assert all(torch.equal(exported.state_dict()[k], v) for k, v in trainer_sd.items())
     finally:

@@ -164,10 +164,61 @@ def run_model_checks(results: dict, tokenizer, tmp: str, tied: bool) -> None:
         results[f"{tag}_partial_session"] = {"ok": "inconsistent" in partial and recovered["ok"]
                                             and engine.weight_version == 4, "message": partial,
                                             "recovered": recovered}
+        run_broadcast_check(results, engine, tag, build(tokenizer, os.path.join(tmp, f"{tag}_d"), tied, seed=4),
+                            prompts)
         if not tied:
             run_sampling_checks(results, engine, model_c, prompts, tokenizer)
     finally:
         engine.close()
+
+
+def _broadcast_sender(path: str, port: int, bucket_bytes: int) -> None:
+    """Trainer rank 0 of the collective weight sync, in a process of its own: broadcast every bucket over gloo."""
+    import torch
+
+    from longshort.weight_sync.base import layout_bytes, pack_into, plan_layout
+    from longshort.weight_sync.process_group import SyncGroup
+
+    params = [(n, p.data) for n, p in reference(path).named_parameters()]
+    layout = plan_layout([(n, t.dtype, tuple(t.shape)) for n, t in params], bucket_bytes)
+    group = SyncGroup("127.0.0.1", port, 0, 2, "gloo", torch.device("cpu"), 120)
+    it = iter(params)
+    for metas in layout:
+        buf = torch.empty(layout_bytes(metas), dtype=torch.uint8)
+        pack_into((next(it) for _ in metas), metas, buf)
+        group.broadcast(buf)
+
+
+def run_broadcast_check(results: dict, engine, tag: str, path_d: str, prompts) -> None:
+    """The collective transport: a sender process broadcasts model D in 64 KiB buckets; every vLLM worker receives
+    them into its own memory inside one reload session; outputs then equal model D's forward."""
+    import multiprocessing
+    import socket
+
+    from longshort.weight_sync.base import VersionedEngine, plan_layout
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    model_d = reference(path_d)
+    bucket_bytes = 64 * 1024
+    layout = plan_layout([(n, p.dtype, tuple(p.shape)) for n, p in model_d.named_parameters()], bucket_bytes)
+    sender = multiprocessing.get_context("spawn").Process(target=_broadcast_sender, args=(path_d, port, bucket_bytes))
+    sender.start()
+    t0 = time.time()
+    try:
+        engine.open_sync_group("127.0.0.1", port, 1, 2, "gloo", 120)
+        versioned = VersionedEngine(engine, tag, version=engine.weight_version)
+        versioned.begin(5)
+        for metas in layout:
+            versioned.receive(metas, None)
+        versioned.finish(5, sum(len(m) for m in layout))
+    finally:
+        sender.join(120)
+    out = compare_greedy(engine, model_d, prompts)
+    out.update(ok=out["ok"] and sender.exitcode == 0 and engine.weight_version == 5 and len(layout) > 3,
+               buckets=len(layout), sender_exit=sender.exitcode, seconds=round(time.time() - t0, 2))
+    results[f"{tag}_broadcast_update"] = out
 
 
 def run_sampling_checks(results: dict, engine, model, prompts, tokenizer) -> None:

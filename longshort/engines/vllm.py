@@ -7,9 +7,10 @@ them with vLLM's own in-place reload (``initialize_layerwise_reload`` / ``model.
 weights into kernel formats (on CPU every linear weight is repacked for oneDNN and the original tensor is freed), and
 for tied input/output embeddings the output projection is a separate kernel that a bare reload leaves stale.
 
-Transport seam: ``_send`` moves the tensors in-band through the RPC as a safetensors blob, which suits CPU and small
-models. A GPU cluster sends large models over NCCL / CUDA IPC instead; that path replaces ``_send`` and keeps the same
-worker-side session (begin, load buckets, finish). See docs/vllm.md.
+Two transports share the worker-side session (begin, load buckets, finish): ``update_weights`` moves tensors in-band
+through the RPC as a safetensors blob (object-store and colocated syncs; fine on CPU and for small models), and
+``receive_bucket`` has every worker receive a bucket broadcast by trainer rank 0 over a process group of their own
+(``weight_sync.collective``: NCCL on GPUs, straight into each tensor-parallel worker's device). See docs/vllm.md.
 
 Importing this module needs no vLLM; constructing an engine does.
 """
@@ -151,7 +152,12 @@ class VLLMEngine(Engine):
             kwargs["kv_cache_memory_bytes"] = int(kv_cache_memory_gb * 2**30)
         if max_model_len is not None:
             kwargs["max_model_len"] = max_model_len
+        if tensor_parallel_size > 1:
+            # Inside a Ray actor that holds tensor_parallel_size GPUs, vLLM's own worker processes use exactly the
+            # actor's devices (CUDA_VISIBLE_DEVICES); its Ray executor would ask the cluster for more GPUs instead.
+            kwargs.setdefault("distributed_executor_backend", "mp")
         self.model_path = model_path
+        self.tensor_parallel_size = tensor_parallel_size
         self.llm = LLM(
             model=model_path,
             tokenizer=tokenizer,
@@ -266,18 +272,7 @@ class VLLMEngine(Engine):
     def _prepare(self, named_tensors: Iterable[tuple[str, torch.Tensor]], version: int) -> list[tuple[str, torch.Tensor]]:
         """Check names/shapes against the checkpoint and fold a tied ``lm_head.weight`` into the embedding."""
         items = [(name, t.detach().to("cpu").contiguous()) for name, t in named_tensors]
-        problems = []
-        if self._shapes is not None:
-            known = dict(self._shapes)
-            if self._tied_embed is not None:
-                known.setdefault(_LM_HEAD, known[self._tied_embed])
-            for name, t in items:
-                if name not in known:
-                    hint = next((f" (did you mean {name[len(p):]!r}? strip the wrapper prefix {p!r})"
-                                 for p in ("module.", "_orig_mod.") if name[len(p):] in known and name.startswith(p)), "")
-                    problems.append(f"unknown parameter {name!r}{hint}")
-                elif tuple(t.shape) != known[name]:
-                    problems.append(f"{name!r} has shape {tuple(t.shape)}, the engine's model has {known[name]}")
+        problems = self._shape_problems([(name, tuple(t.shape)) for name, t in items])
         by_name = dict(items)
         if self._tied_embed is not None and _LM_HEAD in by_name:
             embed = by_name.get(self._tied_embed)
@@ -294,6 +289,49 @@ class VLLMEngine(Engine):
             by_name.setdefault(self._tied_embed, head)
             items = list(by_name.items())
         return items
+
+    def _shape_problems(self, shapes: list[tuple[str, tuple[int, ...]]]) -> list[str]:
+        """What is wrong with sending these HF names and shapes to the engine's checkpoint (empty: nothing)."""
+        problems: list[str] = []
+        if self._shapes is None:
+            return problems
+        known = dict(self._shapes)
+        if self._tied_embed is not None:
+            known.setdefault(_LM_HEAD, known[self._tied_embed])
+        for name, shape in shapes:
+            if name not in known:
+                hint = next((f" (did you mean {name[len(p):]!r}? strip the wrapper prefix {p!r})"
+                             for p in ("module.", "_orig_mod.") if name[len(p):] in known and name.startswith(p)), "")
+                problems.append(f"unknown parameter {name!r}{hint}")
+            elif shape != known[name]:
+                problems.append(f"{name!r} has shape {shape}, the engine's model has {known[name]}")
+        return problems
+
+    # ------------------------------------------------------------------ collective transport (weight_sync.collective)
+
+    @property
+    def sync_receivers(self) -> int:
+        """Members this engine adds to a weight-broadcast group: every tensor-parallel worker receives."""
+        return self.tensor_parallel_size
+
+    def open_sync_group(self, host: str, port: int, first_rank: int, world: int, backend: str,
+                        timeout_s: float) -> None:
+        self.llm.collective_rpc("longshort_open_sync_group", args=(host, port, first_rank, world, backend, timeout_s))
+
+    def receive_bucket(self, metas: list, version: int) -> None:
+        """Receive one broadcast bucket straight into every worker (no copy through this process); only inside a
+        ``weight_update_session``, since vLLM rebuilds layers once all buckets are in."""
+        if self._session != version:
+            raise LongshortError(f"receive_bucket(version={version}) outside its weight_update_session; open one "
+                                 "first (VersionedEngine.begin does)")
+        problems = self._shape_problems([(m.name, tuple(m.shape)) for m in metas])
+        if problems:  # fatal: the sender's broadcast then finds no receiver and the group stops the run
+            raise LongshortError(f"weight sync (version={version}): " + "; ".join(problems[:5])
+                                 + f". Fix: train the engine's own architecture ({self.model_path})")
+        self._session_names.update(m.name for m in metas)
+        self.llm.collective_rpc("longshort_receive_bucket",
+                                args=([(m.name, m.dtype, list(m.shape), m.offset, m.nbytes) for m in metas],
+                                      self._tied_embed))
 
     def _send(self, items: list[tuple[str, torch.Tensor]], begin: bool, finish: bool) -> None:
         """Transport seam: tensors travel in-band through collective_rpc as one safetensors blob (vLLM's RPC

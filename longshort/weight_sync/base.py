@@ -6,7 +6,8 @@
   mix of two versions. ``generate(..., min_version=v)`` refuses to serve anything older than ``v``.
 * Buckets: full parameters packed into flat byte buffers of ~``bucket_bytes`` (numpy, so Ray's object store
   hands every reader on a node a zero-copy view of one shared copy); ``unpack`` gives tensor views into it.
-* ``WeightSync``: a strategy (colocated in place, object store, ...) that a ``PolicyGroup`` runs after each update.
+* ``WeightSync``: a strategy (colocated in place, object store, collective broadcast) that a ``PolicyGroup`` runs
+  after each update; one file per strategy, chosen by ``topology.<role>.weight_sync``.
 """
 
 from __future__ import annotations
@@ -82,6 +83,25 @@ class VersionedEngine:
         self.engine.update_weights(items, self._pending)
         self._loaded += len(items)
         return len(items)
+
+    def receive(self, metas: list[TensorMeta], group) -> int:
+        """Load one broadcast bucket laid out by ``metas`` from ``group`` (a ``process_group.SyncGroup``).
+
+        A backend with its own receivers (vLLM: one per tensor-parallel worker process) takes the bucket there
+        (``receive_bucket``); any other engine gets the bytes in this process and loads views of them.
+        """
+        if self._pending is None:
+            raise SyncError(f"engine {self.name}: receive() outside a sync; call begin(version) first")
+        own = getattr(self.engine, "receive_bucket", None)
+        if own is not None:
+            own(metas, self._pending)
+        else:
+            if group is None:
+                raise SyncError(f"engine {self.name}: no weight-sync group is open; open_sync_group() first")
+            flat = group.receive(layout_bytes(metas))
+            self.engine.update_weights(unpack_flat(flat, metas), self._pending)
+        self._loaded += len(metas)
+        return len(metas)
 
     def finish(self, version: int, expected_tensors: int | None = None) -> None:
         if self._pending != version:
@@ -192,11 +212,50 @@ def unpack(bucket: Bucket) -> list[tuple[str, torch.Tensor]]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # non-writable buffer: we only read from it
         flat = torch.from_numpy(bucket.data)
-    out = []
-    for m in bucket.metas:
-        dtype = getattr(torch, m.dtype)
-        out.append((m.name, flat[m.offset : m.offset + m.nbytes].view(dtype).view(m.shape)))
-    return out
+    return unpack_flat(flat, bucket.metas)
+
+
+def unpack_flat(flat: torch.Tensor, metas: list[TensorMeta]) -> list[tuple[str, torch.Tensor]]:
+    """Tensor views into one flat uint8 tensor laid out by ``metas`` (any device)."""
+    return [(m.name, flat[m.offset : m.offset + m.nbytes].view(getattr(torch, m.dtype)).view(m.shape))
+            for m in metas]
+
+
+def plan_layout(params: list[tuple[str, torch.dtype, tuple[int, ...]]], bucket_bytes: int) -> list[list[TensorMeta]]:
+    """The buckets of full parameters ``(name, dtype, full shape)``, in order, with every tensor's offset.
+
+    Computed from shapes alone (``ds_shape`` under ZeRO-3), so a receiver can allocate and unpack a bucket before
+    any parameter is gathered; ``pack_into`` fills exactly this layout (``pack_bucket`` lays out the same way).
+    """
+    sizes = [int(torch.Size(shape).numel()) * torch.empty(0, dtype=dtype).element_size() for _, dtype, shape in params]
+    layout, i = [], 0
+    for count in plan_buckets(sizes, bucket_bytes):
+        metas, used = [], 0
+        for (name, dtype, shape), size in zip(params[i : i + count], sizes[i : i + count], strict=True):
+            off = _aligned(used) if metas else 0
+            metas.append(TensorMeta(name, str(dtype).removeprefix("torch."), tuple(shape), off, size))
+            used = off + size
+        layout.append(metas)
+        i += count
+    return layout
+
+
+def layout_bytes(metas: list[TensorMeta]) -> int:
+    return metas[-1].offset + metas[-1].nbytes if metas else 0
+
+
+def pack_into(named_tensors: Iterable[tuple[str, torch.Tensor]], metas: list[TensorMeta], out: torch.Tensor) -> None:
+    """Copy tensors (each once, while it is valid) into ``out`` (uint8, any device) at the offsets of ``metas``;
+    a tensor whose name, dtype or shape differs from the plan is a ``SyncError`` (the receivers would misread it)."""
+    n = 0
+    for (name, t), m in zip(named_tensors, metas, strict=False):
+        if (name, str(t.dtype).removeprefix("torch."), tuple(t.shape)) != (m.name, m.dtype, m.shape):
+            raise SyncError(f"weight sync: parameter {name} {t.dtype} {tuple(t.shape)} does not match the planned "
+                            f"{m.name} {m.dtype} {m.shape}; the trainer's parameters changed after the plan")
+        out[m.offset : m.offset + m.nbytes].copy_(_as_bytes(t))
+        n += 1
+    if n != len(metas):
+        raise SyncError(f"weight sync: {n} tensors for a bucket planned with {len(metas)}")
 
 
 # ---------------------------------------------------------------------------------------------------- strategies
@@ -227,6 +286,7 @@ class WeightSync(ABC):
 _STRATEGIES: dict[str, str] = {
     "colocated": "longshort.weight_sync.colocated:ColocatedSync",
     "object_store": "longshort.weight_sync.object_store:ObjectStoreSync",
+    "collective": "longshort.weight_sync.collective:CollectiveSync",
 }
 
 
