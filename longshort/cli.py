@@ -39,9 +39,10 @@ def _split_config(args: argparse.Namespace) -> tuple[str | None, list[str]]:
 
 
 def _load(args: argparse.Namespace):
-    from longshort.run_config import load_run_config
+    from longshort.run_config import TINY_CONFIG, load_run_config
 
-    return load_run_config(*_split_config(args))
+    config, overrides = _split_config(args)
+    return load_run_config(config or TINY_CONFIG, overrides)
 
 
 def _config_show(args: argparse.Namespace) -> int:

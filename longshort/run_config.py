@@ -1,7 +1,8 @@
 """The whole run's configuration: one tree of the stage modules' own config sections.
 
-Defaults are the tiny embedded run (`ray_configs/tiny.yaml` spells them out); a YAML file and dotted
-overrides change them, and everything is checked before any work starts.
+The embedded default run is ``longshort/configs/tiny.yaml`` (``ray_configs/tiny.yaml`` links to it): commands given
+no config file load it. A YAML file and dotted overrides change the code's defaults, and everything is checked
+before any work starts.
 """
 
 from __future__ import annotations
@@ -46,5 +47,10 @@ class RunConfig:
             raise ValueError(f"name: {self.name!r} is not a usable directory name; accepted: e.g. 'tiny' or 'qwen7b-pair'")
 
 
+# The embedded default run: shipped inside the package, and what ``ray_configs/tiny.yaml`` links to.
+TINY_CONFIG = Path(__file__).resolve().parent / "configs" / "tiny.yaml"
+
+
 def load_run_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
+    """``path`` None: the code's defaults alone (tests); the CLI passes ``TINY_CONFIG`` when no file is given."""
     return load(RunConfig, path, overrides)

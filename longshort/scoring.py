@@ -47,6 +47,10 @@ class ScoreConfig:
     top_p: float = field(default=1.0, metadata={"gt": 0, "le": 1})
     seed: int = 0
     common_seed: bool = True  # all prefixes of a CoT share a seed (common random numbers); False: one per prefix
+    # Coupled rollouts (HF engine): random numbers keyed by the seed and the last N tokens, so the rollouts of
+    # neighbouring prefixes continue identically once they reach the same text (docs/importance.md); 0: off;
+    # None: 8 on the hf backend, off on others (vLLM samples with its own streams).
+    couple_context: int | None = field(default=None, metadata={"ge": 0})
     batch_cots: int = field(default=16, metadata={"ge": 1})  # CoTs per generate call (also the resume unit)
     limit: int | None = field(default=None, metadata={"ge": 1})  # score only the first N chunked CoTs
     model: str | None = None  # HF model dir; None: the bootstrap base model
@@ -56,6 +60,13 @@ class ScoreConfig:
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
     report: bool = True  # write report.html
     report_cots: int = field(default=30, metadata={"ge": 0})  # CoTs drawn in report.html
+
+    @property
+    def coupling(self) -> int:
+        """Context tokens that key the coupled sampler (``couple_context`` resolved; 0: off)."""
+        if self.couple_context is not None:
+            return self.couple_context
+        return 8 if self.rollout.backend == "hf" else 0
 
 
 # ------------------------------------------------------------------------------------------- identities
@@ -93,6 +104,8 @@ def cot_key(model_id: str, rec: dict, chunked: Chunked, cfg: ScoreConfig) -> str
              "cot": chunked.text, "bounds": chunked.boundaries(), "n": cfg.n_rollouts, "seed": cfg.seed,
              "temperature": cfg.temperature, "top_p": cfg.top_p, "max_tokens": cfg.max_tokens,
              "common_seed": cfg.common_seed}
+    if cfg.coupling:  # only when on, so caches written before coupling existed stay valid
+        ident["couple_context"] = cfg.coupling
     return hashlib.sha256(json.dumps(ident, sort_keys=True, ensure_ascii=False).encode()).hexdigest()[:32]
 
 
@@ -194,7 +207,7 @@ def _rollout_batch(batch, generate, tokenizer, verifier, cfg: ScoreConfig, cache
         for k, cut in enumerate(cuts):
             params = SamplingParams(n=cfg.n_rollouts, temperature=cfg.temperature, top_p=cfg.top_p,
                                     max_tokens=cfg.max_tokens, seed=seed if cfg.common_seed else seed + 7919 * k,
-                                    logprobs=False)
+                                    logprobs=False, couple_context=cfg.coupling)
             requests.append(GenerationRequest(head + ids[:cut], params, request_id=f"{rec['id']}/{k}"))
             owners.append((key, k))
         meta[key] = (rec, cuts)

@@ -38,9 +38,13 @@ def test_config_show_resolves_file_and_overrides(capsys):
     shown = yaml.safe_load(capsys.readouterr().out)
     assert shown["name"] == "demo" and shown["bootstrap"]["sft"]["lr"] == 0.01
     assert shown["bootstrap"]["model"]["head_dim"] >= 64
-    # overrides alone, no file: the embedded default
+    # overrides alone, no file: the embedded default, which is exactly ray_configs/tiny.yaml
     assert main(["config", "show", "tracking.mode=disabled"]) == 0
-    assert yaml.safe_load(capsys.readouterr().out)["tracking"]["mode"] == "disabled"
+    embedded = yaml.safe_load(capsys.readouterr().out)
+    assert embedded["tracking"]["mode"] == "disabled"
+    assert main(["config", "show", str(ROOT / "ray_configs/tiny.yaml"), "tracking.mode=disabled"]) == 0
+    assert yaml.safe_load(capsys.readouterr().out) == embedded
+    assert embedded["score"]["n_rollouts"] == 4  # a value tiny.yaml sets (the code's own default differs)
 
 
 def test_every_shipped_config_loads():

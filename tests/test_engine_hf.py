@@ -13,7 +13,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
 from longshort.engines.base import GenerationRequest, SamplingParams
-from longshort.engines.hf import HFConfig, HFEngine, _pick
+from longshort.engines.hf import HFConfig, HFEngine, _pick, _Row
 from longshort.engines.kv_cache import GrowingLayer
 from longshort.engines.registry import engine_class, make_engine
 from longshort.errors import LongshortError
@@ -148,11 +148,41 @@ def test_sampler_draws_the_right_distribution(temperature, top_p, expected):
     rows = 20000
     logits = torch.tensor([[0.5, 0.25, 0.15, 0.1, 0.0]]).log().expand(rows, 5)
     tokens, logprobs = _pick(logits, torch.full((rows,), temperature), torch.full((rows,), top_p),
-                             [random.Random(i) for i in range(rows)])
+                             [random.Random(i).random() for i in range(rows)])
     freq = torch.bincount(tokens, minlength=5).double() / rows
     torch.testing.assert_close(freq, torch.tensor(expected, dtype=torch.float64), atol=0.015, rtol=0)
     scaled = torch.log_softmax(logits[0] / temperature, -1)  # logprobs ignore top-p (base.py)
     torch.testing.assert_close(logprobs, scaled[tokens])
+
+
+def test_coupled_samples_continue_identically_from_a_shared_context(engine, tok):
+    """couple_context: a request whose prompt is another's prompt plus the first t tokens it sampled (same seed)
+    continues exactly as that sample did; plain seeded streams do not (their draws are counted per step)."""
+    for couple, expect_equal in ((6, True), (0, False)):
+        params = dict(temperature=1.0, max_tokens=30, seed=7, n=3, couple_context=couple)
+        first = engine.generate([GenerationRequest(tok.encode(PROMPTS[1]), SamplingParams(**params))])[0]
+        same, t = [], 8
+        for j, s in enumerate(first.samples):  # sample j of both requests has the same seed
+            later = GenerationRequest(first.prompt_ids + s.token_ids[:t], SamplingParams(**params))
+            cont = engine.generate([later])[0].samples[j].token_ids
+            same.append(cont[: len(s.token_ids) - t] == s.token_ids[t:])
+        assert all(same) if expect_equal else not any(same), (couple, same)
+
+
+def test_coupled_sampling_draws_the_right_distribution():
+    """Each coupled token is still an exact sample: the keyed uniforms are uniform (Kolmogorov-Smirnov distance),
+    and inverting the CDF at them draws a known distribution."""
+    rows = 20000
+    keyed = [_Row(0, 0, [3, 1, 4, 1, 5], SamplingParams(couple_context=4), None, frozenset(), 1, 0,
+                  key=random.Random(i).getrandbits(63)) for i in range(rows)]
+    uniforms = [r.uniform() for r in keyed]
+    ks = (torch.tensor(sorted(uniforms), dtype=torch.float64) - torch.arange(rows, dtype=torch.float64) / rows).abs()
+    assert float(ks.max()) < 0.015  # 1.63 / sqrt(rows) = 0.0115 at the 1% level
+    logits = torch.tensor([[0.5, 0.25, 0.15, 0.1, 0.0]]).log().expand(rows, 5)
+    tokens, _ = _pick(logits, torch.ones(rows), torch.ones(rows), uniforms)
+    freq = torch.bincount(tokens, minlength=5).double() / rows
+    torch.testing.assert_close(freq, torch.tensor([0.5, 0.25, 0.15, 0.1, 0.0], dtype=torch.float64), atol=0.015,
+                               rtol=0)
 
 
 def test_tiny_top_p_is_greedy(engine, tok):

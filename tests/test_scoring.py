@@ -101,9 +101,11 @@ def test_score_end_to_end_then_cache_hit(chunked_run, model, tmp_path):
     again = run_score(small(), run, backend=engine)
     assert engine.calls == 0 and again.stats.cached == N_COTS and again.stats.rollouts == 0
     assert again.path.read_text() == first.path.read_text()
-    # changing N (or the seed, sampling, model, CoT) is a cache miss
+    # changing N (or the seed, sampling, coupling, model, CoT) is a cache miss
     more = run_score(small(n_rollouts=3), run, backend=engine)
     assert more.stats.cached == 0 and engine.calls == N_COTS // 2
+    coupled = run_score(small(couple_context=4), run, backend=engine)
+    assert coupled.stats.cached == 0 and engine.calls == N_COTS
 
 
 def test_killed_run_resumes_where_it_stopped(chunked_run, model, tmp_path):

@@ -24,6 +24,11 @@ class SamplingParams:
     stop_token_ids: list[int] = field(default_factory=list)  # generation ends after emitting one of these
     seed: int | None = None  # per-request seed: the same request and seed give the same samples
     logprobs: bool = True
+    # Coupled sampling (HF engine): each step's random number is a hash of the sample's seed and the last
+    # ``couple_context`` tokens, so two requests with the same seed whose samples reach the same context continue
+    # identically from there (common random numbers that survive different prompts: low-variance differences
+    # between rollouts from neighbouring prefixes). Each token is still an exact sample. 0: off.
+    couple_context: int = 0
 
 
 @dataclass

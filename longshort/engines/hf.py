@@ -2,7 +2,9 @@
 
 Why our own decode loop instead of ``model.generate``: per-row seeded sampling (results do not depend on
 which other requests share the batch), per-row temperature/top-p/stop rules in one batch, the logprobs
-the trainer expects, and finished rows leave the batch instead of being padded to the end.
+the trainer expects, finished rows leave the batch instead of being padded to the end, and coupled sampling
+(``SamplingParams.couple_context``: the random number of a step is a hash of the seed and the recent tokens) for
+low-variance comparisons of rollouts from neighbouring prefixes.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from longshort.errors import LongshortError
 
 log = logging.getLogger(__name__)
 
+_SEED_MASK_64 = 2**64 - 1
 _SEED_MIX = 0x9E3779B97F4A7C15  # golden-ratio constant: spreads (seed, sample index) pairs over the seed space
 _SEED_MASK = (1 << 63) - 1
 
@@ -40,6 +43,22 @@ class _Row:
     ids: list[int] = field(default_factory=list)
     logprobs: list[float] = field(default_factory=list)
     finish: Literal["stop", "length"] | None = None
+    key: int | None = None  # coupled sampling: the sample's seed, mixed with the last ``couple_context`` tokens
+
+    def uniform(self) -> float:
+        """This step's uniform number: from the row's RNG, or (coupled) a hash of the seed and the context."""
+        if self.key is None:
+            return self.rng.random() if self.rng is not None else 0.0
+        m = self.params.couple_context
+        ctx = self.ids[-m:] if len(self.ids) >= m else self.prompt[len(self.ids) - m :] + self.ids
+        return (_mix64(hash((self.key, *ctx)) & _SEED_MASK_64) >> 11) / 2.0**53
+
+
+def _mix64(x: int) -> int:
+    """splitmix64's finalizer: a well-spread 64-bit hash of a 64-bit integer (Python's tuple hash is not)."""
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _SEED_MASK_64
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _SEED_MASK_64
+    return x ^ (x >> 31)
 
 
 def _resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype:
@@ -257,8 +276,11 @@ class HFEngine(Engine):
                     else:
                         seed = self._seed_rng.getrandbits(63)
                     rng = random.Random(seed)
-                rows.append(_Row(r, j, list(req.prompt_ids), p, rng, self._eos_ids | frozenset(p.stop_token_ids),
-                                 max_new, window))
+                row = _Row(r, j, list(req.prompt_ids), p, rng, self._eos_ids | frozenset(p.stop_token_ids), max_new,
+                           window)
+                if p.couple_context and rng is not None:
+                    row.key = rng.getrandbits(63)  # fixed by the seed: the same (seed, j) couples across prompts
+                rows.append(row)
         return rows
 
     def generate(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
@@ -301,7 +323,8 @@ class HFEngine(Engine):
         next_pos = mask.sum(-1, keepdim=True)
         active = list(rows)
         while True:
-            tokens, logprobs = _pick(out.logits[:, -1, :].float(), temps, top_ps, [r.rng for r in active])
+            uniforms = [r.uniform() if r.rng is not None else None for r in active]
+            tokens, logprobs = _pick(out.logits[:, -1, :].float(), temps, top_ps, uniforms)
             keep = []
             for i, (r, tok, lp) in enumerate(zip(active, tokens.tolist(), logprobs.tolist(), strict=True)):
                 r.ids.append(tok)
@@ -330,15 +353,15 @@ class HFEngine(Engine):
         return any(s in tail for s in row.params.stop)
 
 
-def _pick(logits: torch.Tensor, temps: torch.Tensor, top_ps: torch.Tensor, rngs: list[random.Random | None]):
-    """Next token and its logprob per row: greedy where temperature is 0, else a seeded sample.
+def _pick(logits: torch.Tensor, temps: torch.Tensor, top_ps: torch.Tensor, uniforms: list[float | None]):
+    """Next token and its logprob per row: greedy where ``uniforms`` is None (temperature 0), else a sample.
 
-    Sampling inverts the CDF at one uniform number drawn from the row's own RNG, so a row's sample depends only
-    on its seed and step, never on the other rows of the batch (one draw per row, no per-row kernel launch).
+    Sampling inverts the CDF at the row's own uniform number (its RNG's next draw, or the coupled hash), so a row's
+    sample depends only on its seed and step, never on the other rows of the batch (no per-row kernel launch).
     """
     greedy = temps == 0
     logp = torch.log_softmax(logits / torch.where(greedy, 1.0, temps)[:, None], dim=-1)
-    if all(r is None for r in rngs):
+    if all(u is None for u in uniforms):
         tokens = logits.argmax(-1)
     else:
         probs = logp.exp()
@@ -347,10 +370,10 @@ def _pick(logits: torch.Tensor, temps: torch.Tensor, top_ps: torch.Tensor, rngs:
             drop = (sorted_p.cumsum(-1) - sorted_p) >= top_ps[:, None]  # mass before a token already reaches top_p
             probs = probs.masked_fill(drop.scatter(1, order, drop), 0.0)
         cdf = probs.double().cumsum(-1)  # float64: a float32 running sum over a large vocabulary drifts
-        u = torch.tensor([r.random() if r is not None else 0.0 for r in rngs], dtype=torch.float64, device=logits.device)
+        u = torch.tensor([0.0 if u is None else u for u in uniforms], dtype=torch.float64, device=logits.device)
         # right=True: the first token whose cdf exceeds u, so zero-probability tokens are never picked
         sampled = torch.searchsorted(cdf, (u * cdf[:, -1])[:, None], right=True).squeeze(1)
         tokens = sampled.clamp(max=logits.shape[-1] - 1)
-        if any(r is None for r in rngs):
+        if any(u is None for u in uniforms):
             tokens = torch.where(greedy, logits.argmax(-1), tokens)
     return tokens, logp.gather(1, tokens[:, None]).squeeze(1)

@@ -215,6 +215,9 @@ class VLLMEngine(Engine):
                 raise LongshortError(f"{at}: sampling param '{key}' = {getattr(p, key)!r}; accepted: {accepted}")
         if not req.prompt_ids:
             raise LongshortError(f"{at}: prompt_ids is empty; render a prompt with longshort.protocol.prompt_ids")
+        if p.couple_context:
+            raise LongshortError(f"{at}: coupled sampling (couple_context={p.couple_context}) is an HF-engine "
+                                 "feature; set score.couple_context: 0 or use the hf backend for scoring")
         bad = [t for t in req.prompt_ids if not 0 <= t < self.vocab_size]
         if bad:
             raise LongshortError(f"{at}: prompt token ids {bad[:5]} are outside the model's vocabulary "
