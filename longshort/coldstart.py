@@ -5,8 +5,9 @@ Per CoT, the thoughts the scorer ranks highest (``select``: the top ``ratio`` of
 short-role turn holding its compressed form, and the last short turn ends with the CoT's final answer line:
 
 * ``compression: teacher`` (synthetic task): the teacher's concise step lines (``solution``) of the steps whose
-  right equation first appears in the stretch; a stretch without one (restating, checking, a planted wrong
-  step) is dropped.
+  right equation first appears in the stretch, each labelled with its step (``step_labels``: "Step 2: 5 - 3 = 2";
+  without the label the tiny short model loses count of which operation comes next: pair accuracy 49% -> 63% on
+  the tiny default); a stretch without one (restating, checking, a planted wrong step) is dropped.
 * ``compression: engine`` (real data): an engine rewrites the stretch with ``REWRITE_PROMPT``; a rewrite that
   drops a key quantity of the stretch (the result of each of its equations, and any of its numbers that the
   final answer uses), invents a number, or is not shorter is rejected (``rewrite_check``); if all ``attempts``
@@ -60,6 +61,9 @@ class ColdstartConfig:
     threshold: float = field(default=0.0, metadata={"ge": -1, "le": 1})  # select: threshold
     max_turns: int = field(default=MAX_TURNS, metadata={"ge": 2})
     compression: Literal["teacher", "engine"] = "teacher"
+    # teacher: label each concise line with its step ("Step 2: 5 - 3 = 2"), so the short model knows which of the
+    # problem's operations comes next (a tiny one loses count without it)
+    step_labels: bool = True
     rewrite: RewriteConfig = field(default_factory=RewriteConfig)
     data: str | None = None  # scored CoTs; None: run_dir/score/scores.jsonl
     tokenizer: str | None = None  # for token counts; None: the bootstrap base model's
@@ -155,12 +159,13 @@ def build_dialogue(rec: dict, cfg: ColdstartConfig, compressor, stats: Coldstart
 
 
 class _Teacher:
-    def __init__(self):
+    def __init__(self, step_labels: bool = False):
         self._by_id: dict[str, TeacherCompressor] = {}
+        self.step_labels = step_labels
 
     def _of(self, rec: dict) -> TeacherCompressor:
         if rec["id"] not in self._by_id:
-            self._by_id[rec["id"]] = TeacherCompressor(rec)
+            self._by_id[rec["id"]] = TeacherCompressor(rec, self.step_labels)
         return self._by_id[rec["id"]]
 
     def compress(self, rec: dict, ids: list[int]) -> str | None:
@@ -223,7 +228,7 @@ def synthesize(scored: list[dict], cfg: ColdstartConfig, verifier, generate=None
         compress = _Rewriter(cfg, generate, tokenizer, stats)
         compress.prepare(scored)
     else:
-        compress = _Teacher()
+        compress = _Teacher(cfg.step_labels)
     built = []
     for rec in scored:
         stats.cots += 1

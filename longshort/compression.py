@@ -62,7 +62,8 @@ class TeacherCompressor:
     equation, so it is compressed away.
     """
 
-    def __init__(self, rec: dict):
+    def __init__(self, rec: dict, step_labels: bool = False):
+        self.step_labels = step_labels
         lines = (rec.get("solution") or "").strip().splitlines()
         if len(lines) < 2 or "\\boxed" not in lines[-1]:
             raise LongshortError(f"coldstart: CoT {rec['id']!r} has no teacher solution (step lines, then a boxed "
@@ -81,8 +82,11 @@ class TeacherCompressor:
             self.where.append(k)
 
     def compress(self, thought_ids: list[int]) -> str:
+        """The concise lines of the steps done in these thoughts; with ``step_labels`` each names its step
+        (``Step 2: 34 × 2 = 68``), which tells the short model where in the chain it is."""
         ids = set(thought_ids)
-        return "\n".join(line for line, k in zip(self.lines, self.where or [], strict=False) if k in ids)
+        return "\n".join(f"Step {i + 1}: {line}" if self.step_labels else line
+                         for i, (line, k) in enumerate(zip(self.lines, self.where or [], strict=False)) if k in ids)
 
 
 def answer_line(rec: dict) -> str | None:

@@ -60,6 +60,7 @@ def test_teacher_dialogues_follow_the_protocol_and_verify(tok):
     dialogues = synthesize(scored, ColdstartConfig(ratio=0.5), shared_verifier(), stats=stats)
     assert stats.kept == len(dialogues) > 40 and stats.cots == 60
     assert sum(stats.dropped.values()) + stats.kept == 60
+    labelled = 0
     for d in dialogues:
         rec = next(r for r in recs if r["id"] == d["id"])
         msgs = [Message(m["role"], m["content"]) for m in d["messages"]]
@@ -73,12 +74,15 @@ def test_teacher_dialogues_follow_the_protocol_and_verify(tok):
         # every step's right value appears once: verbatim in a long turn or as the teacher's line in a short one
         long_text = "\n".join(m.content for m in msgs if m.role == "long")
         short_lines = [ln for m in msgs if m.role == "short" for ln in m.content.splitlines()]
-        for line in rec["solution"].splitlines()[:-1]:
-            assert line in long_text or line in short_lines, (line, msgs)
+        for i, line in enumerate(rec["solution"].splitlines()[:-1]):  # short lines name their step
+            assert line in long_text or f"Step {i + 1}: {line}" in short_lines, (line, msgs)
+        assert all(ln.startswith("Step ") or "\\boxed" in ln for ln in short_lines), short_lines
+        labelled += sum(ln.startswith("Step ") for ln in short_lines)
         # the long role's turns hold important thoughts verbatim, nothing else
         kept = [t["text"].strip() for t in next(s for s in scored if s["id"] == d["id"])["thoughts"]
                 if t["importance"] > 0]
         assert all(k in long_text for k in kept)
+    assert labelled > 0  # the short role does compute some steps here
     # compression: the dialogues are much shorter than the CoTs they come from
     from longshort.coldstart import token_summary
 
