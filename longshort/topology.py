@@ -43,7 +43,7 @@ class RoleResources:
     # store) or collective (rank 0 broadcasts buckets: NCCL on GPUs, gloo on CPU). auto: colocated when colocated,
     # collective for GPU engines, object_store for CPU engines.
     weight_sync: Literal["auto", "colocated", "object_store", "collective"] = "auto"
-    sync_backend: Literal["auto", "nccl", "gloo"] = "auto"  # collective only; auto: nccl on CUDA, else gloo
+    sync_backend: Literal["auto", "nccl", "gloo"] = "auto"  # collective only; auto: nccl when ranks and engines have GPUs
     threads_per_actor: int | None = field(default=None, metadata={"ge": 1})  # CPU torch threads; None: from CPUs
 
     def validate(self) -> None:
