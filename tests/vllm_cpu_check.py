@@ -164,10 +164,11 @@ def run_model_checks(results: dict, tokenizer, tmp: str, tied: bool) -> None:
         results[f"{tag}_partial_session"] = {"ok": "inconsistent" in partial and recovered["ok"]
                                             and engine.weight_version == 4, "message": partial,
                                             "recovered": recovered}
-        run_broadcast_check(results, engine, tag, build(tokenizer, os.path.join(tmp, f"{tag}_d"), tied, seed=4),
-                            prompts)
         if not tied:
             run_sampling_checks(results, engine, model_c, prompts, tokenizer)
+        # last: it replaces model C's weights with model D's
+        run_broadcast_check(results, engine, tag, build(tokenizer, os.path.join(tmp, f"{tag}_d"), tied, seed=4),
+                            prompts)
     finally:
         engine.close()
 
