@@ -216,11 +216,9 @@ class PolicyWorker:
         return {"tensors": tensors, "bytes": nbytes, "seconds": time.perf_counter() - t0,
                 "engine": self.engine is not None}
 
-    def begin_publish(self, bucket_bytes: int) -> int:
-        """Start streaming full parameters in buckets (collective); returns the number of buckets."""
-        return len(self._start_publish(bucket_bytes))
-
-    def _start_publish(self, bucket_bytes: int) -> list[list[TensorMeta]]:
+    def begin_publish(self, bucket_bytes: int) -> list[list[TensorMeta]]:
+        """Start streaming full parameters in buckets (collective); returns the bucket layout (from the shapes
+        alone, so a broadcast's receivers can allocate and unpack each bucket before it is gathered)."""
         trainer = self._need()
         if self._publish is not None:
             self._publish.close()
@@ -244,10 +242,6 @@ class PolicyWorker:
             return None
         self._sync_group = SyncGroup(host, port, 0, world, backend, self._need().device, timeout_s)
         return self._sync_group.backend
-
-    def begin_broadcast(self, bucket_bytes: int) -> list[list[TensorMeta]]:
-        """Like ``begin_publish``; returns the bucket layout the receivers allocate and unpack by."""
-        return self._start_publish(bucket_bytes)
 
     def broadcast_bucket(self, index: int) -> dict:
         """Gather bucket ``index`` (all ranks, collective); rank 0 packs it on its device and broadcasts it."""

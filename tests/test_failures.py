@@ -169,7 +169,7 @@ def test_engine_that_dies_while_rank0_broadcasts_is_named_and_nothing_hangs(ray_
         assert group.sync_weights().extra["backend"] == "gloo"  # opens the broadcast group
         rank0, engine = group.ranks[0], group.engines[0]
         group.gather([(engine.name, engine.handle.begin_sync.remote(2))], collective=False, what="begin")
-        group.gather([(rank0.name, rank0.handle.begin_broadcast.remote(topo.bucket_bytes))], collective=True,
+        group.gather([(rank0.name, rank0.handle.begin_publish.remote(topo.bucket_bytes))], collective=True,
                      what="layout")
         sending = rank0.handle.broadcast_bucket.remote(0)  # waits for a receiver that never calls receive
         time.sleep(1.0)

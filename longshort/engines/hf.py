@@ -46,9 +46,10 @@ class _Row:
     key: int | None = None  # coupled sampling: the sample's seed, mixed with the last ``couple_context`` tokens
 
     def uniform(self) -> float:
-        """This step's uniform number: from the row's RNG, or (coupled) a hash of the seed and the context."""
+        """This step's uniform number (sampled rows only): from the row's RNG, or (coupled) a hash of the seed and
+        the context."""
         if self.key is None:
-            return self.rng.random() if self.rng is not None else 0.0
+            return self.rng.random()
         m = self.params.couple_context
         ctx = self.ids[-m:] if len(self.ids) >= m else self.prompt[len(self.ids) - m :] + self.ids
         return (_mix64(hash((self.key, *ctx)) & _SEED_MASK_64) >> 11) / 2.0**53

@@ -44,7 +44,7 @@ class CollectiveSync(WeightSync):
         engines, ranks = group.engines, group.ranks
         group.gather([(e.name, e.handle.begin_sync.remote(version)) for e in engines], collective=False,
                      what=f"begin weight sync {version}")
-        layout = group.gather([(r.name, r.handle.begin_broadcast.remote(group.topo.bucket_bytes)) for r in ranks],
+        layout = group.gather([(r.name, r.handle.begin_publish.remote(group.topo.bucket_bytes)) for r in ranks],
                               collective=True, what=f"weight sync {version}")[0]
         send_s = 0.0
         for k, metas in enumerate(layout):

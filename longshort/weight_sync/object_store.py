@@ -24,8 +24,9 @@ class ObjectStoreSync(WeightSync):
         engines, ranks = group.engines, group.ranks
         group.gather([(e.name, e.handle.begin_sync.remote(version)) for e in engines], collective=False,
                      what=f"begin weight sync {version}")
-        (n_buckets, *_) = group.gather([(r.name, r.handle.begin_publish.remote(group.topo.bucket_bytes))
-                                        for r in ranks], collective=True, what=f"weight sync {version}")
+        layout = group.gather([(r.name, r.handle.begin_publish.remote(group.topo.bucket_bytes)) for r in ranks],
+                              collective=True, what=f"weight sync {version}")[0]
+        n_buckets = len(layout)
         loads: list[list] = []
         tensors = nbytes = 0
         load_s = pack_s = 0.0
