@@ -12,6 +12,7 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
+from longshort.engines import hf
 from longshort.engines.base import GenerationRequest, SamplingParams
 from longshort.engines.hf import HFConfig, HFEngine, _pick, _Row
 from longshort.engines.kv_cache import GrowingLayer
@@ -78,8 +79,11 @@ def teacher_forced(model, prompt, gen, temperature=1.0):
 
 
 @pytest.mark.parametrize("chunk", [256, 3])  # 3: the KV buffer grows (and is copied) during generation
-def test_batched_equals_one_by_one(engine, tok, monkeypatch, chunk):
+# compaction: 1.0 drops every finished row at once, 0.0 never (finished rows ride along dead), 0.75 the default
+@pytest.mark.parametrize("compact_at", [1.0, 0.75, 0.0])
+def test_batched_equals_one_by_one(engine, tok, monkeypatch, chunk, compact_at):
     monkeypatch.setattr(GrowingLayer, "chunk", chunk)
+    monkeypatch.setattr(hf, "_COMPACT_AT", compact_at)
     # mixed lengths, limits (rows leave the batch at different steps) and greedy/sampled rows in one batch
     params = [dict(temperature=0, max_tokens=24), dict(temperature=1.0, max_tokens=7, seed=1),
               dict(temperature=0.8, max_tokens=30, seed=2, n=2), dict(temperature=0, max_tokens=12)]

@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 _SEED_MASK_64 = 2**64 - 1
 _SEED_MIX = 0x9E3779B97F4A7C15  # golden-ratio constant: spreads (seed, sample index) pairs over the seed space
 _SEED_MASK = (1 << 63) - 1
+_COMPACT_AT = 0.75  # live share of the decode batch below which finished rows are dropped from the cache
 
 
 @dataclass
@@ -322,27 +323,33 @@ class HFEngine(Engine):
         out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
                          use_cache=True, logits_to_keep=1)
         next_pos = mask.sum(-1, keepdim=True)
-        active = list(rows)
+        active = list(rows)  # the cache's rows, in order; finished ones stay (dead) until the next compaction
+        live = [True] * len(active)
         while True:
-            uniforms = [r.uniform() if r.rng is not None else None for r in active]
+            uniforms = [r.uniform() if ok and r.rng is not None else None for r, ok in zip(active, live, strict=True)]
             tokens, logprobs = _pick(out.logits[:, -1, :].float(), temps, top_ps, uniforms)
-            keep = []
             for i, (r, tok, lp) in enumerate(zip(active, tokens.tolist(), logprobs.tolist(), strict=True)):
+                if not live[i]:
+                    continue
                 r.ids.append(tok)
                 r.logprobs.append(lp)
                 if tok in r.stop_ids or (r.stop_window and self._hit_stop_string(r)):
                     r.finish = "stop"
+                    live[i] = False
                 elif len(r.ids) >= r.max_new:
                     r.finish = "length"
-                else:
-                    keep.append(i)
-            if not keep:
+                    live[i] = False
+            n_live = sum(live)
+            if not n_live:
                 return
-            if len(keep) < len(active):  # finished rows leave the batch: no compute is spent on them
-                idx = torch.tensor(keep, device=dev)
+            # Finished rows leave the batch when a quarter of it is dead: dropping them copies the whole KV cache,
+            # which per finished row (as rows end one by one) cost more than decoding a few dead rows.
+            if n_live <= _COMPACT_AT * len(active):
+                idx = torch.tensor([i for i, ok in enumerate(live) if ok], device=dev)
                 cache.batch_select_indices(idx)
                 mask, next_pos, tokens, temps, top_ps = (t[idx] for t in (mask, next_pos, tokens, temps, top_ps))
-                active = [active[i] for i in keep]
+                active = [r for r, ok in zip(active, live, strict=True) if ok]
+                live = [True] * len(active)
             mask = torch.cat([mask, mask.new_ones((len(active), 1))], dim=1)
             out = self.model(input_ids=tokens[:, None], attention_mask=mask, position_ids=next_pos,
                              past_key_values=cache, use_cache=True)
