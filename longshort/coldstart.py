@@ -14,7 +14,9 @@ short-role turn holding its compressed form, and the last short turn ends with t
   for a stretch are rejected the dialogue is dropped. Rejections and drops are counted by reason.
 
 Turns of one role that end up adjacent are merged. The long role opens: if the CoT would open with a non-empty
-short stretch, that stretch's first thought moves to the long role (counted as ``promoted_opening``). Kept are
+short stretch, one of that stretch's thoughts moves to the long role (counted as ``promoted_opening``): with
+``promote: cheapest`` (teacher compression) the one with the fewest tokens among those whose predecessors compress
+to nothing (restating, planning), else the first. Kept are
 only well-formed dialogues (``protocol.check_pair_dialogue``, at most ``max_turns`` turns) whose final answer
 verifies against the gold answer; every drop is counted by reason.
 """
@@ -60,6 +62,9 @@ class ColdstartConfig:
     ratio: float = field(default=0.4, metadata={"gt": 0, "le": 1})  # share of each CoT's thoughts kept (>= 1)
     threshold: float = field(default=0.0, metadata={"ge": -1, "le": 1})  # select: threshold
     max_turns: int = field(default=MAX_TURNS, metadata={"ge": 2})
+    # when no important thought opens the CoT, which thought of the opening stretch the long role opens with:
+    # the first, or the cheapest one whose predecessors compress to nothing
+    promote: Literal["first", "cheapest"] = "cheapest"
     compression: Literal["teacher", "engine"] = "teacher"
     # teacher: label each concise line with its step ("Step 2: 5 - 3 = 2"), so the short model knows which of the
     # problem's operations comes next (a tiny one loses count without it)
@@ -120,6 +125,31 @@ def _text(rec: dict, ids: list[int]) -> str:
     return "".join(rec["thoughts"][k]["text"] for k in ids).strip()
 
 
+def _turns(rec: dict, important: set[int], compressor) -> list[Message] | None:
+    """The model turns for one choice of long-role thoughts (None: a stretch's compression was rejected)."""
+    turns: list[Message] = []
+    for role, ids in stretches(len(rec["thoughts"]), important):
+        text = _text(rec, ids) if role == "long" else compressor.compress(rec, ids)
+        if text is None:
+            return None
+        if not text:
+            continue
+        if turns and turns[-1].role == role:
+            turns[-1] = Message(role, turns[-1].content + ("\n\n" if role == "long" else "\n") + text)
+        else:
+            turns.append(Message(role, text))
+    return turns
+
+
+def _opening_candidates(rec: dict, important: set[int], promote: str) -> list[int]:
+    """Thoughts of the opening (unimportant) stretch that may move to the long role, in order of preference."""
+    first = next((k for k in range(len(rec["thoughts"])) if k in important), len(rec["thoughts"]))
+    ids = list(range(first))
+    if promote == "cheapest":  # fewest tokens first: the long role only has to open
+        ids.sort(key=lambda k: (rec["thoughts"][k].get("tokens", len(rec["thoughts"][k]["text"])), k))
+    return ids
+
+
 def build_dialogue(rec: dict, cfg: ColdstartConfig, compressor, stats: ColdstartStats) -> list[Message] | str:
     """The dialogue for one scored CoT, or the reason it is dropped. ``compressor.compress(rec, thought_ids)``
     gives a short turn's text ("" drops the stretch, None: rejected); ``compressor.final(rec)`` the answer line."""
@@ -127,23 +157,19 @@ def build_dialogue(rec: dict, cfg: ColdstartConfig, compressor, stats: Coldstart
     if n == 0:
         return "no_thoughts"
     important = select_important([t["importance"] for t in rec["thoughts"]], cfg)
-    for attempt in range(2):
-        turns: list[Message] = []
-        for role, ids in stretches(n, important):
-            text = _text(rec, ids) if role == "long" else compressor.compress(rec, ids)
-            if text is None:
-                return "rewrite_rejected" if cfg.compression == "engine" else "teacher_mismatch"
-            if not text:
-                continue
-            if turns and turns[-1].role == role:
-                turns[-1] = Message(role, turns[-1].content + ("\n\n" if role == "long" else "\n") + text)
-            else:
-                turns.append(Message(role, text))
-        if turns and turns[0].role == "short" and attempt == 0:
-            important.add(0)  # the long role opens: the first thought (of the opening stretch) moves to it
-            stats.promoted_opening += 1
-            continue
-        break
+    turns = _turns(rec, important, compressor)
+    if turns and turns[0].role == "short":
+        # The long role opens: one thought of the opening stretch moves to it. A thought after the stretch's
+        # start only works when what precedes it compresses to nothing (restating, planning).
+        promote = cfg.promote if cfg.compression == "teacher" else "first"  # rewrites exist for the first only
+        for k in _opening_candidates(rec, important, promote):
+            promoted = _turns(rec, important | {k}, compressor)
+            if promoted is None or (promoted and promoted[0].role == "long"):
+                turns = promoted
+                stats.promoted_opening += 1
+                break
+    if turns is None:
+        return "rewrite_rejected" if cfg.compression == "engine" else "teacher_mismatch"
     final = compressor.final(rec)
     if not final:
         return "no_answer"

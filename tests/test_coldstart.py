@@ -123,6 +123,29 @@ def test_opening_promotion_wrong_answers_and_turn_limit():
     assert select_important([0.1, -0.5], ColdstartConfig(select="threshold", threshold=0.0)) == {0}
 
 
+def test_cheapest_opening_promotion():
+    rec = task_records(1, seed=3, redundancy=1.0)[0]
+    n = len(scored_like(rec)["thoughts"])
+    sc = scored_like(rec, [-0.5] * (n - 1) + [0.9])  # only the closing line is important
+    for t in sc["thoughts"]:
+        t["tokens"] = len(t["text"])
+    texts = [t["text"].strip() for t in sc["thoughts"]]
+    assert texts[0].startswith("Let me restate") and texts[2].startswith("Step 1:")
+    opened = {}
+    for promote in ("first", "cheapest"):
+        stats = ColdstartStats()
+        [d] = synthesize([sc], ColdstartConfig(ratio=1 / n, promote=promote), shared_verifier(), stats=stats)
+        assert stats.promoted_opening == 1 and d["messages"][1]["role"] == "long"
+        opened[promote] = d["messages"][1]["content"]
+        body = "\n".join(m["content"] for m in d["messages"][1:])
+        for line in rec["solution"].splitlines()[:-1]:  # no step is lost whichever thought opens
+            assert line in body
+    assert opened["first"] == texts[0]
+    # "So far we have 6." is shorter, but the step before it would open as a short turn; the restatement and
+    # the plan before step 1 compress to nothing, so step 1 is the cheapest thought that lets the long role open
+    assert opened["cheapest"] == texts[2]
+
+
 def test_rewrite_checks():
     stretch = "Hmm, let me verify: 36 + 2 = 38. Then 38 × 2 = 76, so far 76."
     assert key_quantities(stretch, "The answer is \\boxed{76}.") == {"38", "76"}
