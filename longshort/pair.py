@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from longshort.errors import LongshortError
 from longshort.evaluation import BOOTSTRAP_EVAL, judge, run_pair, run_single  # shared with `longshort eval`
@@ -56,6 +59,10 @@ class PairSFTConfig:
     short: SFTConfig = field(default_factory=_pair_sft_default)
     eval: PairEvalConfig = field(default_factory=PairEvalConfig)
     run_eval: bool = True
+    # train both models at the same time, each in its own process with its share of the CPU threads (a tiny model
+    # on few cores gains more from two trainings than from threads); the short model's metrics are logged after
+    # the long model's. On GPUs both use the same devices, so it only suits models that fit twice.
+    parallel: bool = False
 
 
 # ------------------------------------------------------------------------------------------------- eval
@@ -116,27 +123,71 @@ def role_examples(path: Path, role: str) -> list[SFTExample]:
     return [replace(ex, train_roles=(role,)) for ex in load_sft_jsonl(path)]
 
 
+class BufferedTracker:
+    """Holds ``log``/``log_table`` calls until ``replay(tracker)``: a training that runs at the same time as another
+    logs after it, so the run's step counter only ever increases (W&B drops a step lower than one it has seen)."""
+
+    def __init__(self):
+        self.calls: list[tuple[str, tuple, dict]] = []
+
+    def log(self, metrics: Mapping[str, Any], step: int) -> None:
+        self.calls.append(("log", (dict(metrics),), {"step": step}))
+
+    def log_table(self, name: str, columns: Sequence[str], rows: Iterable[Sequence[Any]], step: int) -> None:
+        self.calls.append(("log_table", (name, list(columns), [list(r) for r in rows]), {"step": step}))
+
+    def replay(self, tracker) -> None:
+        for method, args, kwargs in self.calls:
+            getattr(tracker, method)(*args, **kwargs)
+        self.calls = []
+
+
 def run_pair_sft(cfg: PairSFTConfig, run_dir: str | Path, tracker=None, verifier=None) -> PairSFTResult:
     """Train ``run_dir/sft/long/model`` and ``run_dir/sft/short/model``; evaluate the pair (``sft/eval.json``)."""
     run_dir = Path(run_dir)
     data = resolve(run_dir, cfg.data, "coldstart/dialogues.jsonl")
     if not data.exists():
         raise LongshortError(f"sft: {data} does not exist; run `longshort coldstart` first or set sft.data")
-    seconds = {}
-    models = {}
-    offset = 0  # the short model's steps follow the long model's on the run's one step counter
-    for role, sft_cfg, start in (("long", cfg.long, cfg.long_model), ("short", cfg.short, cfg.short_model)):
+    jobs = {"long": (cfg.long, cfg.long_model), "short": (cfg.short, cfg.short_model)}
+    seconds: dict[str, float] = {}
+    models: dict[str, Path] = {}
+
+    def train(role: str, view) -> None:
+        sft_cfg, start = jobs[role]
+        if cfg.parallel and sft_cfg.threads_per_rank is None:
+            ranks = cfg.long.num_ranks + cfg.short.num_ranks
+            sft_cfg = replace(sft_cfg, threads_per_rank=max(1, (os.cpu_count() or 1) // ranks))
         t0 = time.perf_counter()
         start_dir = resolve(run_dir, start, BASE_MODEL)
-        view = OffsetTracker(tracker, offset) if tracker is not None else None
         res = run_sft(sft_cfg, role_examples(data, role), start_dir, run_dir / "sft" / role, tracker=view,
-                      metric_prefix=f"sft_{role}/")
-        offset = view.top + 1 if view is not None else 0
+                      metric_prefix=f"sft_{role}/", in_process=False if cfg.parallel else None)
         models[role] = res.model_dir
         seconds[f"sft_{role}"] = time.perf_counter() - t0
         log.info("sft %s: %d steps from %s -> %s (%.0fs)", role, res.steps, start_dir, res.model_dir,
                  seconds[f"sft_{role}"])
-    view = OffsetTracker(tracker, offset) if tracker is not None else None  # logged after both trainings
+
+    # One step counter for the run: the short model's steps follow the long model's.
+    long_view = OffsetTracker(tracker, 0) if tracker is not None else None
+    if cfg.parallel:
+        from concurrent.futures import ThreadPoolExecutor
+
+        import transformers  # resolve its lazy names here: two threads importing them at once can fail
+
+        transformers.AutoConfig, transformers.AutoTokenizer  # noqa: B018
+        buffer = BufferedTracker() if tracker is not None else None
+        with ThreadPoolExecutor(2) as pool:
+            futures = [pool.submit(train, "long", long_view), pool.submit(train, "short", buffer)]
+        for f in futures:
+            f.result()  # a failed training raises here, after the other one has finished
+        short_view = OffsetTracker(tracker, long_view.top + 1) if tracker is not None else None
+        if buffer is not None:
+            buffer.replay(short_view)
+    else:
+        train("long", long_view)
+        short_view = OffsetTracker(tracker, long_view.top + 1) if tracker is not None else None
+        train("short", short_view)
+    # logged after both trainings
+    view = OffsetTracker(tracker, short_view.top + 1) if tracker is not None else None
     result = run_pair_eval(cfg, run_dir, view, verifier) if cfg.run_eval else None
     return PairSFTResult(models["long"], models["short"], result, seconds)
 

@@ -276,11 +276,14 @@ def run_sft(
     resume: bool = True,
     stop_after: int | None = None,
     metric_prefix: str = "sft/",
+    in_process: bool | None = None,
 ) -> SFTResult:
     """Fine-tune the model in ``model_dir`` (HF dir with a protocol tokenizer) on ``data``; export to ``out_dir/model``.
 
     ``data`` is a JSONL path or in-memory ``SFTExample``s. With ``resume`` an existing checkpoint in
     ``out_dir`` is continued exactly. ``tracker`` is any object with ``log(metrics: dict, step: int)``.
+    ``in_process=False`` trains even a single rank in a spawned process (two trainings at once need that: one
+    process holds one default process group).
     """
     from transformers import AutoConfig, AutoTokenizer
 
@@ -312,7 +315,8 @@ def run_sft(
     job = SFTJob(cfg, str(model_dir), str(out_dir), tokenized, resume, stop_after)
     progress = _Progress(tracker, metric_prefix, cfg.progress)
     try:
-        results = launch(sft_rank, cfg.num_ranks, (job,), on_report=progress, threads_per_rank=cfg.threads_per_rank)
+        results = launch(sft_rank, cfg.num_ranks, (job,), on_report=progress, threads_per_rank=cfg.threads_per_rank,
+                         in_process=in_process)
     finally:
         progress.close()
     r = results[0]

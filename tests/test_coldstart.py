@@ -217,7 +217,11 @@ def test_run_pair_keeps_the_rendered_layout(model, tok):
             assert o.turns[-1][0] == "short"
 
 
-def test_pair_sft_trains_both_roles_and_evaluates(tmp_path, model):
+# parallel: both models train at once in spawned processes; the short model's metrics still follow the long one's
+@pytest.mark.parametrize("parallel", [False, True])
+def test_pair_sft_trains_both_roles_and_evaluates(tmp_path, model, parallel):
+    from longshort.tracking import Tracker, TrackingConfig, read_metrics
+
     recs = task_records(16)
     run = run_dir_with_task(tmp_path, recs, model)
     write_jsonl(recs[:4], run / "bootstrap" / "data" / "eval.jsonl")
@@ -227,7 +231,14 @@ def test_pair_sft_trains_both_roles_and_evaluates(tmp_path, model):
     for c in (cfg.long, cfg.short):
         c.max_steps, c.micro_batch_size, c.save_every = 2, 4, 0
     cfg.eval.max_turn_tokens, cfg.eval.max_tokens, cfg.eval.max_turns = 8, 16, 4
-    res = run_pair_sft(cfg, run)
+    cfg.parallel = parallel
+    with Tracker(TrackingConfig(mode="disabled", backends=["jsonl"]), run) as tracker:
+        res = run_pair_sft(cfg, run, tracker=tracker)
+    rows = read_metrics(run / "metrics.jsonl")
+    keys = [(r["step"], next(k for k in r if k.startswith(("sft_", "pair_eval/")))) for r in rows]
+    steps = [s for s, _ in keys]
+    assert steps == sorted(set(steps))  # one increasing counter (W&B drops a lower step): long, short, then the eval
+    assert [k.split("/")[0] for _, k in keys] == ["sft_long", "sft_long", "sft_short", "sft_short", "pair_eval"]
     assert (res.long_model / "config.json").exists() and (res.short_model / "config.json").exists()
     ev = json.loads((run / "sft" / "eval.json").read_text())
     assert ev["problems"] == 4 and ev == res.eval
