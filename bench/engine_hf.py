@@ -3,6 +3,8 @@
     python bench/engine_hf.py [--batch 32] [--new-tokens 128] [--threads 2] [--repeats 3]
 
 Target: engine tokens/s >= 1.0x generate's (same prompts, sampling at temperature 1, no early stop).
+Ragged batches (rows stop at different lengths, as prefix rollouts do): tokens/s when finished rows leave the
+batch at every finish, once a quarter of it is dead (the engine's default), or never.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import time
 import torch
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
+from longshort.engines import hf
 from longshort.engines.base import GenerationRequest, SamplingParams
 from longshort.engines.hf import HFEngine
 
@@ -89,6 +92,34 @@ def throughput(args) -> None:
     print(f"ratio engine/generate: {ratio:.2f}x  (target >= 1.0x: {'PASS' if ratio >= 1.0 else 'FAIL'})")
 
 
+def ragged(args) -> None:
+    model = tiny_model(args.hidden, args.layers, args.vocab)
+    engine = HFEngine(model, max_batch_size=10**6)
+    print(f"\nRagged batches: each row stops after 8-{args.new_tokens} tokens (uniform), prompts of 16-64 tokens")
+    print(f"{'rows':>6}{'compaction':>27}{'seconds':>10}{'tokens/s':>12}")
+    for rows in (64, 256):
+        gen = torch.Generator().manual_seed(1)
+        requests = [GenerationRequest(torch.randint(3, args.vocab, (int(n),), generator=gen).tolist(),
+                                      SamplingParams(temperature=1.0, max_tokens=int(m), seed=i))
+                    for i, (n, m) in enumerate(zip(torch.randint(16, 65, (rows,), generator=gen),
+                                                   torch.randint(8, args.new_tokens + 1, (rows,), generator=gen),
+                                                   strict=True))]
+        tokens = sum(r.params.max_tokens for r in requests)
+        modes = [("at every finish", 1.0), ("a quarter dead (default)", hf._COMPACT_AT), ("never", 0.0)]
+        default = hf._COMPACT_AT
+
+        def run(at, requests=requests):
+            hf._COMPACT_AT = at
+            engine.generate(requests)
+
+        try:
+            times = interleaved([lambda at=at: run(at) for _, at in modes], args.repeats)
+        finally:
+            hf._COMPACT_AT = default
+        for (name, _), t in zip(modes, times, strict=True):
+            print(f"{rows:>6}{name:>27}{t:>10.3f}{tokens / t:>12.0f}")
+
+
 def weight_sync(args) -> None:
     print("\nupdate_weights (full state dict from a second model, fp32, CPU)")
     print(f"{'hidden x layers':<18}{'params (M)':>12}{'MiB':>9}{'one call ms':>13}{'buckets ms':>12}{'GiB/s':>8}")
@@ -129,6 +160,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     logging.getLogger("longshort.engines.hf").setLevel(logging.ERROR)  # no-tokenizer notice: text is not measured
     throughput(args)
+    ragged(args)
     if not args.skip_weights:
         weight_sync(args)
 
