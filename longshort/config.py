@@ -243,13 +243,20 @@ def load(cls: type[T], path: str | Path | None = None, overrides: list[str] | No
     return build(cls, data, "", where)
 
 
-def to_dict(obj: Any) -> Any:
+# Field metadata of a knob that decides where and how fast a stage runs, not what it produces (workers, batch
+# sizes, progress bars): stage fingerprints leave it out, so changing it does not rerun finished stages.
+PLACEMENT = "placement"
+
+
+def to_dict(obj: Any, *, results_only: bool = False) -> Any:
+    """Plain data of a config tree; ``results_only`` drops the fields marked ``PLACEMENT``."""
     if dataclasses.is_dataclass(obj):
-        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+        return {f.name: to_dict(getattr(obj, f.name), results_only=results_only) for f in dataclasses.fields(obj)
+                if not (results_only and f.metadata.get(PLACEMENT))}
     if isinstance(obj, (list, tuple)):
-        return [to_dict(v) for v in obj]
+        return [to_dict(v, results_only=results_only) for v in obj]
     if isinstance(obj, dict):
-        return {str(k): to_dict(v) for k, v in obj.items()}
+        return {str(k): to_dict(v, results_only=results_only) for k, v in obj.items()}
     if isinstance(obj, Path):
         return str(obj)
     return obj

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from longshort.config import PLACEMENT
 from longshort.errors import LongshortError
 from longshort.evaluation import BOOTSTRAP_EVAL, judge, run_pair, run_single  # shared with `longshort eval`
 from longshort.problems import ProblemSource, load_problems
@@ -62,7 +63,7 @@ class PairSFTConfig:
     # train both models at the same time, each in its own process with its share of the CPU threads (a tiny model
     # on few cores gains more from two trainings than from threads); the short model's metrics are logged after
     # the long model's. On GPUs both use the same devices, so it only suits models that fit twice.
-    parallel: bool = False
+    parallel: bool = field(default=False, metadata={PLACEMENT: True})  # same weights either way
 
 
 # ------------------------------------------------------------------------------------------------- eval

@@ -121,7 +121,8 @@ def fingerprints(cfg) -> dict[str, str]:
     """Each stage's fingerprint: a hash of its config sections chained to the previous stage's."""
     out, prev = {}, ""
     for name, stage in STAGES.items():
-        body = {"stage": name, "upstream": prev, "sections": {s: to_dict(getattr(cfg, s)) for s in stage.sections}}
+        body = {"stage": name, "upstream": prev, "sections": {s: to_dict(getattr(cfg, s), results_only=True)
+                                                                for s in stage.sections}}
         prev = out[name] = hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()[:16]
     return out
 

@@ -25,6 +25,7 @@ from typing import Literal
 from longshort import rl_checkpoint as ckpt
 from longshort.actor_calls import ActorFailure
 from longshort.advantages import Estimator, compute_advantages
+from longshort.config import PLACEMENT
 from longshort.episodes import EpisodeConfig, PromptItem, rollout
 from longshort.errors import LongshortError
 from longshort.experience import Aggregation, make_minibatches, role_sequences
@@ -100,7 +101,7 @@ class RLConfig:
     samples_logged: int = field(default=4, metadata={"ge": 0})  # episodes per step in the rl/samples table
     samples_every: int = field(default=5, metadata={"ge": 1})
     export: bool = True
-    progress: bool = True
+    progress: bool = field(default=True, metadata={PLACEMENT: True})
     seed: int = 0
 
     def validate(self) -> None:

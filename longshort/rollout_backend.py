@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from longshort.config import PLACEMENT
 from longshort.engines.base import GenerationRequest, GenerationResult
 from longshort.engines.registry import make_engine
 from longshort.errors import LongshortError
@@ -25,12 +26,12 @@ class RolloutConfig:
     """Engine placement for a stage's generation (a ``rollout`` sub-section of chunk/score/coldstart/pair)."""
 
     backend: str = "hf"  # engine registry name: hf | vllm
-    workers: int = field(default=0, metadata={"ge": 0})  # 0: one engine in this process; N: N Ray actors
-    max_batch_size: int = field(default=64, metadata={"ge": 1})  # rows decoded together (hf)
+    workers: int = field(default=0, metadata={"ge": 0, PLACEMENT: True})  # 0: one engine in this process; N: N Ray actors
+    max_batch_size: int = field(default=64, metadata={"ge": 1, PLACEMENT: True})  # rows decoded together (hf)
     device: str = "auto"
     dtype: str = "auto"
-    threads_per_worker: int | None = field(default=None, metadata={"ge": 1})  # torch threads per Ray actor (CPU)
-    gpus_per_worker: float = field(default=0.0, metadata={"ge": 0})
+    threads_per_worker: int | None = field(default=None, metadata={"ge": 1, PLACEMENT: True})  # torch threads per Ray actor (CPU)
+    gpus_per_worker: float = field(default=0.0, metadata={"ge": 0, PLACEMENT: True})
     engine_kwargs: dict[str, Any] = field(default_factory=dict)  # extra constructor arguments of the engine
 
 

@@ -25,6 +25,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from longshort.config import PLACEMENT
 from longshort.engines.base import GenerationRequest, SamplingParams
 from longshort.errors import LongshortError
 from longshort.importance import ImportanceConfig, importance, roc_auc
@@ -51,7 +52,8 @@ class ScoreConfig:
     # neighbouring prefixes continue identically once they reach the same text (docs/importance.md); 0: off;
     # None: 8 on the hf backend, off on others (vLLM samples with its own streams).
     couple_context: int | None = field(default=None, metadata={"ge": 0})
-    batch_cots: int = field(default=16, metadata={"ge": 1})  # CoTs per generate call (also the resume unit)
+    # CoTs per generate call (also the resume unit); the scores do not depend on it
+    batch_cots: int = field(default=16, metadata={"ge": 1, PLACEMENT: True})
     limit: int | None = field(default=None, metadata={"ge": 1})  # score only the first N chunked CoTs
     model: str | None = None  # HF model dir; None: the bootstrap base model
     data: str | None = None  # chunked CoTs (JSONL); None: run_dir/chunk/thoughts.jsonl

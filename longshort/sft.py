@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 import torch
 
+from longshort.config import PLACEMENT
 from longshort.errors import LongshortError
 from longshort.ranks import RankInfo, Report, init_rank, launch, shutdown_rank
 from longshort.sft_data import (
@@ -65,7 +66,7 @@ class SFTConfig:
     log_every: int = field(default=1, metadata={"ge": 1})
     num_ranks: int = field(default=1, metadata={"ge": 1})
     threads_per_rank: int | None = field(default=None, metadata={"ge": 1})  # CPU: default cores // num_ranks
-    progress: bool = True
+    progress: bool = field(default=True, metadata={PLACEMENT: True})
 
     def validate(self) -> None:
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
