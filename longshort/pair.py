@@ -167,29 +167,28 @@ def run_pair_sft(cfg: PairSFTConfig, run_dir: str | Path, tracker=None, verifier
         log.info("sft %s: %d steps from %s -> %s (%.0fs)", role, res.steps, start_dir, res.model_dir,
                  seconds[f"sft_{role}"])
 
-    # One step counter for the run: the short model's steps follow the long model's.
-    long_view = OffsetTracker(tracker, 0) if tracker is not None else None
+    if tracker is None:
+        tracker = BufferedTracker()  # nothing is replayed: a stand-in so the step bookkeeping below is unconditional
+    # One step counter for the run: the short model's steps follow the long model's, the eval's follow both.
+    long_view = OffsetTracker(tracker, 0)
     if cfg.parallel:
         from concurrent.futures import ThreadPoolExecutor
 
         import transformers  # resolve its lazy names here: two threads importing them at once can fail
 
         transformers.AutoConfig, transformers.AutoTokenizer  # noqa: B018
-        buffer = BufferedTracker() if tracker is not None else None
+        buffer = BufferedTracker()
         with ThreadPoolExecutor(2) as pool:
             futures = [pool.submit(train, "long", long_view), pool.submit(train, "short", buffer)]
         for f in futures:
             f.result()  # a failed training raises here, after the other one has finished
-        short_view = OffsetTracker(tracker, long_view.top + 1) if tracker is not None else None
-        if buffer is not None:
-            buffer.replay(short_view)
+        short_view = OffsetTracker(tracker, long_view.top + 1)
+        buffer.replay(short_view)
     else:
         train("long", long_view)
-        short_view = OffsetTracker(tracker, long_view.top + 1) if tracker is not None else None
+        short_view = OffsetTracker(tracker, long_view.top + 1)
         train("short", short_view)
-    # logged after both trainings
-    view = OffsetTracker(tracker, short_view.top + 1) if tracker is not None else None
-    result = run_pair_eval(cfg, run_dir, view, verifier) if cfg.run_eval else None
+    result = run_pair_eval(cfg, run_dir, OffsetTracker(tracker, short_view.top + 1), verifier) if cfg.run_eval else None
     return PairSFTResult(models["long"], models["short"], result, seconds)
 
 

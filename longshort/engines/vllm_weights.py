@@ -46,7 +46,6 @@ def _checkpoint_shapes(model_path: str) -> dict[str, tuple[int, ...]] | None:
     return shapes
 
 
-
 class VLLMWeightUpdates:
     """The weight-update half of ``VLLMEngine``."""
 
