@@ -36,10 +36,10 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    from longshort.coldstart import ColdstartConfig, run_coldstart
-    from longshort.pair import PairSFTConfig, run_pair_eval, run_pair_sft
-    from longshort.scoring import ScoreConfig, run_score
-    from longshort.thoughts import ChunkConfig, run_chunk
+    from longshort.recipes.longshort.chunking.thoughts import ChunkConfig, run_chunk
+    from longshort.recipes.longshort.coldstart.dialogues import ColdstartConfig, run_coldstart
+    from longshort.recipes.longshort.pair_sft import PairSFTConfig, run_pair_eval, run_pair_sft
+    from longshort.recipes.longshort.scoring.rollouts import ScoreConfig, run_score
 
     run = Path(args.run_dir)
     if args.fresh:

@@ -15,9 +15,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from longshort.logs import close_log_file, setup_logging
-from longshort.redact import scrub_text
-from longshort.tracking import Tracker, TrackingConfig
+from longshort.core.logs import close_log_file, setup_logging
+from longshort.core.redact import scrub_text
+from longshort.tracking.tracker import Tracker, TrackingConfig
 
 
 def bench(backends: list[str], calls: int, keys: int, root: Path) -> tuple[float, float, float]:

@@ -29,9 +29,9 @@ def main() -> None:
     ap.add_argument("overrides", nargs="*")
     args = ap.parse_args()
 
-    from longshort.bootstrap import run_bootstrap
-    from longshort.run_config import load_run_config
-    from longshort.tracking import Tracker, TrackingConfig
+    from longshort.pipeline.run_config import load_run_config
+    from longshort.toy.bootstrap import run_bootstrap
+    from longshort.tracking.tracker import Tracker, TrackingConfig
 
     cfg = load_run_config(args.config, args.overrides).bootstrap  # the run config + dotted overrides (bootstrap.*)
     out = Path(args.out)

@@ -19,7 +19,7 @@ from transformers import Qwen2Config, Qwen2ForCausalLM
 
 from longshort.engines import hf
 from longshort.engines.base import GenerationRequest, SamplingParams
-from longshort.engines.hf import HFEngine
+from longshort.engines.hf.engine import HFEngine
 
 
 def tiny_model(hidden: int, layers: int, vocab: int, seed: int = 0) -> Qwen2ForCausalLM:
@@ -158,7 +158,7 @@ def main() -> None:
     parser.add_argument("--skip-weights", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    logging.getLogger("longshort.engines.hf").setLevel(logging.ERROR)  # no-tokenizer notice: text is not measured
+    logging.getLogger("longshort.engines.hf.engine").setLevel(logging.ERROR)  # no-tokenizer notice: text is not measured
     throughput(args)
     ragged(args)
     if not args.skip_weights:

@@ -21,13 +21,20 @@ from pathlib import Path
 import ray
 import torch
 
+from longshort.cluster.policy_group import Policies
+from longshort.cluster.topology import RoleResources, TopologyConfig
+from longshort.data.protocol import Message, prompt_ids
 from longshort.engines.base import GenerationRequest, SamplingParams
-from longshort.policy_group import Policies
-from longshort.protocol import Message, prompt_ids
-from longshort.task import TaskConfig, generate
-from longshort.tiny import TinyModelConfig, TokenizerConfig, build_model, save_pretrained, task_texts, train_tokenizer
-from longshort.topology import RoleResources, TopologyConfig
-from longshort.trainer import Batch, EngineConfig
+from longshort.toy.task import TaskConfig, generate
+from longshort.toy.tiny import (
+    TinyModelConfig,
+    TokenizerConfig,
+    build_model,
+    save_pretrained,
+    task_texts,
+    train_tokenizer,
+)
+from longshort.training.trainer import Batch, EngineConfig
 
 
 def build_model_dir(out: Path, hidden: int, layers: int) -> tuple[Path, list[dict]]:

@@ -32,8 +32,8 @@ PROBLEM = "Begin with the number {a}. First add {b}, and finally multiply by 2. 
 
 def build_model(out: Path, texts: list[str]) -> Path:
     """The tiny default's architecture (random init) with a tokenizer trained on ``texts``."""
-    from longshort.tiny import TinyModelConfig, TokenizerConfig, save_pretrained, train_tokenizer
-    from longshort.tiny import build_model as build
+    from longshort.toy.tiny import TinyModelConfig, TokenizerConfig, save_pretrained, train_tokenizer
+    from longshort.toy.tiny import build_model as build
 
     tok = train_tokenizer(texts * 20, TokenizerConfig())
     return save_pretrained(build(TinyModelConfig(), tok), tok, out)
@@ -47,10 +47,10 @@ def problems(n: int) -> list[dict]:
 def run_ours(model: Path, work: Path, args, pair: bool) -> dict:
     import ray
 
-    from longshort.config import build
-    from longshort.rl import RLConfig, run_rl
-    from longshort.topology import RoleResources, TopologyConfig
-    from longshort.tracking import Tracker, TrackingConfig, read_metrics
+    from longshort.cluster.topology import RoleResources, TopologyConfig
+    from longshort.core.config import build
+    from longshort.rl.loop import RLConfig, run_rl
+    from longshort.tracking.tracker import Tracker, TrackingConfig, read_metrics
 
     run = work / ("ours-pair" if pair else "ours")
     for role in ("long", "short"):
@@ -94,8 +94,8 @@ def run_trl(model: Path, work: Path, args) -> dict | None:
     except ImportError as e:
         print(f"TRL not installed ({e}): skipping the TRL rows (pip install trl --no-deps; it is bench-only)")
         return None
-    from longshort.protocol import Message, prompt_ids
-    from longshort.verify import Verifier
+    from longshort.data.protocol import Message, prompt_ids
+    from longshort.data.verify import Verifier
 
     torch.set_num_threads(args.threads)
     tok = AutoTokenizer.from_pretrained(str(model))

@@ -66,8 +66,8 @@ def main() -> None:
 
     from transformers import AutoModelForCausalLM
 
-    from longshort.ranks import RankInfo, free_port, init_rank, shutdown_rank
-    from longshort.trainer import Batch, EngineConfig, Trainer, masked_nll_sum
+    from longshort.training.ranks import RankInfo, free_port, init_rank, shutdown_rank
+    from longshort.training.trainer import Batch, EngineConfig, Trainer, masked_nll_sum
 
     model_dir = Path(tempfile.mkdtemp(prefix="sft-bench-"))
     build(model_dir, args)

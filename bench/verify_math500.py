@@ -1,4 +1,4 @@
-"""Answer checking on MATH-500: acceptance rates and throughput of longshort.verify.
+"""Answer checking on MATH-500: acceptance rates and throughput of longshort.data.verify.
 
     python bench/verify_math500.py [--path ../shared/data/benchmarks/math500.jsonl] [--workers 1 2]
 
@@ -19,8 +19,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from longshort.problems import ProblemSource, load_problems  # noqa: E402
-from longshort.verify import Verifier, VerifyConfig, _equivalent, extract_answer  # noqa: E402
+from longshort.data.problems import ProblemSource, load_problems  # noqa: E402
+from longshort.data.verify import Verifier, VerifyConfig, _equivalent, extract_answer  # noqa: E402
 
 
 def _timed(fn, items):

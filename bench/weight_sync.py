@@ -20,11 +20,11 @@ import ray
 import torch
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
-from longshort.policy_group import Policies
-from longshort.task import TaskConfig, generate
-from longshort.tiny import TokenizerConfig, task_texts, train_tokenizer
-from longshort.topology import RoleResources, TopologyConfig
-from longshort.trainer import EngineConfig
+from longshort.cluster.policy_group import Policies
+from longshort.cluster.topology import RoleResources, TopologyConfig
+from longshort.toy.task import TaskConfig, generate
+from longshort.toy.tiny import TokenizerConfig, task_texts, train_tokenizer
+from longshort.training.trainer import EngineConfig
 
 
 def build(out: Path, hidden: int, layers: int, vocab: int, tok) -> int:

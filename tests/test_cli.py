@@ -2,15 +2,13 @@
 
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import yaml
+from builders import ROOT
 
 from longshort import __version__
 from longshort.cli import COMMANDS, build_parser, main
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def run_cli(*args, cwd=ROOT):
@@ -48,7 +46,7 @@ def test_config_show_resolves_file_and_overrides(capsys):
 
 
 def test_every_shipped_config_loads():
-    from longshort.run_config import load_run_config
+    from longshort.pipeline.run_config import load_run_config
 
     configs = sorted((ROOT / "ray_configs").glob("*.yaml"))
     assert configs, "ray_configs/ has no YAML files"

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import importlib
 
+from longshort.core.errors import LongshortError
 from longshort.engines.base import Engine
-from longshort.errors import LongshortError
 
 _BACKENDS: dict[str, str | type[Engine]] = {
-    "hf": "longshort.engines.hf:HFEngine",
-    "vllm": "longshort.engines.vllm:VLLMEngine",
+    "hf": "longshort.engines.hf.engine:HFEngine",
+    "vllm": "longshort.engines.vllm.engine:VLLMEngine",
 }
 _EXTRAS = {"vllm": "pip install 'longshort[vllm]' (needs a CUDA GPU)"}
 

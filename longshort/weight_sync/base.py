@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from longshort.core.errors import LongshortError
 from longshort.engines.base import Engine, GenerationRequest, GenerationResult
-from longshort.errors import LongshortError
 
 ALIGN = 64  # bytes; every tensor starts on this boundary so a byte view can be re-viewed as any dtype
 
@@ -280,7 +280,7 @@ class WeightSync(ABC):
 
     @abstractmethod
     def sync(self, group, version: int) -> SyncStats:
-        """``group`` is a ``longshort.policy_group.PolicyGroup``."""
+        """``group`` is a ``longshort.cluster.policy_group.PolicyGroup``."""
 
 
 _STRATEGIES: dict[str, str] = {

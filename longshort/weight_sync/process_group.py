@@ -14,7 +14,7 @@ from typing import Literal
 import torch
 import torch.distributed as dist
 
-from longshort.errors import LongshortError
+from longshort.core.errors import LongshortError
 
 Backend = Literal["auto", "nccl", "gloo"]
 

@@ -1,0 +1,196 @@
+"""Where each policy's actors run: per-role resources from the run config, placement groups, actor options.
+
+Each role ("long", "short") gets one placement group. A bundle per training rank holds that rank's process,
+which also hosts the frozen reference and, when ``colocate`` is on, an engine that sleeps while the trainer
+runs (one process per device, trainer and engine share its memory). With ``colocate: false`` each engine is
+its own actor in its own bundle. The same section runs on one CPU box (fractional CPUs, no GPUs) and on a
+multi-GPU cluster (``gpus_per_rank: 1``, ``placement: SPREAD`` ...); only numbers change.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from longshort.core.errors import LongshortError
+
+ROLES = ("long", "short")
+Placement = Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"]
+
+
+@dataclass
+class RoleResources:
+    """Actors of one policy. Defaults: one CPU rank with a colocated HF engine, small enough that both roles
+    fit on a 2-core laptop."""
+
+    num_ranks: int = field(default=1, metadata={"ge": 1})  # data-parallel training ranks (DeepSpeed)
+    cpus_per_rank: float = field(default=0.5, metadata={"gt": 0})
+    gpus_per_rank: float = field(default=0.0, metadata={"ge": 0})
+    # true: engines live inside the first num_engines rank processes (in-place weight sync, no copy between
+    # processes); false: each engine is its own actor fed through the object store.
+    colocate: bool = True
+    num_engines: int = field(default=1, metadata={"ge": 1})
+    engine_backend: str = "hf"  # a name in longshort.engines.registry ("hf", "vllm", or one you registered)
+    engine_kwargs: dict[str, Any] = field(default_factory=dict)  # extra constructor args, e.g. tensor_parallel_size
+    cpus_per_engine: float = field(default=0.5, metadata={"gt": 0})  # standalone engines only
+    gpus_per_engine: float = field(default=0.0, metadata={"ge": 0})  # standalone engines only (= TP size for vLLM)
+    reference: bool = True  # a frozen copy of the starting weights for KL / reference logprobs
+    placement: Placement = "PACK"
+    # How trained weights reach the engines: colocated (in place, colocate: true), object_store (buckets in Ray's
+    # store) or collective (rank 0 broadcasts buckets: NCCL on GPUs, gloo on CPU). auto: colocated when colocated,
+    # collective for GPU engines, object_store for CPU engines.
+    weight_sync: Literal["auto", "colocated", "object_store", "collective"] = "auto"
+    sync_backend: Literal["auto", "nccl", "gloo"] = "auto"  # collective only; auto: nccl when ranks and engines have GPUs
+    threads_per_actor: int | None = field(default=None, metadata={"ge": 1})  # CPU torch threads; None: from CPUs
+
+    def validate(self) -> None:
+        from longshort.engines.registry import backends
+
+        if self.colocate and self.num_engines > self.num_ranks:
+            raise ValueError(f"num_engines: {self.num_engines} colocated engines need as many ranks to live in "
+                             f"(num_ranks is {self.num_ranks}); accepted: num_engines <= num_ranks, or colocate: false")
+        if self.engine_backend not in backends():
+            raise ValueError(f"engine_backend: {self.engine_backend!r} is unknown; accepted: {', '.join(backends())}")
+        for key in ("gpus_per_rank", "gpus_per_engine"):
+            g = getattr(self, key)
+            if g > 1 and g != int(g):
+                raise ValueError(f"{key}: {g} is not allowed; accepted: a fraction below 1 or a whole number")
+        if 0 < self.gpus_per_rank < 1 and self.num_ranks > 1:
+            raise ValueError(f"gpus_per_rank: {self.gpus_per_rank} would let {self.num_ranks} ranks share a GPU, which "
+                             "NCCL refuses; accepted: a whole number of GPUs per rank when num_ranks > 1")
+        if (self.weight_sync == "colocated") != self.colocate and self.weight_sync != "auto":
+            raise ValueError(f"weight_sync: {self.weight_sync!r} does not fit colocate: {str(self.colocate).lower()}; "
+                             "accepted: colocated (or auto) with colocate: true, object_store / collective (or auto) "
+                             "with colocate: false")
+        if self.colocate and "model" in self.engine_kwargs:
+            raise ValueError("engine_kwargs: 'model' is set by the topology (the policy's model dir); remove it")
+
+    @property
+    def sync_strategy(self) -> str:
+        """The weight-sync strategy ``auto`` resolves to (a name in ``longshort.weight_sync``)."""
+        if self.weight_sync != "auto":
+            return self.weight_sync
+        if self.colocate:
+            return "colocated"
+        return "collective" if self.gpus_per_engine > 0 else "object_store"
+
+    @property
+    def standalone_engines(self) -> int:
+        return 0 if self.colocate else self.num_engines
+
+    def threads(self, cpus: float) -> int:
+        return self.threads_per_actor or max(1, round(cpus))
+
+
+@dataclass
+class TopologyConfig:
+    """Ray layout of the run: resources per role, weight-sync bucket size and how long to wait on actors."""
+
+    long: RoleResources = field(default_factory=RoleResources)
+    short: RoleResources = field(default_factory=RoleResources)
+    bucket_mb: float = field(default=64.0, metadata={"gt": 0})  # weight-sync bucket (object store transfers)
+    actor_start_timeout_s: float = field(default=600.0, metadata={"gt": 0})  # placement + model load
+    call_timeout_s: float = field(default=3600.0, metadata={"gt": 0})  # any one call (generate, step, sync)
+    ray_address: str | None = None  # None: the RAY_ADDRESS variable, else a local Ray instance
+
+    def role(self, name: str) -> RoleResources:
+        if name not in ROLES:
+            raise LongshortError(f"unknown role {name!r}; accepted: {', '.join(ROLES)}")
+        return getattr(self, name)
+
+    @property
+    def bucket_bytes(self) -> int:
+        return int(self.bucket_mb * 2**20)
+
+
+def actor_name(role: str, kind: Literal["rank", "engine"], index: int) -> str:
+    """The name failures report, e.g. ``long/rank0`` or ``short/engine1``."""
+    return f"{role}/{kind}{index}"
+
+
+def _resources(cpus: float, gpus: float) -> dict[str, float]:
+    out = {"CPU": float(cpus)}
+    if gpus > 0:  # Ray refuses zero-valued bundle entries
+        out["GPU"] = float(gpus)
+    return out
+
+
+def role_bundles(res: RoleResources) -> list[dict[str, float]]:
+    """Bundles of a role's placement group: ranks first (index = rank), then standalone engines."""
+    ranks = [_resources(res.cpus_per_rank, res.gpus_per_rank) for _ in range(res.num_ranks)]
+    return ranks + [_resources(res.cpus_per_engine, res.gpus_per_engine) for _ in range(res.standalone_engines)]
+
+
+def ensure_ray(cfg: TopologyConfig | None = None) -> None:
+    """Connect to Ray (``ray_address`` or RAY_ADDRESS) or start a local instance, unless already connected."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = (cfg.ray_address if cfg else None) or os.environ.get("RAY_ADDRESS")
+    ray.init(address=address, include_dashboard=False, ignore_reinit_error=True)
+
+
+def create_placement_group(role: str, res: RoleResources, timeout_s: float):
+    """Reserve the role's bundles; a clear error naming the role and the shortfall when the cluster cannot fit it."""
+    import ray
+    from ray.util.placement_group import placement_group, remove_placement_group
+
+    bundles = role_bundles(res)
+    pg = placement_group(bundles, strategy=res.placement, name=f"longshort-{role}-{uuid.uuid4().hex[:8]}")
+    if not pg.wait(timeout_seconds=timeout_s):
+        remove_placement_group(pg)
+        need: dict[str, float] = {}
+        for b in bundles:
+            for k, v in b.items():
+                need[k] = need.get(k, 0.0) + v
+        have = {k: ray.available_resources().get(k, 0.0) for k in need}
+        total = {k: ray.cluster_resources().get(k, 0.0) for k in need}
+        raise LongshortError(
+            f"topology.{role}: Ray could not place {len(bundles)} actor(s) needing {need} in total (strategy "
+            f"{res.placement}) within {timeout_s:.0f} s; the cluster has {total}, free now {have}. Fix: lower "
+            f"topology.{role}.num_ranks / cpus_per_rank / gpus_per_rank / num_engines, use placement: PACK, "
+            "or add nodes"
+        )
+    return pg
+
+
+def actor_options(pg, bundle_index: int, cpus: float, gpus: float) -> dict:
+    """``.options(...)`` for an actor pinned to one bundle of ``pg``."""
+    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+    opts: dict = {
+        "num_cpus": cpus,
+        "num_gpus": gpus,
+        "scheduling_strategy": PlacementGroupSchedulingStrategy(pg, placement_group_bundle_index=bundle_index),
+        "max_restarts": 0,  # a rank cannot rejoin its process group: the controller restarts from a checkpoint
+        "max_concurrency": 1,
+    }
+    env = _runtime_env()
+    if env:
+        opts["runtime_env"] = env
+    return opts
+
+
+def _runtime_env() -> dict:
+    """Actors must import ``longshort``. Ray puts the driver's working directory on the workers' path; when the
+    package runs from a checkout and the driver started elsewhere, add the checkout to theirs."""
+    root = Path(__file__).resolve().parents[2]
+    if not (root / "pyproject.toml").exists() or Path.cwd().resolve() == root:
+        return {}
+    prev = os.environ.get("PYTHONPATH", "")
+    return {"env_vars": {"PYTHONPATH": f"{root}{os.pathsep}{prev}" if prev else str(root)}}
+
+
+def split_evenly(n: int, parts: int) -> list[range]:
+    """``n`` items into ``parts`` contiguous ranges whose sizes differ by at most one (earlier ones larger)."""
+    base, extra = divmod(n, parts)
+    out, start = [], 0
+    for i in range(parts):
+        end = start + base + (1 if i < extra else 0)
+        out.append(range(start, end))
+        start = end
+    return out

@@ -1,0 +1,364 @@
+"""Benchmark evaluation of single models and long/short pairs (``longshort eval``): the paper's results table.
+
+Every system (a single model answering alone, or a pair through the protocol) answers every benchmark ``k`` times;
+answers are checked with the project's verifier (a pair's answer is the short role's last turn, and only a finished
+dialogue can be right). ``<run>/eval/`` gets ``results.json`` (accuracy, tokens, turns, truncation per system and
+benchmark), ``samples/<system>/<benchmark>.jsonl`` (every answer), and the table/CSV/plot of ``eval_report``.
+The per-sample generation here (``run_single``, ``run_pair``) is also what the SFT stage's pair eval uses.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import statistics
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Literal
+
+from longshort.cluster.engine_pool import RolloutConfig, open_backend
+from longshort.core.errors import LongshortError
+from longshort.data.problems import Problem, ProblemSource, load_problems
+from longshort.data.protocol import (
+    MAX_TURNS,
+    Message,
+    canonical_turn,
+    header_ids,
+    pair_role,
+    prompt_ids,
+    render,
+    special_ids,
+    turn_end,
+)
+from longshort.engines.base import GenerationRequest, SamplingParams
+from longshort.toy.task import write_jsonl
+
+log = logging.getLogger("longshort")
+BOOTSTRAP_EVAL = "bootstrap/data/eval.jsonl"  # the default benchmark: the run's held-out problems
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")  # names become file names and metric keys
+# The stage that writes a model directory, by the first part of its path in the run directory.
+_MAKERS = {"bootstrap": "longshort bootstrap", "sft": "longshort sft", "rl": "longshort rl"}
+
+
+def _check_name(name: str, what: str) -> None:
+    if not _NAME.fullmatch(name or ""):
+        raise ValueError(f"name: {name!r} is not a usable {what} name (it labels columns, files and metrics); "
+                         "accepted: letters, digits, '.', '_', '+', '-', e.g. MATH500 or sft-pair")
+
+
+@dataclass
+class BenchmarkSpec:
+    """One benchmark column: ``name`` labels it, ``source`` loads it (path "" means the run's held-out problems)."""
+
+    name: str = ""
+    source: ProblemSource = field(default_factory=ProblemSource)
+
+    def validate(self) -> None:
+        _check_name(self.name, "benchmark")
+
+
+@dataclass
+class SystemSpec:
+    """One table row: a single model (``model``) or a pair (``long`` + ``short``); paths relative to the run dir."""
+
+    name: str = ""
+    kind: Literal["single", "pair"] = "single"
+    model: str | None = None
+    long: str | None = None
+    short: str | None = None
+
+    def validate(self) -> None:
+        _check_name(self.name, "system")
+        if self.kind == "single" and (not self.model or self.long or self.short):
+            raise ValueError("model: a single system needs model: (and no long:/short:); accepted: a model directory, "
+                             "e.g. bootstrap/base_model")
+        if self.kind == "pair" and (not self.long or not self.short or self.model):
+            raise ValueError("long: a pair system needs long: and short: (and no model:); accepted: model directories, "
+                             "e.g. sft/long/model and sft/short/model")
+
+    @property
+    def model_paths(self) -> dict[str, str]:
+        """Role -> configured path (``model`` for a single model)."""
+        paths = {"model": self.model} if self.kind == "single" else {"long": self.long, "short": self.short}
+        return {role: str(p) for role, p in paths.items()}
+
+
+def _default_systems() -> list[SystemSpec]:
+    return [SystemSpec("base", "single", model="bootstrap/base_model"),
+            SystemSpec("sft-pair", "pair", long="sft/long/model", short="sft/short/model"),
+            SystemSpec("rl-pair", "pair", long="rl/long/model", short="rl/short/model")]
+
+
+@dataclass
+class EvalConfig:
+    """Benchmark evaluation (config section ``eval``)."""
+
+    benchmarks: list[BenchmarkSpec] = field(
+        default_factory=lambda: [BenchmarkSpec("tiny", ProblemSource(path="", limit=100))])
+    systems: list[SystemSpec] = field(default_factory=_default_systems)
+    missing: Literal["skip", "fail"] = "skip"  # a system whose model directories do not exist
+    k: int = field(default=1, metadata={"ge": 1})  # samples per problem; accuracy is pass@1 averaged over them
+    temperature: float = field(default=0.0, metadata={"ge": 0})
+    top_p: float = field(default=1.0, metadata={"gt": 0, "le": 1})
+    seed: int = 0
+    max_tokens: int = field(default=512, metadata={"ge": 1})  # a single model's whole answer
+    max_turn_tokens: int = field(default=256, metadata={"ge": 1})  # one pair turn
+    max_turns: int = field(default=MAX_TURNS, metadata={"ge": 2})  # pair turns (long and short together)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+
+    def validate(self) -> None:
+        if self.k > 1 and self.temperature == 0:
+            raise ValueError(f"k: k={self.k} samples at temperature 0 are all the same answer; accepted: k: 1, or "
+                             "temperature > 0 (e.g. 0.6)")
+        for what, names in (("benchmarks", [b.name for b in self.benchmarks]),
+                            ("systems", [s.name for s in self.systems])):
+            if not names:
+                raise ValueError(f"{what}: the list is empty; accepted: at least one entry")
+            dup = sorted({n for n in names if names.count(n) > 1})
+            if dup:
+                raise ValueError(f"{what}: the name {dup[0]!r} is used twice; accepted: a unique name per entry")
+
+
+# ------------------------------------------------------------------------------------------- generation
+
+
+@dataclass
+class Answer:
+    """One answer of a system: its turns (a single model has one ``assistant`` turn), how it ended, and the text
+    the verifier checks (a pair's: the short role's last turn, "" unless the dialogue finished)."""
+
+    turns: list[tuple[str, list[int]]]  # (role, generated ids incl. terminator)
+    status: str  # finished | length (a single answer hit max_tokens) | cut (a pair turn hit its limit) | max_turns
+    answer_text: str
+
+    @property
+    def tokens(self) -> dict[str, int]:
+        out: dict[str, int] = {"long": 0, "short": 0} if any(r != "assistant" for r, _ in self.turns) else {}
+        for role, ids in self.turns:
+            out[role] = out.get(role, 0) + len(ids)
+        return out
+
+    @property
+    def total(self) -> int:
+        return sum(len(ids) for _, ids in self.turns)
+
+
+PairOutcome = Answer  # the name the SFT stage's pair eval and its tests use
+
+
+def run_pair(long_gen, short_gen, tokenizer, problems: list[str], *, max_turns: int = MAX_TURNS,
+             max_turn_tokens: int = 256, temperature: float = 0.0, top_p: float = 1.0, seed: int = 0) -> list[Answer]:
+    """Alternate the two models through the protocol on every problem, all problems batched per turn (request
+    ``i`` is seeded ``seed + i``). The dialogue is kept as token ids: generated ids are appended as they are."""
+    sp = special_ids(tokenizer)
+    stops = [sp["<|endoftext|>"], sp["<|end_turn|>"]]
+    ids = [render([Message("user", p)], tokenizer, finished=False).ids for p in problems]
+    turns: list[list[tuple[str, list[int]]]] = [[] for _ in problems]
+    status = ["running"] * len(problems)
+    for turn in range(max_turns):
+        role = pair_role(turn)
+        active = [i for i, s in enumerate(status) if s == "running"]
+        if not active:
+            break
+        head = header_ids(tokenizer, role)
+        params = [SamplingParams(temperature=temperature, top_p=top_p, max_tokens=max_turn_tokens,
+                                 stop_token_ids=stops, seed=seed + i, logprobs=False) for i in active]
+        reqs = [GenerationRequest(ids[i] + head, p, request_id=f"{i}/{turn}") for i, p in zip(active, params,
+                                                                                              strict=True)]
+        results = (long_gen if role == "long" else short_gen)(reqs)
+        for i, res in zip(active, results, strict=True):
+            gen = res.samples[0].token_ids
+            end = turn_end(role, gen, tokenizer)
+            gen = canonical_turn(role, gen, tokenizer)
+            ids[i] = ids[i] + head + gen
+            turns[i].append((role, gen))
+            if end in ("finish", "cut"):
+                status[i] = "finished" if end == "finish" else "cut"
+    out = []
+    for i, st in enumerate(status):
+        st = "max_turns" if st == "running" else st
+        text = tokenizer.decode(turns[i][-1][1], skip_special_tokens=True) if st == "finished" else ""
+        out.append(Answer(turns[i], st, text))
+    return out
+
+
+def run_single(gen, tokenizer, problems: list[str], *, max_tokens: int = 512, temperature: float = 0.0,
+               top_p: float = 1.0, seed: int = 0) -> list[Answer]:
+    """A model answering alone (assistant role); request ``i`` is seeded ``seed + i``."""
+    reqs = [GenerationRequest(prompt_ids([Message("user", p)], tokenizer, "assistant"),
+                              SamplingParams(temperature=temperature, top_p=top_p, max_tokens=max_tokens,
+                                             seed=seed + i, logprobs=False), request_id=str(i))
+            for i, p in enumerate(problems)]
+    out = []
+    for r in gen(reqs):
+        s = r.samples[0]
+        out.append(Answer([("assistant", list(s.token_ids))], "finished" if s.finish_reason == "stop" else "length",
+                          s.text))
+    return out
+
+
+def judge(answers: list[Answer], golds: list[str], verifier) -> list:
+    """The verifier's verdict on each answer (an unfinished pair has no answer text, so it is never right)."""
+    return verifier.judge_many([a.answer_text or "" for a in answers], golds)
+
+
+# -------------------------------------------------------------------------------------------- the stage
+
+
+class _Engines:
+    """One backend per model directory, opened on first use and closed once no later system needs it."""
+
+    def __init__(self, cfg: EvalConfig):
+        self.cfg, self.open, self.tokenizers = cfg, {}, {}
+
+    def get(self, path: Path):
+        key = path.resolve()
+        if key not in self.open:
+            self.open[key] = open_backend(self.cfg.rollout, path, self.cfg.seed)
+        return self.open[key]
+
+    def tokenizer(self, path: Path):
+        from transformers import AutoTokenizer
+
+        key = path.resolve()
+        if key not in self.tokenizers:
+            self.tokenizers[key] = AutoTokenizer.from_pretrained(str(path))
+        return self.tokenizers[key]
+
+    def keep_only(self, paths: set[Path]) -> None:
+        for key in [k for k in self.open if k not in {p.resolve() for p in paths}]:
+            self.open.pop(key).close()
+
+
+def _model_dir(run_dir: Path, path: str) -> Path:
+    p = Path(path).expanduser()
+    return p if p.is_absolute() else run_dir / p
+
+
+def _missing(system: SystemSpec, run_dir: Path) -> str | None:
+    """Why ``system`` cannot run (a model directory without config.json, and the stage that makes it), or None."""
+    for role, path in system.model_paths.items():
+        full = _model_dir(run_dir, path)
+        if not (full / "config.json").exists():
+            maker = _MAKERS.get(Path(path).parts[0]) if not Path(path).is_absolute() else None
+            how = f"it is made by `{maker}`" if maker else "point it at a Hugging Face model directory"
+            return f"its {'' if role == 'model' else role + ' '}model {full} does not exist ({how})"
+    return None
+
+
+def _benchmark(spec: BenchmarkSpec, run_dir: Path) -> list[Problem]:
+    src = replace(spec.source, path=spec.source.path or str(run_dir / BOOTSTRAP_EVAL))
+    try:
+        problems, _ = load_problems(src)
+    except LongshortError as exc:
+        hint = " (run `longshort bootstrap` first, or set source.path)" if not spec.source.path else ""
+        raise LongshortError(f"eval benchmark {spec.name!r}: {exc}{hint}") from exc
+    return problems
+
+
+def _generate(system: SystemSpec, engines: _Engines, run_dir: Path, texts: list[str], cfg: EvalConfig) -> list[Answer]:
+    """``k`` answers per problem in one batch: answer ``j * n + i`` is sample ``j`` of problem ``i``."""
+    dirs = {role: _model_dir(run_dir, p) for role, p in system.model_paths.items()}
+    tok = engines.tokenizer(next(iter(dirs.values())))
+    many = texts * cfg.k
+    common = {"temperature": cfg.temperature, "top_p": cfg.top_p, "seed": cfg.seed}
+    if system.kind == "single":
+        return run_single(engines.get(dirs["model"]), tok, many, max_tokens=cfg.max_tokens, **common)
+    return run_pair(engines.get(dirs["long"]), engines.get(dirs["short"]), tok, many, max_turns=cfg.max_turns,
+                    max_turn_tokens=cfg.max_turn_tokens, **common)
+
+
+def _metrics(answers: list[Answer], correct: list[bool], n: int, k: int, pair: bool) -> dict:
+    runs = [sum(correct[j * n : (j + 1) * n]) / n for j in range(k)]
+    totals = [a.total for a in answers]
+    m = {"n": n, "k": k, "accuracy": sum(runs) / k, "accuracy_std": statistics.pstdev(runs), "accuracy_runs": runs,
+         "mean_tokens": statistics.fmean(totals), "median_tokens": float(statistics.median(totals))}
+    if pair:
+        for role in ("long", "short"):
+            m[f"tokens_{role}"] = statistics.fmean(a.tokens[role] for a in answers)
+    m["mean_turns"] = statistics.fmean(len(a.turns) for a in answers)
+    m["truncated"] = statistics.fmean(a.status != "finished" for a in answers)
+    return m
+
+
+def _sample_rows(problems: list[Problem], answers: list[Answer], verdicts, tokenizer) -> list[dict]:
+    n = len(problems)
+    rows = []
+    for idx, (a, v) in enumerate(zip(answers, verdicts, strict=True)):
+        p = problems[idx % n]
+        rows.append({"id": p.id, "sample": idx // n, "gold": p.answer, "predicted": v.answer, "correct": v.correct,
+                     "status": a.status, "tokens": a.tokens, "answer_text": a.answer_text,
+                     "turns": [[role, tokenizer.decode(ids, skip_special_tokens=True)] for role, ids in a.turns]})
+    return rows
+
+
+def run_eval(cfg: EvalConfig, run_dir: str | Path, tracker=None, verifier=None) -> dict:
+    """Evaluate every system on every benchmark; write ``<run>/eval/`` and return what ``results.json`` holds."""
+    from longshort.core.config import to_dict
+    from longshort.data.verify import shared_verifier
+    from longshort.eval.report import write_report
+
+    run_dir = Path(run_dir)
+    out = run_dir / "eval"
+    benchmarks = {b.name: _benchmark(b, run_dir) for b in cfg.benchmarks}  # bad sources fail before any model work
+    skipped, systems = {}, []
+    for s in cfg.systems:
+        why = _missing(s, run_dir)
+        if why is None:
+            systems.append(s)
+        elif cfg.missing == "fail":
+            raise LongshortError(f"eval system {s.name!r}: {why}; run that stage first, or set eval.missing=skip")
+        else:
+            log.warning("eval: skipping system %s: %s", s.name, why)
+            skipped[s.name] = why
+    verifier = verifier or shared_verifier()
+    results: dict[str, dict[str, dict]] = {}
+    engines = _Engines(cfg)
+    try:
+        for pos, s in enumerate(systems):
+            results[s.name] = {}
+            for bname, problems in benchmarks.items():
+                t0 = time.perf_counter()
+                answers = _generate(s, engines, run_dir, [p.problem for p in problems], cfg)
+                verdicts = judge(answers, [p.answer for p in problems] * cfg.k, verifier)
+                m = _metrics(answers, [v.correct for v in verdicts], len(problems), cfg.k, s.kind == "pair")
+                m["seconds"] = time.perf_counter() - t0
+                results[s.name][bname] = m
+                tok = engines.tokenizer(_model_dir(run_dir, next(iter(s.model_paths.values()))))
+                write_jsonl(_sample_rows(problems, answers, verdicts, tok), out / "samples" / s.name / f"{bname}.jsonl")
+                log.info("eval %s on %s: accuracy %.3f (k=%d), %.1f tokens per answer, %.0f%% truncated (%.0fs)",
+                         s.name, bname, m["accuracy"], cfg.k, m["mean_tokens"], 100 * m["truncated"], m["seconds"])
+            engines.keep_only({_model_dir(run_dir, p) for later in systems[pos + 1 :] for p in
+                               later.model_paths.values()})
+    finally:
+        engines.keep_only(set())
+    summary = {
+        "settings": {k: to_dict(getattr(cfg, k)) for k in ("k", "temperature", "top_p", "seed", "max_tokens",
+                                                            "max_turn_tokens", "max_turns")},
+        "benchmarks": {b.name: {"source": b.source.path or str(run_dir / BOOTSTRAP_EVAL),
+                                "n": len(benchmarks[b.name])} for b in cfg.benchmarks},
+        "systems": {s.name: {"kind": s.kind, "models": s.model_paths} for s in systems},
+        "results": results,
+        "skipped": skipped,
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    write_report(summary, out)
+    if tracker is not None:
+        tracker.log({f"eval/{s}/{b}/{k}": v for s, per in results.items() for b, m in per.items()
+                     for k, v in m.items() if isinstance(v, int | float)}, step=0)
+    return summary
+
+
+def eval_stage(cfg) -> int:
+    """CLI entry (``longshort eval [CONFIG] [overrides]``): ``cfg.eval`` on the run directory; prints the table."""
+    from longshort.data.verify import shared_verifier
+    from longshort.pipeline.commands import open_tracker, prepare_run
+
+    run_dir = prepare_run(cfg)
+    with open_tracker(cfg, run_dir) as tracker:
+        run_eval(cfg.eval, run_dir, tracker, shared_verifier(cfg.verify))
+    print("\n" + (run_dir / "eval" / "table.md").read_text(encoding="utf-8"))
+    return 0

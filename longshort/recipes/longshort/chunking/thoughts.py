@@ -1,0 +1,356 @@
+"""Split a long chain of thought into thoughts, losslessly (``longshort chunk``).
+
+A CoT is ``head + thoughts + tail``: ``head`` runs up to the first thought (``<think>`` and the whitespace after
+it), ``tail`` is ``</think>`` and the answer after it; either may be empty (a trace without tags is all thoughts).
+Concatenating ``head``, the thoughts and ``tail`` gives the text back byte for byte: every separator is kept at
+the end of the thought it follows.
+
+1. *Steps*: the thinking text is cut at blank lines, except inside fenced code blocks (```` ``` ````/``~~~``) and
+   display math (``$$``, ``\\[ \\]``, ``\\begin{..} \\end{..}``), whose blank lines belong to the content.
+2. *Thoughts* (rules, the default): a step that opens with a reflection or transition cue ("Wait", "Alternatively",
+   "Hmm", "So", "Let me double-check", ...; regexes per language in ``ChunkConfig.cues``) starts a new thought;
+   any other step is merged into the thought before it. A thought longer than ``max_thought_chars`` is closed at
+   the next step boundary, so a trace with few cues still yields thoughts of bounded size.
+3. *Model grouping* (``mode: model``): an engine is shown the numbered steps and answers with ranges such as
+   ``1-3,4,5-7``. The answer must cover every step exactly once, in order; anything else falls back to the rules
+   and is counted by reason in ``ChunkStats.fallbacks``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from longshort.cluster.engine_pool import RolloutConfig, open_backend
+from longshort.core.errors import LongshortError
+from longshort.data.problems import ProblemSource, load_problems
+from longshort.data.protocol import THINK_CLOSE, THINK_OPEN
+
+log = logging.getLogger("longshort")
+BOOTSTRAP_DATA = "bootstrap/data/train.jsonl"  # default input, relative to the run directory
+BASE_MODEL = "bootstrap/base_model"  # default model of every analysis stage, relative to the run directory
+
+_EN_CUES = [
+    r"Wait\b", r"But wait\b", r"Hold on\b", r"Alternatively\b", r"Another (?:way|approach|method)\b", r"Hmm+\b",
+    r"Let me (?:double[- ]check|check|verify|re-?\w+|recheck|reconsider|think|try|see|go|be|slow|restate|compute)\b",
+    r"Let's\b", r"Actually\b", r"So\b", r"Therefore\b", r"Thus\b", r"Hence\b", r"But\b", r"However\b",
+    r"Okay\b", r"OK\b", r"Alright\b", r"Now\b", r"Next\b", r"Then\b", r"First\b", r"Finally\b", r"Step \d+",
+    r"To (?:verify|check|confirm)\b", r"Double[- ]check", r"Maybe\b", r"Perhaps\b", r"Oh\b",
+]
+DEFAULT_CUES: dict[str, list[str]] = {
+    "en": _EN_CUES,
+    "zh": [r"等等", r"等一下", r"或者", r"嗯", r"所以", r"因此", r"让我(?:再)?(?:检查|验证|想想|算)", r"不过", r"但是", r"首先", r"然后", r"最后"],
+}
+# Markdown a step may open with before its cue: emphasis, list bullets, headings, quotes.
+_LEAD = r"[\s>#*_\-]*"
+_FENCE = re.compile(r"^\s*(```|~~~)")
+_MATH_OPEN = re.compile(r"\\begin\{([A-Za-z*]+)\}|\\\[")
+_MATH_CLOSE = re.compile(r"\\end\{([A-Za-z*]+)\}|\\\]")
+
+
+@dataclass
+class GroupingConfig:
+    """Model-based grouping: how the engine is asked (``chunk.mode: model``)."""
+
+    max_tokens: int = field(default=128, metadata={"ge": 1})
+    temperature: float = field(default=0.0, metadata={"ge": 0})
+    max_step_chars: int = field(default=400, metadata={"ge": 20})  # each step is shown cut to this many characters
+    max_steps: int = field(default=200, metadata={"ge": 2})  # more steps than this: rules, counted as too_many_steps
+    max_prompt_tokens: int = field(default=4096, metadata={"ge": 16})  # longer prompts: rules, counted
+
+
+@dataclass
+class ChunkConfig:
+    """How long CoTs become thoughts (config section ``chunk``)."""
+
+    mode: Literal["rules", "model"] = "rules"
+    language: str = "en"
+    # Cue regexes per language, matched at the start of a step (after markdown markers); a match starts a thought.
+    cues: dict[str, list[str]] = field(default_factory=lambda: {k: list(v) for k, v in DEFAULT_CUES.items()})
+    max_thought_chars: int = field(default=3000, metadata={"ge": 0})  # 0: no limit
+    think_open: str = THINK_OPEN
+    think_close: str = THINK_CLOSE
+    grouping: GroupingConfig = field(default_factory=GroupingConfig)
+    # CoTs to chunk: any problem source whose records have a long CoT; path "" = the bootstrap task data.
+    source: ProblemSource = field(default_factory=lambda: ProblemSource(path="", limit=64))
+    model: str | None = None  # grouping model (mode: model); None: the bootstrap base model
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+
+    def validate(self) -> None:
+        if self.language not in self.cues:
+            raise ValueError(f"language: {self.language!r} has no cue list; accepted: {', '.join(sorted(self.cues))} "
+                             "(or add chunk.cues.<language>)")
+        for lang, pats in self.cues.items():
+            for p in pats:
+                try:
+                    re.compile(p)
+                except re.error as e:
+                    raise ValueError(f"cues: pattern {p!r} for {lang!r} is not a valid regex ({e})") from None
+
+
+@dataclass
+class Chunked:
+    """A CoT as ``head + "".join(thoughts) + tail`` (exactly)."""
+
+    head: str
+    thoughts: list[str]
+    tail: str
+    method: str = "rules"  # rules | model | fallback:<reason>
+
+    @property
+    def text(self) -> str:
+        return self.head + "".join(self.thoughts) + self.tail
+
+    def boundaries(self) -> list[int]:
+        """Character offsets where thought k ends (k = 0 is the end of ``head``); ``len(thoughts) + 1`` entries."""
+        out = [len(self.head)]
+        for t in self.thoughts:
+            out.append(out[-1] + len(t))
+        return out
+
+    def to_json(self) -> dict:
+        return {"head": self.head, "thoughts": self.thoughts, "tail": self.tail, "method": self.method}
+
+    @classmethod
+    def from_json(cls, obj: dict) -> Chunked:
+        return cls(obj["head"], list(obj["thoughts"]), obj["tail"], obj.get("method", "rules"))
+
+
+@dataclass
+class ChunkStats:
+    cots: int = 0
+    thoughts: int = 0
+    steps: int = 0
+    by_model: int = 0
+    fallbacks: Counter[str] = field(default_factory=Counter)  # reason -> count (model mode only)
+
+    def summary(self) -> dict:
+        return {"cots": self.cots, "thoughts": self.thoughts, "steps": self.steps,
+                "thoughts_per_cot": self.thoughts / max(self.cots, 1), "by_model": self.by_model,
+                "fallbacks": sum(self.fallbacks.values()), **{f"fallback_{k}": v for k, v in self.fallbacks.items()}}
+
+
+# ----------------------------------------------------------------------------------------------- splitting
+
+
+def split_head_tail(text: str, open_tag: str = THINK_OPEN, close_tag: str = THINK_CLOSE) -> tuple[str, str, str]:
+    """(head, body, tail): head ends after the open tag and its whitespace; tail starts at the close tag.
+
+    A trace without an open tag (R1 puts ``<think>`` in the prompt) has an empty head; one that never closes
+    (cut off) has an empty tail.
+    """
+    start = 0
+    i = text.find(open_tag) if open_tag else -1
+    if i >= 0 and not text[:i].strip():
+        start = i + len(open_tag)
+        while start < len(text) and text[start].isspace():
+            start += 1
+    j = text.find(close_tag, start) if close_tag else -1
+    end = j if j >= 0 else len(text)
+    return text[:start], text[start:end], text[end:]
+
+
+def split_steps(body: str) -> list[str]:
+    """Blank-line-separated steps of ``body``, each with its trailing separator; ``"".join`` gives ``body`` back.
+
+    Blank lines inside fenced code and display math do not split.
+    """
+    if not body:
+        return []
+    steps: list[str] = []
+    cur: list[str] = []
+    fence: str | None = None
+    math = 0
+    dollars = False  # inside a $$ ... $$ block spanning lines
+    pending_break = False  # the current step has seen its separating blank line(s)
+    for line in body.splitlines(keepends=True):
+        blank = not line.strip()
+        if pending_break and not blank:
+            steps.append("".join(cur))
+            cur, pending_break = [], False
+        cur.append(line)
+        if fence is not None:
+            if line.strip().startswith(fence):
+                fence = None
+            continue
+        m = _FENCE.match(line)
+        if m:
+            fence = m.group(1)
+            continue
+        if line.count("$$") % 2:
+            dollars = not dollars
+        math = max(0, math + sum(1 for _ in _MATH_OPEN.finditer(line)) - sum(1 for _ in _MATH_CLOSE.finditer(line)))
+        if blank and not dollars and math == 0 and any(c.strip() for c in cur):
+            pending_break = True
+    if cur:
+        if steps and not any(c.strip() for c in cur):
+            steps[-1] += "".join(cur)  # trailing whitespace only: belongs to the last step
+        else:
+            steps.append("".join(cur))
+    return steps
+
+
+def cue_regex(cfg: ChunkConfig) -> re.Pattern[str]:
+    pats = cfg.cues.get(cfg.language)
+    if pats is None:
+        raise LongshortError(f"chunk.language {cfg.language!r} has no cue list; set chunk.cues.{cfg.language}")
+    if not pats:
+        return re.compile(r"(?!x)x")  # matches nothing: steps only merge (and split at max_thought_chars)
+    return re.compile(_LEAD + "(?:" + "|".join(f"(?:{p})" for p in pats) + ")")
+
+
+def group_by_rules(steps: list[str], cue: re.Pattern[str], max_chars: int = 0) -> list[tuple[int, int]]:
+    """Groups ``[start, end)`` of step indices: a cue opens a group; other steps join the open one."""
+    groups: list[tuple[int, int]] = []
+    start, size = 0, 0
+    for i, step in enumerate(steps):
+        if i > start and (cue.match(step) or (max_chars and size >= max_chars)):
+            groups.append((start, i))
+            start, size = i, 0
+        size += len(step)
+    if steps:
+        groups.append((start, len(steps)))
+    return groups
+
+
+def chunk_text(text: str, cfg: ChunkConfig | None = None, groups: list[tuple[int, int]] | None = None,
+               method: str = "rules") -> Chunked:
+    """Chunk one CoT with the rules (or with given step ``groups``, e.g. a validated model answer)."""
+    cfg = cfg or ChunkConfig()
+    head, body, tail = split_head_tail(text, cfg.think_open, cfg.think_close)
+    steps = split_steps(body)
+    if groups is None:
+        groups = group_by_rules(steps, cue_regex(cfg), cfg.max_thought_chars)
+    thoughts = ["".join(steps[a:b]) for a, b in groups]
+    out = Chunked(head, thoughts, tail, method)
+    if out.text != text:  # a bug, never bad input: the invariant every later stage relies on
+        raise AssertionError("chunking lost text")
+    return out
+
+
+def chunk_many(texts: list[str], cfg: ChunkConfig, generate=None, tokenizer=None,
+               stats: ChunkStats | None = None) -> list[Chunked]:
+    """Chunk ``texts``; with ``cfg.mode == "model"``, ``generate`` (a rollout backend: list of
+    ``GenerationRequest`` -> results) and ``tokenizer`` (to build chat prompts) group the steps."""
+    stats = stats if stats is not None else ChunkStats()
+    cue = cue_regex(cfg)
+    parts = [split_head_tail(t, cfg.think_open, cfg.think_close) for t in texts]
+    steps = [split_steps(body) for _, body, _ in parts]
+    groups: list[list[tuple[int, int]] | None] = [None] * len(texts)
+    methods = ["rules"] * len(texts)
+    if cfg.mode == "model":
+        if generate is None or tokenizer is None:
+            raise LongshortError("chunk.mode 'model' needs an engine: set chunk.engine (model path) or use mode: rules")
+        from longshort.recipes.longshort.chunking.grouping import model_groups
+
+        groups, methods = model_groups(steps, cfg, generate, tokenizer, stats)
+    out = []
+    for text, st, grp, method in zip(texts, steps, groups, methods, strict=True):
+        if grp is None:
+            grp = group_by_rules(st, cue, cfg.max_thought_chars)
+        ch = chunk_text(text, cfg, grp, method)
+        stats.cots += 1
+        stats.thoughts += len(ch.thoughts)
+        stats.steps += len(st)
+        out.append(ch)
+    return out
+
+
+# ------------------------------------------------------------------------------------ teacher alignment
+
+def teacher_cover(chunked: Chunked, teacher: list[dict]) -> list[list[int]] | None:
+    """Indices of the teacher thoughts each thought covers (synthetic task only; the scorer never sees them).
+
+    Teacher thought texts are located in order in the CoT; a thought covers every teacher thought its span
+    overlaps. None when a teacher text cannot be found (the CoT is then left out of tag-based evaluation).
+    """
+    text = chunked.text
+    spans, cursor = [], len(chunked.head)
+    for t in teacher:
+        at = text.find(t["text"], cursor)
+        if at < 0:
+            return None
+        spans.append((at, at + len(t["text"])))
+        cursor = at + len(t["text"])
+    bounds = chunked.boundaries()
+    return [[i for i, (s, e) in enumerate(spans) if s < bounds[k + 1] and e > bounds[k]]
+            for k in range(len(chunked.thoughts))]
+
+
+# ------------------------------------------------------------------------------------------------- stage
+
+
+@dataclass
+class ChunkResult:
+    path: Path  # run_dir/chunk/thoughts.jsonl
+    stats: ChunkStats
+
+
+def resolve(run_dir: str | Path, path: str | None, default: str) -> Path:
+    """A configured path, or ``default`` inside the run directory when it is empty/None."""
+    return Path(path) if path else Path(run_dir) / default
+
+
+def run_chunk(cfg: ChunkConfig, run_dir: str | Path, tracker=None) -> ChunkResult:
+    """Chunk every long CoT of ``cfg.source`` into ``run_dir/chunk/thoughts.jsonl`` (one CoT per line).
+
+    Problems without a long CoT are skipped and counted. Teacher tags of the synthetic task ride along under
+    ``teacher`` for evaluation only.
+    """
+    from dataclasses import replace
+
+    try:
+        cfg.validate()
+    except ValueError as e:
+        raise LongshortError(f"chunk config: key 'chunk.{e}") from None
+    t0 = time.perf_counter()
+    src = replace(cfg.source, path=str(resolve(run_dir, cfg.source.path, BOOTSTRAP_DATA)))
+    if not Path(src.path).exists() and not cfg.source.path:
+        raise LongshortError(f"chunk: {src.path} does not exist; run `longshort bootstrap` first or set "
+                             "chunk.source.path to a file of problems with long CoTs (key long_cot)")
+    problems, _ = load_problems(src)
+    usable = [p for p in problems if p.long_cot and p.long_cot.strip()]
+    if len(usable) < len(problems):
+        log.warning("chunk: %d of %d problems have no long CoT (key long_cot) and are skipped",
+                    len(problems) - len(usable), len(problems))
+    if not usable:
+        raise LongshortError(f"chunk: no problem in {src.path} has a long CoT; map the field with "
+                             "chunk.source.fields.long_cot: <key>")
+    stats = ChunkStats()
+    backend = tokenizer = None
+    if cfg.mode == "model":
+        from transformers import AutoTokenizer
+
+        model = str(resolve(run_dir, cfg.model, BASE_MODEL))
+        backend = open_backend(cfg.rollout, model)
+        tokenizer = AutoTokenizer.from_pretrained(model)
+    try:
+        chunks = chunk_many([p.long_cot for p in usable], cfg, backend, tokenizer, stats)
+    finally:
+        if backend is not None:
+            backend.close()
+    out = Path(run_dir) / "chunk" / "thoughts.jsonl"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    with tmp.open("w", encoding="utf-8") as f:
+        for p, ch in zip(usable, chunks, strict=True):
+            rec = {"id": p.id, "problem": p.problem, "answer": p.answer, "solution": p.solution, **ch.to_json()}
+            teacher = p.meta.get("thoughts") if isinstance(p.meta, dict) else None
+            if teacher:
+                rec["teacher"] = {"thoughts": teacher, "cover": teacher_cover(ch, teacher)}
+            f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+    tmp.replace(out)
+    summary = {**stats.summary(), "skipped_no_long_cot": len(problems) - len(usable),
+               "seconds": time.perf_counter() - t0}
+    (out.parent / "summary.json").write_text(json.dumps(summary, indent=2))
+    log.info("chunk: %d CoTs -> %d thoughts (%.1f per CoT), %d model-grouped, %d fallbacks -> %s", stats.cots,
+             stats.thoughts, stats.thoughts / max(stats.cots, 1), stats.by_model, sum(stats.fallbacks.values()), out)
+    if tracker is not None:
+        tracker.log({f"chunk/{k}": v for k, v in summary.items()}, step=0)
+    return ChunkResult(out, stats)

@@ -1,0 +1,234 @@
+"""``longshort bootstrap``: the embedded default's base model, built from nothing in minutes on a laptop.
+
+Generates the synthetic task (``longshort.toy.task``), trains a tokenizer and builds a tiny model
+(``longshort.toy.tiny``), SFTs it from scratch on the teacher's long CoTs (it stands in for
+DeepSeek-R1-Distill in the paper), then evaluates it on held-out problems. Layout of ``run_dir``::
+
+    data/train.jsonl, data/eval.jsonl   task records (Problem fields + tagged thoughts)
+    tokenizer/                          HF fast tokenizer with the protocol tokens and chat template
+    init_model/                         the randomly initialised model SFT starts from
+    sft/                                SFT checkpoints (a re-run resumes from them)
+    base_model/                         the trained model + tokenizer (HF format, safetensors)
+    eval.json, eval_samples.jsonl       held-out metrics and every generation
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from longshort.core.errors import LongshortError
+from longshort.data.protocol import END_TURN, EOS, PAD, THINK_CLOSE, THINK_OPEN, Message, prompt_ids
+from longshort.data.verify import VerifyConfig, shared_verifier
+from longshort.toy.task import CORRECTION_RE, TaskConfig, generate, write_jsonl
+from longshort.toy.tiny import TinyModelConfig, TokenizerConfig, build_model, n_params, task_texts, train_tokenizer
+from longshort.training.sft import SFTConfig, SFTResult, run_sft
+from longshort.training.sft_data import SFTExample
+
+log = logging.getLogger("longshort")
+
+
+def _default_sft() -> SFTConfig:
+    # Tuned for the tiny default: a from-scratch 1M-parameter model wants a large learning rate.
+    return SFTConfig(lr=3e-3, min_lr=3e-4, warmup_ratio=0.015, betas=[0.9, 0.98], micro_batch_size=8,
+                     max_len=512, overlong="drop", log_every=10)
+
+
+@dataclass
+class BootstrapEvalConfig:
+    n: int | None = field(default=None, metadata={"ge": 1})  # held-out problems to evaluate (None: all of them)
+    batch_size: int = field(default=100, metadata={"ge": 1})
+    max_new_tokens: int = field(default=448, metadata={"ge": 1})
+    samples_logged: int = field(default=8, metadata={"ge": 0})  # generations sent to the tracker as a table
+
+
+@dataclass
+class BootstrapConfig:
+    task: TaskConfig = field(default_factory=TaskConfig)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    model: TinyModelConfig = field(default_factory=TinyModelConfig)
+    sft: SFTConfig = field(default_factory=_default_sft)
+    eval: BootstrapEvalConfig = field(default_factory=BootstrapEvalConfig)
+
+    def validate(self) -> None:
+        for name in ("task", "model", "sft"):
+            section = getattr(self, name)
+            try:
+                section.validate()
+            except ValueError as e:
+                raise ValueError(f"{name}.{e}") from None
+
+
+@dataclass
+class BootstrapResult:
+    run_dir: Path
+    model_dir: Path  # the trained base model (HF format + tokenizer): run_dir/base_model
+    tokenizer: Path
+    train_path: Path
+    eval_path: Path
+    metrics: dict[str, Any]  # what eval.json holds
+    n_params: int
+    sft: SFTResult
+    timings: dict[str, float]
+
+
+_BOXED = re.compile(r"\\boxed\{[^{}]+\}")
+
+
+def is_well_formed(text: str, finished: bool) -> bool:
+    """R1 format: ``<think>`` ... ``</think>`` then a ``\\boxed{}`` answer, and the model stopped by itself."""
+    if not finished or not text.startswith(THINK_OPEN) or text.count(THINK_CLOSE) != 1:
+        return False
+    return _BOXED.search(text.split(THINK_CLOSE, 1)[1]) is not None
+
+
+def generate_greedy(model, tokenizer, problems: list[str], batch_size: int, max_new_tokens: int,
+                    progress=None) -> list[tuple[str, int, bool]]:
+    """(text, generated tokens incl. the terminator, finished) per problem: greedy, batched, left-padded."""
+    import torch
+
+    pad = tokenizer.convert_tokens_to_ids(PAD)
+    stops = {tokenizer.convert_tokens_to_ids(EOS), tokenizer.convert_tokens_to_ids(END_TURN)}
+    model.eval()
+    out: list[tuple[str, int, bool]] = []
+    with torch.inference_mode():
+        for start in range(0, len(problems), batch_size):
+            prompts = [prompt_ids([Message("user", p)], tokenizer, "assistant")
+                       for p in problems[start : start + batch_size]]
+            width = max(map(len, prompts))
+            ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts])
+            mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+            gen = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False,
+                                 eos_token_id=sorted(stops), pad_token_id=pad)
+            for row in gen[:, width:].tolist():
+                end = next((i for i, t in enumerate(row) if t in stops), None)
+                kept = row if end is None else row[: end + 1]
+                out.append((tokenizer.decode(kept, skip_special_tokens=True), len(kept), end is not None))
+            if progress is not None:
+                progress(len(out))
+    return out
+
+
+def evaluate(model_dir: str | Path, records: list[dict], cfg: BootstrapEvalConfig,
+             verify: VerifyConfig | None = None) -> tuple[dict, list[dict]]:
+    """Held-out metrics of the model in ``model_dir`` and one row per problem."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from longshort.core.progress import bar
+
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir))
+    records = records[: cfg.n] if cfg.n else records
+    with bar("base eval", len(records)) as row:
+        gens = generate_greedy(model, tokenizer, [r["problem"] for r in records], cfg.batch_size, cfg.max_new_tokens,
+                               progress=lambda n: row.update(completed=n))
+    verdicts = shared_verifier(verify).judge_many([g[0] for g in gens], [r["answer"] for r in records])
+    rows = []
+    for rec, (text, n_tok, finished), v in zip(records, gens, verdicts, strict=True):
+        rows.append({"id": rec["id"], "steps": rec["meta"]["steps"], "answer": rec["answer"], "predicted": v.answer,
+                     "correct": v.correct, "well_formed": is_well_formed(text, finished), "tokens": n_tok,
+                     "finished": finished, "output": text})
+    n = max(len(rows), 1)
+    teacher = [len(tokenizer.encode(r["long_cot"], add_special_tokens=False)) + 1 for r in records]
+    by_steps: dict[str, list[int]] = {}
+    for r in rows:
+        by_steps.setdefault(str(r["steps"]), []).append(int(r["correct"]))
+    metrics = {
+        "n": len(rows),
+        "accuracy": sum(r["correct"] for r in rows) / n,
+        "well_formed": sum(r["well_formed"] for r in rows) / n,
+        "mean_tokens": sum(r["tokens"] for r in rows) / n,
+        "teacher_mean_tokens": sum(teacher) / max(len(teacher), 1),
+        "unfinished": sum(not r["finished"] for r in rows) / n,
+        "self_corrections": sum(bool(CORRECTION_RE.search(r["output"])) for r in rows) / n,
+        "accuracy_by_steps": {k: sum(v) / len(v) for k, v in sorted(by_steps.items())},
+    }
+    return metrics, rows
+
+
+def _sft_examples(records: list[dict]) -> list[SFTExample]:
+    return [SFTExample(r["id"], [Message("user", r["problem"]), Message("assistant", r["long_cot"])])
+            for r in records]
+
+
+def run_bootstrap(cfg: BootstrapConfig, run_dir: str | Path, tracker=None,
+                  verify: VerifyConfig | None = None) -> BootstrapResult:
+    """Build the tiny long-CoT base model in ``run_dir`` (see the module docstring for the layout).
+
+    ``tracker`` is a ``longshort.tracking.tracker.Tracker`` or None; ``verify`` configures the answer checker. Re-running on the same ``run_dir`` with the same
+    config resumes the SFT from its last checkpoint (data, tokenizer and initial weights are deterministic).
+    """
+    try:
+        cfg.validate()
+    except ValueError as e:
+        raise LongshortError(f"bootstrap config: {e}") from None
+    run = Path(run_dir)
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+
+    try:
+        train, held_out = generate(cfg.task)
+    except ValueError as e:
+        raise LongshortError(f"bootstrap config: task.{e}") from None
+    train_path = write_jsonl(train, run / "data" / "train.jsonl")
+    eval_path = write_jsonl(held_out, run / "data" / "eval.jsonl")
+    (run / "data" / "task.json").write_text(json.dumps(asdict(cfg.task), indent=2) + "\n")
+    timings["data_s"] = time.perf_counter() - t0
+    log.info("bootstrap: %d train / %d eval problems -> %s", len(train), len(held_out), train_path.parent)
+
+    t = time.perf_counter()
+    tokenizer = train_tokenizer(task_texts(train, cfg.tokenizer.n_texts), cfg.tokenizer)
+    tok_dir = run / "tokenizer"
+    tokenizer.save_pretrained(tok_dir)
+    model = build_model(cfg.model, tokenizer)
+    size = n_params(model)
+    init_dir = run / "init_model"
+    model.save_pretrained(init_dir)
+    tokenizer.save_pretrained(init_dir)
+    del model
+    timings["build_s"] = time.perf_counter() - t
+    log.info("bootstrap: tokenizer of %d tokens, %s model with %.2fM parameters", len(tokenizer), cfg.model.arch,
+             size / 1e6)
+
+    t = time.perf_counter()
+    sft = run_sft(cfg.sft, _sft_examples(train), init_dir, run / "sft", tracker=tracker,
+                  metric_prefix="bootstrap/sft/")
+    timings["sft_s"] = time.perf_counter() - t
+    if sft.model_dir is None:
+        raise LongshortError(f"bootstrap: SFT stopped before its last step; re-run to resume from {run / 'sft'}")
+    base = run / "base_model"
+    if base.exists():
+        shutil.rmtree(base)
+    shutil.copytree(sft.model_dir, base)
+
+    t = time.perf_counter()
+    metrics, rows = evaluate(base, held_out, cfg.eval, verify)
+    timings["eval_s"] = time.perf_counter() - t
+    timings["total_s"] = time.perf_counter() - t0
+    trained_tokens = sft.stats.targets if sft.stats else None
+    metrics.update(n_params=size, sft_steps=sft.steps, sft_examples=len(train), sft_trained_tokens=trained_tokens,
+                   sft_tokens=sft.stats.tokens if sft.stats else None,
+                   sft_tokens_per_s=(sft.stats.tokens / timings["sft_s"]) if sft.stats else None, timings=timings)
+    (run / "eval.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    write_jsonl(rows, run / "eval_samples.jsonl")
+    log.info("bootstrap eval: accuracy %.3f, well-formed %.3f, %.0f tokens per answer (teacher %.0f); %.0fs total",
+             metrics["accuracy"], metrics["well_formed"], metrics["mean_tokens"], metrics["teacher_mean_tokens"],
+             timings["total_s"])
+    if tracker is not None:
+        scalars = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and v is not None}
+        tracker.log({f"bootstrap/eval/{k}": v for k, v in scalars.items()}, step=sft.steps)
+        tracker.log({f"bootstrap/eval/accuracy_steps_{k}": v for k, v in metrics["accuracy_by_steps"].items()},
+                    step=sft.steps)
+        if cfg.eval.samples_logged:
+            cols = ["id", "answer", "predicted", "correct", "tokens", "output"]
+            tracker.log_table("bootstrap/eval_samples", cols,
+                              [[r[c] for c in cols] for r in rows[: cfg.eval.samples_logged]], step=sft.steps)
+        tracker.log_artifact(base, "base_model", "model")
+        tracker.summary({f"bootstrap/{k}": v for k, v in scalars.items()})
+    return BootstrapResult(run, base, tok_dir, train_path, eval_path, metrics, size, sft, timings)

@@ -1,0 +1,391 @@
+"""The training core: a DeepSpeed engine around a causal LM, shared by SFT now and RL later.
+
+One ``Trainer`` per rank (after ``longshort.training.ranks.init_rank``). The caller owns the data and the
+objective: ``step(micro_batches, loss_fn)`` runs one optimizer step over ``grad_accum`` micro-batches,
+where ``loss_fn(logits, batch)`` returns a *summed* loss and the trainer divides by one global
+normaliser (by default the number of target tokens over all ranks and micro-batches), so the update is
+the same whatever the split over ranks and accumulation. Everything that touches parameters
+(``step``, ``forward_*``, ``iter_full_params``, ``export``, checkpoints) is collective: all ranks call it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import torch
+import torch.distributed as dist
+
+from longshort.core.checkpoint_io import replace_dir, rng_state, set_rng_state
+from longshort.core.errors import LongshortError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EngineConfig:
+    """What the engine needs; each stage's config section builds one (see ``SFTConfig.engine_config``)."""
+
+    lr: float = 1e-4
+    min_lr: float = 0.0
+    schedule: Literal["cosine", "linear", "constant"] = "cosine"
+    warmup_steps: int = 0
+    total_steps: int = 1
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.95)
+    eps: float = 1e-8
+    grad_clip: float = 1.0  # 0 disables clipping
+    zero_stage: int = 0
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    offload: Literal["none", "optimizer", "all"] = "none"
+    grad_accum: int = 1
+    micro_batch_size: int = 1  # DeepSpeed bookkeeping only; batches may hold any number of rows
+    gradient_checkpointing: bool = False
+    attn_implementation: str | None = None
+
+
+@dataclass
+class Batch:
+    """One micro-batch. ``loss_mask[b, t] = 1`` when token ``t`` is a target (predicted from ``t-1``).
+
+    Padded batches carry a 2-D ``attention_mask``; packed rows carry ``position_ids`` that restart at 0
+    for each sequence and no ``attention_mask`` (transformers then isolates the sequences).
+    """
+
+    input_ids: torch.Tensor
+    loss_mask: torch.Tensor
+    attention_mask: torch.Tensor | None = None
+    position_ids: torch.Tensor | None = None
+    extras: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def to(self, device: torch.device) -> Batch:
+        def mv(t):
+            return None if t is None else t.to(device, non_blocking=True)
+
+        return Batch(mv(self.input_ids), mv(self.loss_mask), mv(self.attention_mask), mv(self.position_ids),
+                     {k: mv(v) for k, v in self.extras.items()})
+
+    @property
+    def num_tokens(self) -> int:
+        """Real (non-pad) tokens."""
+        if self.attention_mask is not None:
+            return int(self.attention_mask.sum())
+        return self.input_ids.numel()
+
+    @property
+    def num_targets(self) -> float:
+        return float(self.loss_mask[:, 1:].sum())
+
+
+LossFn = Callable[[torch.Tensor, Batch], torch.Tensor]
+
+
+def token_logprobs(logits: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
+    """``[B, T-1]`` log-probability of each next token, in fp32."""
+    logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
+    return logp.gather(-1, input_ids[:, 1:, None]).squeeze(-1)
+
+
+def masked_nll_sum(logits: torch.Tensor, batch: Batch) -> torch.Tensor:
+    """Summed negative log-likelihood of the target tokens (the SFT objective before normalising)."""
+    targets = batch.input_ids[:, 1:]
+    nll = torch.nn.functional.cross_entropy(
+        logits[:, :-1].float().reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="none"
+    )
+    return (nll * batch.loss_mask[:, 1:].reshape(-1).to(nll.dtype)).sum()
+
+
+@dataclass
+class StepStats:
+    loss: float  # global loss_fn sum / normaliser
+    grad_norm: float | None
+    lr: float
+    tokens: int  # real tokens over all ranks
+    targets: float  # target tokens over all ranks
+    seconds: float
+
+
+def lr_factor(cfg: EngineConfig) -> Callable[[int], float]:
+    """Multiplier of ``cfg.lr`` for optimizer step ``s`` (0-based): linear warmup, then decay to ``min_lr``."""
+    floor = cfg.min_lr / cfg.lr
+
+    def f(s: int) -> float:
+        if s < cfg.warmup_steps:
+            return (s + 1) / (cfg.warmup_steps + 1)
+        if cfg.schedule == "constant":
+            return 1.0
+        p = min(1.0, (s - cfg.warmup_steps) / max(1, cfg.total_steps - cfg.warmup_steps - 1))
+        shape = 0.5 * (1.0 + math.cos(math.pi * p)) if cfg.schedule == "cosine" else 1.0 - p
+        return floor + (1.0 - floor) * shape
+
+    return f
+
+
+def resolve_dtype(precision: str, device: torch.device) -> torch.dtype:
+    if precision == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    return {"fp32": torch.float32, "bf16": torch.bfloat16}[precision]
+
+
+def zero_stage_for(cfg: EngineConfig, dtype: torch.dtype) -> int:
+    """The ZeRO stage used: bf16 needs >= 1, as DeepSpeed's stage 0 accumulates and all-reduces bf16 gradients
+    (ZeRO-1 keeps fp32 gradients and master weights, and on one rank costs nothing extra)."""
+    if dtype == torch.bfloat16 and cfg.zero_stage == 0:
+        log.warning("precision bf16 with zero_stage 0: using ZeRO stage 1 for fp32 gradients and master weights")
+        return 1
+    return cfg.zero_stage
+
+
+def deepspeed_config(cfg: EngineConfig, world_size: int, dtype: torch.dtype, device: torch.device) -> dict:
+    stage = zero_stage_for(cfg, dtype)
+    zero: dict = {"stage": stage}
+    if cfg.offload != "none" and device.type == "cuda":
+        zero["offload_optimizer"] = {"device": "cpu", "pin_memory": True}
+        if cfg.offload == "all":
+            zero["offload_param"] = {"device": "cpu", "pin_memory": True}
+    elif cfg.offload != "none":
+        log.info("offload=%s ignored: the model already lives in CPU memory", cfg.offload)
+    # Stage 0 in fp32 has no DeepSpeed optimizer wrapper to report the grad norm; we clip ourselves there.
+    ds_clips = stage > 0 or dtype != torch.float32
+    return {
+        "train_micro_batch_size_per_gpu": cfg.micro_batch_size,
+        "gradient_accumulation_steps": cfg.grad_accum,
+        "train_batch_size": cfg.micro_batch_size * cfg.grad_accum * world_size,
+        "gradient_clipping": cfg.grad_clip if ds_clips else 0.0,
+        "zero_optimization": zero,
+        "bf16": {"enabled": dtype == torch.bfloat16},
+        # The optimizer is a plain torch AdamW: no JIT-built op, the same maths on CPU and GPU.
+        "zero_allow_untested_optimizer": True,
+        "zero_force_ds_cpu_optimizer": False,
+        "steps_per_print": 2**62,
+        "wall_clock_breakdown": False,
+    }
+
+
+class Trainer:
+    """A DeepSpeed engine for one rank of a data-parallel group (ZeRO stage from the config)."""
+
+    def __init__(self, model_dir: str | Path, cfg: EngineConfig, device: torch.device | None = None):
+        import deepspeed
+        from transformers import AutoModelForCausalLM
+
+        if not dist.is_initialized():
+            raise RuntimeError("call longshort.training.ranks.init_rank before building a Trainer")
+        self.cfg = cfg
+        self.rank, self.world_size = dist.get_rank(), dist.get_world_size()
+        cuda = torch.cuda.is_available()
+        self.device = device or (torch.device("cuda", torch.cuda.current_device()) if cuda else torch.device("cpu"))
+        self.dtype = resolve_dtype(cfg.precision, self.device)
+        self.ds_config = deepspeed_config(cfg, self.world_size, self.dtype, self.device)
+        self._manual_clip = cfg.grad_clip > 0 and self.ds_config["gradient_clipping"] == 0.0
+        kwargs: dict = {"dtype": self.dtype}
+        if cfg.attn_implementation:
+            kwargs["attn_implementation"] = cfg.attn_implementation
+        self.zero_stage = self.ds_config["zero_optimization"]["stage"]
+        model = self._load_zero3(model_dir, kwargs) if self.zero_stage == 3 else None
+        if model is None:
+            model = AutoModelForCausalLM.from_pretrained(model_dir, **kwargs)
+        model.config.use_cache = False
+        if cfg.gradient_checkpointing:
+            ckpt = {"use_reentrant": False}
+            if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.x name
+                model.activation_checkpointing_enable(activation_checkpointing_kwargs=ckpt)
+            else:
+                model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=ckpt)
+        groups = self._param_groups(model)
+        self.engine, self.optimizer, _, self.scheduler = deepspeed.initialize(
+            model=model,
+            model_parameters=groups,
+            optimizer=lambda params: torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps),
+            lr_scheduler=lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, lr_factor(cfg)),
+            config=self.ds_config,
+        )
+        self.engine.train()
+        self.module = self.engine.module
+
+    def _load_zero3(self, model_dir, kwargs: dict):
+        """Load under zero.Init (via transformers, which needs accelerate), so no rank holds the full weights;
+        None if that is unavailable: the full load is then partitioned by deepspeed.initialize instead."""
+        from transformers import AutoModelForCausalLM
+        from transformers.integrations.deepspeed import HfDeepSpeedConfig, unset_hf_deepspeed_config
+
+        try:
+            hf_ds = HfDeepSpeedConfig(self.ds_config)
+        except ImportError as e:
+            log.warning("ZeRO-3 loads the full model on every rank first (%s); install accelerate to avoid it", e)
+            return None
+        try:
+            return AutoModelForCausalLM.from_pretrained(model_dir, **kwargs)
+        finally:
+            unset_hf_deepspeed_config()  # later from_pretrained calls in this process load normally
+            del hf_ds
+
+    def _param_groups(self, model) -> list[dict]:
+        # No weight decay on biases and norm gains (1-D); ZeRO-3 params keep their real shape in ds_shape.
+        decay, no_decay = [], []
+        for p in model.parameters():
+            if p.requires_grad:
+                (decay if len(getattr(p, "ds_shape", p.shape)) >= 2 else no_decay).append(p)
+        groups = [{"params": decay, "weight_decay": self.cfg.weight_decay}]
+        if no_decay:
+            groups.append({"params": no_decay, "weight_decay": 0.0})
+        return groups
+
+    # ---- training ---------------------------------------------------------------------------------
+    def _forward(self, batch: Batch) -> torch.Tensor:
+        return self.engine(
+            input_ids=batch.input_ids,
+            attention_mask=batch.attention_mask,
+            position_ids=batch.position_ids,
+            use_cache=False,
+        ).logits
+
+    def _all_sum(self, values: list[float]) -> list[float]:
+        t = torch.tensor(values, dtype=torch.float64, device=self.device)
+        if self.world_size > 1:
+            dist.all_reduce(t)
+        return t.tolist()
+
+    def step(self, micro_batches: Sequence[Batch], loss_fn: LossFn = masked_nll_sum,
+             normalizer: float | None = None) -> StepStats:
+        """One optimizer step over this rank's ``grad_accum`` micro-batches (every rank calls it).
+
+        The objective is ``sum(loss_fn over all ranks' micro-batches) / normalizer``; ``normalizer``
+        defaults to the global number of target tokens (token-mean loss).
+        """
+        if len(micro_batches) != self.cfg.grad_accum:
+            raise ValueError(f"step needs grad_accum={self.cfg.grad_accum} micro-batches, got {len(micro_batches)}")
+        t0 = time.perf_counter()
+        targets, tokens = self._all_sum([sum(b.num_targets for b in micro_batches), sum(b.num_tokens for b in micro_batches)])
+        norm = normalizer if normalizer is not None else max(targets, 1.0)
+        # DeepSpeed averages gradients over ranks; multiplying by world_size turns that into a global sum.
+        scale = self.world_size / norm
+        lr = float(self.engine.get_lr()[0])
+        total = torch.zeros((), dtype=torch.float64, device=self.device)
+        grad_norm = None
+        for mb in micro_batches:
+            mb = mb.to(self.device)
+            loss = loss_fn(self._forward(mb), mb)
+            self.engine.backward(loss * scale, scale_wrt_gas=False)
+            total += loss.detach().double()
+            if self.engine.is_gradient_accumulation_boundary() and self._manual_clip:
+                grad_norm = float(torch.nn.utils.clip_grad_norm_(self.module.parameters(), self.cfg.grad_clip))
+            self.engine.step()
+        if grad_norm is None:
+            g = self.engine.get_global_grad_norm()
+            grad_norm = None if g is None else float(g)
+        (loss_sum,) = self._all_sum([float(total)])
+        return StepStats(loss_sum / norm, grad_norm, lr, int(tokens), targets, time.perf_counter() - t0)
+
+    @torch.no_grad()
+    def forward_logits(self, batch: Batch) -> torch.Tensor:
+        return self._forward(batch.to(self.device))
+
+    @torch.no_grad()
+    def forward_logprobs(self, batch: Batch) -> torch.Tensor:
+        """``[B, T-1]`` log-probabilities of the given next tokens (e.g. old/reference policy for RL)."""
+        batch = batch.to(self.device)
+        return token_logprobs(self._forward(batch), batch.input_ids)
+
+    # ---- weights ----------------------------------------------------------------------------------
+    def iter_full_params(self) -> Iterator[tuple[str, torch.Tensor]]:
+        """Yield ``(name, full tensor)`` on every rank, gathering one parameter at a time under ZeRO-3.
+
+        Collective; the tensor is only valid until the next iteration (copy it or send it right away).
+        """
+        import deepspeed
+
+        for name, p in self.module.named_parameters():
+            if hasattr(p, "ds_id"):
+                with deepspeed.zero.GatheredParameters([p], modifier_rank=None):
+                    yield name, p.data
+            else:
+                yield name, p.data
+
+    def gathered_state_dict(self) -> dict[str, torch.Tensor] | None:
+        """Full CPU state dict on rank 0 (``None`` elsewhere); collective."""
+        sd: dict[str, torch.Tensor] = {}
+        for name, t in self.iter_full_params():
+            if self.rank == 0:
+                sd[name] = t.detach().to("cpu", copy=True)
+        if self.rank != 0:
+            return None
+        persistent = set(self.module.state_dict().keys())
+        for name, b in self.module.named_buffers():
+            if name in persistent:
+                sd[name] = b.detach().to("cpu", copy=True)
+        return sd
+
+    def export(self, out_dir: str | Path, tokenizer=None) -> Path:
+        """Write an HF model dir (safetensors + config + tokenizer) loadable by ``from_pretrained``; collective."""
+        out_dir = Path(out_dir)
+        sd = self.gathered_state_dict()
+        if self.rank == 0:
+            tmp = out_dir.parent / f".tmp-{out_dir.name}"
+            shutil.rmtree(tmp, ignore_errors=True)
+            self.module.save_pretrained(tmp, state_dict=sd)
+            if tokenizer is not None:
+                tokenizer.save_pretrained(tmp)
+            replace_dir(tmp, out_dir)
+        self.barrier()
+        return out_dir
+
+    # ---- checkpoints ------------------------------------------------------------------------------
+    def barrier(self) -> None:
+        if self.world_size > 1:
+            dist.barrier()
+
+    def save_checkpoint(self, path: str | Path, client_state: dict) -> Path:
+        """Save engine (weights, optimizer, scheduler), every rank's RNG and ``client_state`` (JSON-able).
+
+        Written into ``.tmp-<name>`` beside ``path`` and renamed once all ranks are done, so ``path``
+        is either the complete old checkpoint or the complete new one. Collective; ranks must share
+        the filesystem.
+        """
+        path = Path(path)
+        tmp = path.parent / f".tmp-{path.name}"
+        if self.rank == 0:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+        self.barrier()
+        self.engine.save_checkpoint(str(tmp), tag="engine", client_state={}, save_latest=False)
+        torch.save(rng_state(), tmp / f"rng-rank{self.rank}.pt")
+        self.barrier()
+        if self.rank == 0:
+            meta = {"world_size": self.world_size, "zero_stage": self.zero_stage, "client": client_state}
+            with open(tmp / "state.json", "w") as f:
+                json.dump(meta, f, indent=1)
+                f.flush()
+                os.fsync(f.fileno())
+            replace_dir(tmp, path)
+        self.barrier()
+        return path
+
+    def load_checkpoint(self, path: str | Path) -> dict:
+        """Restore what ``save_checkpoint`` wrote; returns its ``client_state``. Collective."""
+        path = Path(path)
+        meta = json.loads((path / "state.json").read_text())
+        if meta["world_size"] != self.world_size:
+            raise LongshortError(
+                f"checkpoint {path} was written by {meta['world_size']} rank(s) but this run has {self.world_size}; "
+                f"resume with num_ranks={meta['world_size']} or start a fresh output directory"
+            )
+        loaded, _ = self.engine.load_checkpoint(str(path), tag="engine")
+        if loaded is None:
+            raise LongshortError(f"checkpoint {path}: DeepSpeed could not load 'engine'; delete it to start over")
+        set_rng_state(torch.load(path / f"rng-rank{self.rank}.pt", weights_only=False))
+        return meta["client"]
+
+    def close(self) -> None:
+        destroy = getattr(self.engine, "destroy", None)
+        if destroy is not None:
+            destroy()
+        self.engine = self.module = self.optimizer = self.scheduler = None

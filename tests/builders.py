@@ -1,0 +1,196 @@
+"""Builders the tests share: real tiny tokenizers, models and run directories, scripted engines, repo paths.
+
+Imported as ``from builders import ...`` (``tests/`` is on the path: pytest puts the folder of the root
+``conftest.py`` there). Pytest fixtures shared by several test files live in ``conftest.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+from longshort.data.protocol import Message, add_protocol_tokens, render
+from longshort.engines.base import Engine, GenerationRequest, GenerationResult, Sample
+from longshort.toy.task import TaskConfig, generate
+from longshort.toy.task import write_jsonl as write_task_jsonl
+from longshort.toy.tiny import (
+    TinyModelConfig,
+    TokenizerConfig,
+    build_model,
+    save_pretrained,
+    task_texts,
+    train_tokenizer,
+)
+from longshort.training.sft_data import SFTExample
+
+ROOT = Path(__file__).resolve().parents[1]  # the checkout
+BENCHMARKS = ROOT.parent / "shared" / "data" / "benchmarks"  # public benchmark files, when ../shared is present
+
+CORPUS = [
+    "what is two plus two ? it is four .",
+    "the cat sat on the mat and the dog sat on the log .",
+    "think step by step : first add the tens , then add the ones .",
+    "the answer is 42 because six times seven is forty two .",
+    "long thoughts explore ; short thoughts conclude quickly .",
+]
+
+
+def build_tokenizer():
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=320, special_tokens=["<unk>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(CORPUS * 4, trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>")
+    add_protocol_tokens(fast)
+    return fast
+
+
+def build_model_dir(path: Path, seed: int = 0) -> Path:
+    """Save a tiny random Qwen2 model + protocol tokenizer to ``path``."""
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    tok = build_tokenizer()
+    torch.manual_seed(seed)
+    cfg = Qwen2Config(
+        vocab_size=len(tok), hidden_size=128, num_attention_heads=2, num_key_value_heads=2, head_dim=64,
+        intermediate_size=256, num_hidden_layers=2, max_position_embeddings=512, tie_word_embeddings=True,
+        pad_token_id=tok.pad_token_id, eos_token_id=tok.convert_tokens_to_ids("<|endoftext|>"),
+    )
+    model = Qwen2ForCausalLM(cfg)
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+def toy_examples(n: int, seed: int = 0) -> list[SFTExample]:
+    """Arithmetic chats of varied length: a user question, then an assistant answer (trained)."""
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        a, b = rng.randint(1, 9), rng.randint(1, 9)
+        pad = " ".join(rng.choice(["the", "cat", "sat", "on", "mat"]) for _ in range(rng.randint(0, 12)))
+        out.append(SFTExample(f"ex{i}", [Message("user", f"what is {a} plus {b} ? {pad}"),
+                                          Message("assistant", f"it is {a + b} .")], ("assistant",)))
+    return out
+
+
+def write_jsonl(path: Path, rows: list) -> Path:
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows))
+    return path
+
+OPS = {"add": ("Add", "+", lambda a, b: a + b), "mul": ("Multiply by", "*", lambda a, b: a * b)}
+
+
+def problems(n: int, seed: int = 0) -> list[tuple[str, str, str, str]]:
+    """(problem, answer, long thought, short answer turn)."""
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        a, b = rng.randint(1, 9), rng.randint(1, 9)
+        word, sym, fn = OPS[rng.choice(sorted(OPS))]
+        q = f"Begin with {a}. {word} {b}. What is the result?"
+        out.append((q, str(fn(a, b)), f"compute {a} {sym} {b}", f"{a} {sym} {b} = {fn(a, b)} so \\boxed{{{fn(a, b)}}}"))
+    return out
+
+
+def write_problems(path: Path, items) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as f:
+        for i, item in enumerate(items):
+            f.write(json.dumps({"id": f"{path.stem}-{i}", "problem": item[0], "answer": item[1]}) + "\n")
+    return path
+
+
+def _teach_format(model_dir: Path, items, steps: int, seed: int) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    rows = []
+    for q, _, thought, answer in items:
+        r = render([Message("user", q), Message("long", thought), Message("short", answer)], tok)
+        rows.append((r.ids, r.loss_mask({"long", "short"})))
+    width = max(len(i) for i, _ in rows)
+    ids = torch.tensor([i + [tok.pad_token_id] * (width - len(i)) for i, _ in rows])
+    mask = torch.tensor([m + [0] * (width - len(m)) for _, m in rows])
+    attn = torch.tensor([[1] * len(i) + [0] * (width - len(i)) for i, _ in rows])
+    torch.manual_seed(seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    model.train()
+    for _ in range(steps):
+        logits = model(input_ids=ids, attention_mask=attn).logits[:, :-1]
+        nll = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1),
+                                                reduction="none")
+        loss = (nll * mask[:, 1:].reshape(-1)).sum() / mask[:, 1:].sum()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.save_pretrained(model_dir)
+
+
+def build_run_dir(root: Path, steps: int = 60) -> Path:
+    """``root/sft/{long,short}/model`` (format-taught pair) and ``root/bootstrap/data/{train,eval}.jsonl``."""
+    import shutil
+
+    items = problems(24)
+    base = build_model_dir(root / "sft" / "long" / "model", seed=1)
+    _teach_format(base, items, steps, seed=1)
+    shutil.copytree(base, root / "sft" / "short" / "model")
+    write_problems(root / "bootstrap" / "data" / "train.jsonl", items[:16])
+    write_problems(root / "bootstrap" / "data" / "eval.jsonl", items[16:])
+    return root
+
+
+class ScriptedEngine(Engine):
+    """A deterministic engine: ``reply(request) -> token ids`` (cut at ``max_tokens``), logprobs -0.1, -0.2, ...
+    It checks the episode controller's bookkeeping exactly; the real engines are exercised in test_rl."""
+
+    def __init__(self, reply):
+        self.reply = reply
+        self.calls: list[list[GenerationRequest]] = []
+
+    def generate(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
+        self.calls.append(list(requests))
+        out = []
+        for r in requests:
+            ids = list(self.reply(r))[: r.params.max_tokens]
+            lps = [-0.1 * (k + 1) for k in range(len(ids))]
+            out.append(GenerationResult(r.request_id, list(r.prompt_ids), [Sample(ids, "", lps, "stop")]))
+        return out
+
+    def update_weights(self, named_tensors, version: int) -> None:
+        raise NotImplementedError
+
+def task_records(n: int = 40, seed: int = 0, **task) -> list[dict]:
+    train, _ = generate(TaskConfig(seed=seed, n_train=n, n_eval=0, **task))
+    return train
+
+
+def tiny_model_dir(path: Path, records: list[dict] | None = None, layers: int = 1) -> Path:
+    """A tiny random Qwen2 + the task tokenizer (protocol tokens, chat template) saved to ``path``."""
+    import torch
+
+    torch.set_num_threads(2)
+    records = records or task_records(200)
+    tok = train_tokenizer(task_texts(records, 200), TokenizerConfig(vocab_size=400))
+    model = build_model(TinyModelConfig(layers=layers, intermediate=128, max_positions=512), tok)
+    return save_pretrained(model, tok, path)
+
+
+def run_dir_with_task(root: Path, records: list[dict], model_dir: Path | None = None) -> Path:
+    """A run directory laid out like ``longshort bootstrap`` leaves it (data + optionally the base model)."""
+    write_task_jsonl(records, root / "bootstrap" / "data" / "train.jsonl")
+    if model_dir is not None:
+        (root / "bootstrap").mkdir(parents=True, exist_ok=True)
+        link = root / "bootstrap" / "base_model"
+        if not link.exists():
+            link.symlink_to(model_dir, target_is_directory=True)
+    return root

@@ -1,0 +1,133 @@
+"""`longshort run` end to end on the smoke config (every real stage, tiny sizes): an interrupted stage resumes from
+its checkpoint, a finished pipeline is skipped whole, and a config change reruns exactly the stages it affects."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+
+import pytest
+import ray
+from builders import ROOT
+
+from longshort.cli import main
+from longshort.pipeline.commands import open_tracker, prepare_run
+from longshort.pipeline.run_config import load_run_config
+from longshort.pipeline.runner import MARKER, STAGES, outputs, plan, run_pipeline
+from longshort.tracking.tracker import read_metrics
+
+SMOKE = str(ROOT / "ray_configs" / "smoke.yaml")
+
+
+class InterruptAt:
+    """The run's real tracker, plus a Ctrl-C right after the long model's SFT logs step ``step``."""
+
+    def __init__(self, tracker, step: int):
+        self.tracker, self.step = tracker, step
+
+    def log(self, metrics, step):
+        self.tracker.log(metrics, step)
+        if "sft_long/loss" in metrics and metrics.get("sft/stage_step") == self.step:
+            raise KeyboardInterrupt
+
+    def __getattr__(self, name):
+        return getattr(self.tracker, name)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("pipeline")
+    overrides = [f"output_dir={out}", "tracking.backends=[jsonl, wandb]", "tracking.mode=offline"]
+    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
+    try:
+        cfg = load_run_config(SMOKE, overrides)
+        run_dir = prepare_run(cfg)
+        with pytest.raises(KeyboardInterrupt), open_tracker(cfg, run_dir) as tracker:
+            run_pipeline(cfg, run_dir, InterruptAt(tracker, 3))
+        interrupted = dict(plan(cfg, run_dir))
+        assert main(["run", SMOKE, *overrides]) == 0
+        marks = {s: (run_dir / s / MARKER).stat().st_mtime for s in STAGES}
+        with contextlib.redirect_stdout(io.StringIO()) as again:
+            assert main(["run", SMOKE, *overrides]) == 0
+        yield {"again_out": again.getvalue(), "dir": run_dir, "cfg": cfg, "overrides": overrides, "interrupted": interrupted, "marks": marks}
+    finally:
+        ray.shutdown()
+
+
+def test_interrupted_stage_resumes_from_its_checkpoint(run):
+    # the Ctrl-C hit the long model's SFT at step 3: earlier stages are complete, sft resumes, later ones are new
+    assert run["interrupted"] == {"bootstrap": "done", "chunk": "done", "score": "done", "coldstart": "done",
+                                  "sft": "resume", "rl": "new", "eval": "new", "export": "new"}
+    long_steps = [r["sft/stage_step"] for r in read_metrics(run["dir"] / "metrics.jsonl") if "sft_long/loss" in r]
+    # steps 1-3 from the first attempt, then 3-4 again from the step-2 checkpoint: nothing before it was redone
+    assert long_steps == [1, 2, 3, 3, 4]
+
+
+def test_every_stage_wrote_its_outputs_and_one_increasing_step_counter(run):
+    d = run["dir"]
+    for name in STAGES:
+        assert (d / name / MARKER).is_file(), name
+        assert all(o.exists() for o in outputs(run["cfg"], d, name)), name
+        assert not (d / name / ".started.json").exists()
+    state = json.loads((d / "pipeline.json").read_text())
+    assert [s for s, r in state["stages"].items() if r["action"] == "ran"] == list(STAGES)
+    assert (d / "eval" / "table.md").is_file() and (d / "export" / "manifest.json").is_file()
+    # W&B ignores a step lower than one it has seen: after the resume every stage logs on one increasing counter
+    records = read_metrics(d / "metrics.jsonl")
+    resumed = max(i for i, r in enumerate(records) if r.get("sft/stage_step") == 3)
+    steps = [r["step"] for r in records[resumed:]]
+    assert steps == sorted(steps)
+    assert "W&B ignored" not in (d / "log.txt").read_text()
+
+
+def test_a_complete_pipeline_is_skipped_whole(run):
+    d = run["dir"]
+    assert {s: (d / s / MARKER).stat().st_mtime for s in STAGES} == run["marks"]
+    assert run["again_out"].count("skipped") == len(STAGES) and "| base |" in run["again_out"]  # + the eval table
+
+
+def test_a_config_change_reruns_exactly_the_stages_downstream(run):
+    d = run["dir"]
+    cfg = load_run_config(SMOKE, [*run["overrides"], "rl.optim.lr=1e-3"])
+    assert dict(plan(cfg, d)) == {"bootstrap": "done", "chunk": "done", "score": "done", "coldstart": "done",
+                                  "sft": "done", "rl": "changed", "eval": "changed", "export": "changed"}
+    cfg = load_run_config(SMOKE, [*run["overrides"], "score.n_rollouts=3"])
+    assert [s for s, st in plan(cfg, d) if st == "done"] == ["bootstrap", "chunk"]
+    assert [s for s, st in plan(run["cfg"], d, restart_from="eval") if st != "done"] == ["eval", "export"]
+    # knobs of where and how fast a stage runs (workers, batch sizes, parallel pair SFT, progress bars) rerun nothing
+    cfg = load_run_config(SMOKE, [*run["overrides"], "score.rollout.max_batch_size=7", "score.batch_cots=3",
+                                  "sft.parallel=true", "sft.long.progress=false", "rl.progress=false"])
+    assert {st for _, st in plan(cfg, d)} == {"done"}
+
+
+def test_given_models_and_data_need_no_bootstrap(run, tmp_path):
+    d = run["dir"]
+    given = [f"chunk.source.path={d / 'bootstrap/data/train.jsonl'}", f"score.model={d / 'bootstrap/base_model'}",
+             f"sft.long_model={d / 'bootstrap/base_model'}", f"sft.short_model={d / 'bootstrap/base_model'}",
+             f"sft.eval.source.path={d / 'bootstrap/data/eval.jsonl'}", f"rl.train.path={d / 'bootstrap/data/train.jsonl'}",
+             f"rl.eval.path={d / 'bootstrap/data/eval.jsonl'}", "pipeline.stages=[bootstrap, chunk]"]
+    cfg = load_run_config(SMOKE, [f"output_dir={tmp_path}", *given])
+    assert plan(cfg, tmp_path / "smoke") == [("bootstrap", "not needed"), ("chunk", "new")]
+    assert plan(load_run_config(SMOKE, [f"output_dir={tmp_path}", *given, "pipeline.bootstrap=always"]),
+                tmp_path / "smoke")[0] == ("bootstrap", "new")
+
+
+def test_bad_stage_list_and_restart_stage_are_named(tmp_path):
+    from longshort.core.errors import LongshortError
+
+    with pytest.raises(LongshortError, match="pipeline.stages.*accepted: a subsequence"):
+        load_run_config(SMOKE, ["pipeline.stages=[sft, chunk]"])
+    cfg = load_run_config(SMOKE, [f"output_dir={tmp_path}", "pipeline.stages=[chunk]"])
+    with pytest.raises(LongshortError, match="--restart-from rl: not a stage of this run"):
+        run_pipeline(cfg, tmp_path, None, restart_from="rl")
+
+
+def test_a_stage_that_reruns_reruns_everything_after_it(run, tmp_path):
+    import shutil
+
+    copy = tmp_path / "smoke"
+    shutil.copytree(run["dir"], copy, symlinks=True)
+    (copy / "coldstart" / MARKER).unlink()  # e.g. a user removed the stage's outputs: it must run again
+    cfg = load_run_config(SMOKE, [f"output_dir={tmp_path}"])
+    assert [s for s, st in plan(cfg, copy) if st != "done"] == ["coldstart", "sft", "rl", "eval", "export"]

@@ -1,0 +1,60 @@
+"""A small end-to-end bootstrap (real tokenizer, real DeepSpeed SFT, real generation and answer checks)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from longshort.core.errors import LongshortError
+from longshort.toy.bootstrap import BootstrapConfig, BootstrapEvalConfig, is_well_formed, run_bootstrap
+from longshort.toy.task import TaskConfig, read_jsonl
+from longshort.toy.tiny import TinyModelConfig, TokenizerConfig
+from longshort.tracking.tracker import Tracker, TrackingConfig, read_metrics
+from longshort.training.sft import SFTConfig
+
+
+def _small() -> BootstrapConfig:
+    return BootstrapConfig(
+        task=TaskConfig(seed=1, n_train=48, n_eval=6, max_steps=2),
+        tokenizer=TokenizerConfig(vocab_size=360),
+        model=TinyModelConfig(layers=1, heads=2, kv_heads=1, intermediate=64),
+        sft=SFTConfig(lr=3e-3, min_lr=3e-4, micro_batch_size=8, max_steps=4, max_len=512, progress=False),
+        eval=BootstrapEvalConfig(batch_size=4, max_new_tokens=24, samples_logged=2),
+    )
+
+
+def test_small_bootstrap_produces_every_output(tmp_path):
+    run = tmp_path / "run"
+    with Tracker(TrackingConfig(backends=["jsonl"]), run) as tracker:
+        res = run_bootstrap(_small(), run, tracker)
+    assert len(read_jsonl(run / "data" / "train.jsonl")) == 48 and len(read_jsonl(res.eval_path)) == 6
+    assert (run / "tokenizer" / "tokenizer.json").exists()
+    assert (run / "base_model" / "model.safetensors").exists() and res.model_dir == run / "base_model"
+    model = AutoModelForCausalLM.from_pretrained(res.model_dir)
+    assert model.config.head_dim >= 64 and AutoTokenizer.from_pretrained(res.model_dir).chat_template
+    metrics = json.loads((run / "eval.json").read_text())
+    assert metrics["n"] == 6 and 0.0 <= metrics["accuracy"] <= 1.0
+    assert 0 < metrics["mean_tokens"] <= 24 and metrics["teacher_mean_tokens"] > 60
+    assert metrics["sft_steps"] == 4 and res.sft.steps == 4 and metrics["n_params"] == res.n_params
+    rows = read_jsonl(run / "eval_samples.jsonl")
+    assert len(rows) == 6 and all(r["tokens"] <= 24 for r in rows)
+    logged = read_metrics(run / "metrics.jsonl")
+    assert any("bootstrap/sft/loss" in m for m in logged) and any("bootstrap/eval/accuracy" in m for m in logged)
+    assert (run / "tables" / "bootstrap" / "eval_samples.jsonl").exists()
+    assert json.loads((run / "summary.json").read_text())["bootstrap/n"] == 6
+
+
+def test_well_formed():
+    assert is_well_formed("<think>\nStep 1: 2 + 2 = 4.\n</think>\n\nThe final number is \\boxed{4}.", True)
+    assert not is_well_formed("<think>\nStep 1: 2 + 2 = 4.\n</think>\n\nThe final number is \\boxed{4}.", False)
+    assert not is_well_formed("Step 1: 2 + 2 = 4.\n</think>\n\n\\boxed{4}", True)
+    assert not is_well_formed("<think>\nStep 1 \\boxed{4}\n</think>\n\nThe final number is 4.", True)
+
+
+def test_bad_config_is_a_user_error(tmp_path):
+    cfg = _small()
+    cfg.task.min_steps = 5
+    with pytest.raises(LongshortError, match="task.min_steps"):
+        run_bootstrap(cfg, tmp_path / "run")
