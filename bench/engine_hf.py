@@ -17,8 +17,8 @@ import time
 import torch
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
-from longshort.engines import hf
 from longshort.engines.base import GenerationRequest, SamplingParams
+from longshort.engines.hf import engine as hf
 from longshort.engines.hf.engine import HFEngine
 
 

@@ -22,9 +22,10 @@ import ray
 import torch
 
 from longshort.cluster.policy_group import Policies
-from longshort.cluster.topology import RoleResources, TopologyConfig
+from longshort.cluster.topology import RoleResources
 from longshort.data.protocol import Message, prompt_ids
 from longshort.engines.base import GenerationRequest, SamplingParams
+from longshort.recipes.longshort.recipe import PairTopology
 from longshort.toy.task import TaskConfig, generate
 from longshort.toy.tiny import (
     TinyModelConfig,
@@ -79,7 +80,7 @@ def main() -> None:
         tok = AutoTokenizer.from_pretrained(model_dir)
         ray.init(num_cpus=args.cpus, include_dashboard=False, log_to_driver=False)
         res = RoleResources(colocate=not args.separate, reference=False)
-        topo = TopologyConfig(long=res, short=res)
+        topo = PairTopology(long=res, short=res)
         t0 = time.perf_counter()
         policies = Policies.start(topo, {"long": model_dir, "short": model_dir}, EngineConfig(lr=1e-4, total_steps=100))
         start_s = time.perf_counter() - t0

@@ -47,8 +47,9 @@ def problems(n: int) -> list[dict]:
 def run_ours(model: Path, work: Path, args, pair: bool) -> dict:
     import ray
 
-    from longshort.cluster.topology import RoleResources, TopologyConfig
+    from longshort.cluster.topology import RoleResources
     from longshort.core.config import build
+    from longshort.recipes.longshort.recipe import PairTopology
     from longshort.rl.loop import RLConfig, run_rl
     from longshort.tracking.tracker import Tracker, TrackingConfig, read_metrics
 
@@ -68,7 +69,7 @@ def run_ours(model: Path, work: Path, args, pair: bool) -> dict:
                            "eval_before": False, "eval_at_end": False, "eval_every": 0, "save_every": 0,
                            "samples_logged": 0, "export": False, "progress": False}, "rl")
     res = RoleResources(cpus_per_rank=1, threads_per_actor=args.threads, reference=False)
-    topo = TopologyConfig(long=res, short=res)
+    topo = PairTopology(long=res, short=res)
     ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
     t0 = time.perf_counter()
     try:

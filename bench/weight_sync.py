@@ -21,7 +21,8 @@ import torch
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
 from longshort.cluster.policy_group import Policies
-from longshort.cluster.topology import RoleResources, TopologyConfig
+from longshort.cluster.topology import RoleResources
+from longshort.recipes.longshort.recipe import PairTopology
 from longshort.toy.task import TaskConfig, generate
 from longshort.toy.tiny import TokenizerConfig, task_texts, train_tokenizer
 from longshort.training.trainer import EngineConfig
@@ -61,7 +62,7 @@ def main() -> None:
             ray.init(num_cpus=args.cpus, include_dashboard=False, log_to_driver=False)
             # "long" keeps its engine in its rank; "short" has a standalone engine fed by the store, then by broadcast
             for standalone in ("object_store", "collective"):
-                topo = TopologyConfig(long=RoleResources(colocate=True, reference=False),
+                topo = PairTopology(long=RoleResources(colocate=True, reference=False),
                                       short=RoleResources(colocate=False, reference=False, weight_sync=standalone),
                                       bucket_mb=args.bucket_mb)
                 with Policies.start(topo, {"long": Path(tmp) / "m", "short": Path(tmp) / "m"}, EngineConfig()) as pol:

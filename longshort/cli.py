@@ -1,4 +1,5 @@
-"""The `longshort` command line. Each subcommand is one entry in COMMANDS; only working stages are listed."""
+"""The `longshort` command line: ``run``, ``config``, one subcommand per recipe stage (from the stage registry),
+``prepare-model`` and ``solve``."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from dataclasses import dataclass
 
 from longshort import __version__
 from longshort.core.errors import LongshortError
+from longshort.core.stage import Stage
 
 log = logging.getLogger("longshort")
 
@@ -39,10 +41,19 @@ def _split_config(args: argparse.Namespace) -> tuple[str | None, list[str]]:
 
 
 def _load(args: argparse.Namespace):
-    from longshort.pipeline.run_config import TINY_CONFIG, load_run_config
+    from longshort.pipeline.run_config import default_config, load_run_config
 
     config, overrides = _split_config(args)
-    return load_run_config(config or TINY_CONFIG, overrides)
+    recipe = getattr(args, "recipe", None)
+    if recipe:
+        overrides.insert(0, f"recipe={recipe}")
+    else:  # no file given: the default file of the recipe an override names
+        recipe = next((o.partition("=")[2] for o in overrides if o.partition("=")[0].strip() == "recipe"), None)
+    if config is None:
+        from longshort.recipes import RECIPES
+
+        config = default_config(recipe) if recipe in RECIPES else default_config()
+    return load_run_config(config, overrides)
 
 
 def _config_show(args: argparse.Namespace) -> int:
@@ -60,30 +71,52 @@ def _config_cmd_args(p: argparse.ArgumentParser) -> None:
     _config_args(show)
 
 
-def _bootstrap(args: argparse.Namespace) -> int:
-    from longshort.pipeline.commands import bootstrap_stage
+def _all_stages() -> dict[str, Stage]:
+    """Every registered recipe's stages by name (a name two recipes share is one subcommand)."""
+    from longshort.recipes import RECIPES
 
-    return bootstrap_stage(_load(args))
+    out: dict[str, Stage] = {}
+    for name in RECIPES.names():
+        for stage in RECIPES.get(name).stages:
+            out.setdefault(stage.name, stage)
+    return out
 
 
-def _analysis(args: argparse.Namespace, stage: str) -> int:
-    from longshort.pipeline.commands import analysis_stage
+def _recipe_arg(p: argparse.ArgumentParser) -> None:
+    from longshort.recipes import RECIPES
 
-    return analysis_stage(_load(args), stage)
+    p.add_argument("--recipe", choices=RECIPES.names(), default=None,
+                   help="the training method (default: the config's 'recipe' key, else longshort)")
 
 
 def _run_args(p: argparse.ArgumentParser) -> None:
-    from longshort.pipeline.runner import STAGES
-
+    names = list(_all_stages())
     _config_args(p)
-    p.add_argument("--restart-from", choices=list(STAGES), metavar="STAGE",
-                   help=f"rerun this stage and every later one even if complete ({', '.join(STAGES)})")
+    _recipe_arg(p)
+    p.add_argument("--restart-from", choices=names, metavar="STAGE",
+                   help=f"rerun this stage and every later one even if complete ({', '.join(names)})")
 
 
 def _run(args: argparse.Namespace) -> int:
-    from longshort.pipeline.commands import pipeline_stage
+    from longshort.pipeline.commands import pipeline_command
 
-    return pipeline_stage(_load(args), args.restart_from)
+    return pipeline_command(_load(args), args.restart_from)
+
+
+def _stage_args(stage: Stage) -> Callable[[argparse.ArgumentParser], None]:
+    def add(p: argparse.ArgumentParser) -> None:
+        _config_args(p)
+        _recipe_arg(p)
+        if stage.resumable:
+            p.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint (exactly)")
+
+    return add
+
+
+def _stage(args: argparse.Namespace, name: str) -> int:
+    from longshort.pipeline.commands import stage_command
+
+    return stage_command(_load(args), name, resume=getattr(args, "resume", False))
 
 
 def _prepare_args(p: argparse.ArgumentParser) -> None:
@@ -100,23 +133,6 @@ def _prepare(args: argparse.Namespace) -> int:
     return 0
 
 
-def _rl_args(p: argparse.ArgumentParser) -> None:
-    _config_args(p)
-    p.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint (exactly)")
-
-
-def _rl(args: argparse.Namespace) -> int:
-    from longshort.rl.loop import rl_stage
-
-    return rl_stage(_load(args), resume=args.resume)
-
-
-def _export(args: argparse.Namespace) -> int:
-    from longshort.recipes.longshort.export import export_stage
-
-    return export_stage(_load(args))
-
-
 def _solve_args(p: argparse.ArgumentParser) -> None:
     from longshort.recipes.longshort.solve import add_args
 
@@ -129,41 +145,20 @@ def _solve(args: argparse.Namespace) -> int:
     return solve_cmd(args)
 
 
-def _eval(args: argparse.Namespace) -> int:
-    from longshort.eval.runner import eval_stage
-
-    return eval_stage(_load(args))
-
-
-COMMANDS: dict[str, Command] = {
-    "run": Command("the whole pipeline: bootstrap → chunk → score → coldstart → sft → rl → eval → export; complete "
-                   "stages are skipped, an interrupted one resumes", _run_args, _run),
-    "config": Command("inspect run configs", _config_cmd_args, _config_show),
-    "prepare-model": Command("add the pair protocol's tokens and chat template to a hub checkpoint (once, before "
-                             "training it)", _prepare_args, _prepare),
-    "bootstrap": Command(
-        "generate the synthetic task, build tokenizer + tiny model, SFT the long-CoT base model, evaluate it",
-        _config_args,
-        _bootstrap,
-    ),
-    **{
-        name: Command(help_text, _config_args, lambda args, _n=name: _analysis(args, _n))
-        for name, help_text in {
-            "chunk": "split long CoTs into thoughts (rules, or an engine's grouping validated) → runs/<name>/chunk/",
-            "score": "Monte Carlo importance of each thought from prefix rollouts (cached, resumable) → runs/<name>/score/",
-            "coldstart": "turn scored CoTs into long/short dialogues that verify → runs/<name>/coldstart/",
-            "sft": "SFT the long and the short model on their own turns of the dialogues, then evaluate the pair",
-        }.items()
-    },
-    "rl": Command("multi-turn RL of the long/short pair on Ray: both policies roll out together and both update",
-                  _rl_args, _rl),
-    "eval": Command("evaluate models and pairs on benchmarks (eval.systems x eval.benchmarks) → runs/<name>/eval/",
-                    _config_args, _eval),
-    "export": Command("write the trained pair as two HF model dirs + manifest + model card → runs/<name>/export/",
-                      _config_args, _export),
-    "solve": Command("run an exported pair on problems (text, stdin or --file): every turn, then the answer",
-                     _solve_args, _solve),
-}
+def commands() -> dict[str, Command]:
+    """Every subcommand: ``run``, ``config``, one per stage (from the recipes' stage registry), then the tools."""
+    stages = _all_stages()
+    return {
+        "run": Command(f"the whole pipeline: {' → '.join(stages)}; complete stages are skipped, an interrupted "
+                       "one resumes", _run_args, _run),
+        "config": Command("inspect run configs", _config_cmd_args, _config_show),
+        "prepare-model": Command("add the pair protocol's tokens and chat template to a hub checkpoint (once, "
+                                 "before training it)", _prepare_args, _prepare),
+        **{name: Command(stage.help, _stage_args(stage), lambda args, _n=name: _stage(args, _n))
+           for name, stage in stages.items()},
+        "solve": Command("run an exported pair on problems (text, stdin or --file): every turn, then the answer",
+                         _solve_args, _solve),
+    }
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -174,7 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"longshort {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name, cmd in COMMANDS.items():
+    for name, cmd in commands().items():
         p = sub.add_parser(name, help=cmd.help, description=cmd.help)
         cmd.add_args(p)
         p.set_defaults(_run=cmd.run)

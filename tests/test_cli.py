@@ -8,7 +8,7 @@ import yaml
 from builders import ROOT
 
 from longshort import __version__
-from longshort.cli import COMMANDS, build_parser, main
+from longshort.cli import build_parser, commands, main
 
 
 def run_cli(*args, cwd=ROOT):
@@ -21,7 +21,7 @@ def test_version_and_help_on_every_subcommand(capsys):
         main(["--version"])
     assert e.value.code == 0 and __version__ in capsys.readouterr().out
     parser = build_parser()
-    for name in COMMANDS:
+    for name in commands():
         with pytest.raises(SystemExit) as e:
             parser.parse_args([name, "--help"])
         assert e.value.code == 0

@@ -1,6 +1,7 @@
 """Driver-side handles on the policies' actors: one ``PolicyGroup`` per role, ``Policies`` for both.
 
-A group owns a placement group, its rank actors (``PolicyWorker``) and standalone engines (``EngineWorker``).
+A group owns a placement group, its rank actors (``PolicyWorker``) and standalone engines (``EngineWorker``); a
+frozen role (``trainable: false``) has engines only, and its training, sync and checkpoint methods refuse.
 Collective methods (train step, forward, weight sync, checkpoints) are sent to every rank at once and their
 results collected; data is split across ranks. Every remote call goes through ``gather``, which turns a dead
 actor, a crashed call or a timeout into an ``ActorFailure`` naming the role and the actor, after killing all of
@@ -27,7 +28,6 @@ from longshort.cluster.actor_calls import (
     error_summary,
 )
 from longshort.cluster.topology import (
-    ROLES,
     RoleResources,
     TopologyConfig,
     actor_name,
@@ -49,8 +49,8 @@ class PolicyGroup:
 
     def __init__(self, role: str, model_dir: str | Path, topo: TopologyConfig, engine_cfg: EngineConfig | None = None,
                  seed: int = 0):
-        if role not in ROLES:
-            raise LongshortError(f"unknown role {role!r}; accepted: {', '.join(ROLES)}")
+        if role not in topo.role_names:
+            raise LongshortError(f"unknown role {role!r}; accepted: {', '.join(topo.role_names)}")
         if not (Path(model_dir) / "config.json").exists():
             raise LongshortError(f"policy '{role}': model dir {model_dir} has no config.json; give a Hugging Face "
                                  "model directory")
@@ -66,7 +66,21 @@ class PolicyGroup:
         self.last_checkpoint: str | None = None
         self.alive = False
         self.timings: dict[str, float] = defaultdict(float)  # seconds inside actors, by activity
-        self.sync = make_weight_sync(self.res.sync_strategy)
+        self.sync = make_weight_sync(self.res.sync_strategy) if self.res.trainable else None
+
+    @property
+    def trainable(self) -> bool:
+        return self.res.trainable
+
+    @property
+    def colocated(self) -> bool:
+        """Engines live inside the rank processes (a trainable role with ``colocate: true``)."""
+        return self.res.trainable and self.res.colocate
+
+    def _trainer(self, what: str) -> None:
+        if not self.res.trainable:
+            raise LongshortError(f"policy '{self.role}' is frozen (topology.{self.role}.trainable: false): it has no "
+                                 f"trainer, so it cannot {what}; set trainable: true to train it")
 
     # ---- start / stop -------------------------------------------------------------------------------
     @classmethod
@@ -92,13 +106,13 @@ class PolicyGroup:
         res = self.res
         self.pg = create_placement_group(self.role, res, self.topo.actor_start_timeout_s)
         rank_cls, engine_cls = ray.remote(PolicyWorker), ray.remote(EngineWorker)
-        for r in range(res.num_ranks):
+        for r in range(res.ranks):
             name = actor_name(self.role, "rank", r)
             opts = actor_options(self.pg, r, res.cpus_per_rank, res.gpus_per_rank)
             self.ranks.append(Member(name, rank_cls.options(**opts).remote(self.role, r, name), "rank", r))
         for e in range(res.standalone_engines):
             name = actor_name(self.role, "engine", e)
-            opts = actor_options(self.pg, res.num_ranks + e, res.cpus_per_engine, res.gpus_per_engine)
+            opts = actor_options(self.pg, res.ranks + e, res.cpus_per_engine, res.gpus_per_engine)
             self.engines.append(Member(name, engine_cls.options(**opts).remote(self.role, e, name), "engine", e))
         self.alive = True
 
@@ -107,9 +121,10 @@ class PolicyGroup:
         from longshort.cluster.workers.policy import WorkerSpec
 
         res, timeout = self.res, self.topo.actor_start_timeout_s
-        ((addr, port),) = self.gather([(self.ranks[0].name, self.ranks[0].handle.address.remote())],
-                                      collective=False, what="start", timeout_s=timeout)
         calls = []
+        if self.ranks:
+            ((addr, port),) = self.gather([(self.ranks[0].name, self.ranks[0].handle.address.remote())],
+                                          collective=False, what="start", timeout_s=timeout)
         for m in self.ranks:
             spec = WorkerSpec(self.model_dir, self.engine_cfg, res.num_ranks, addr, port,
                               threads=res.threads(res.cpus_per_rank),
@@ -226,7 +241,7 @@ class PolicyGroup:
     # ---- generation ---------------------------------------------------------------------------------
     @property
     def engine_members(self) -> list[Member]:
-        return self.ranks[: self.res.num_engines] if self.res.colocate else self.engines
+        return self.ranks[: self.res.num_engines] if self.colocated else self.engines
 
     def generate(self, requests: list[GenerationRequest], min_version: int | None = None) -> list[GenerationResult]:
         """Generate on all engines (requests split evenly, results in request order). Engines must hold at
@@ -241,13 +256,13 @@ class PolicyGroup:
         return [res for results, _ in out for res in results]
 
     def engine_versions(self) -> list[int | None]:
-        method = "engine_version" if self.res.colocate else "version"
+        method = "engine_version" if self.colocated else "version"
         calls = [(m.name, getattr(m.handle, method).remote()) for m in self.engine_members]
         return self.gather(calls, collective=False, what="engine version")
 
     def engine_state_dicts(self) -> list[dict]:
         """Every engine's weights (HF engines; for checks and tests)."""
-        method = "engine_state_dict" if self.res.colocate else "state_dict"
+        method = "engine_state_dict" if self.colocated else "state_dict"
         calls = [(m.name, getattr(m.handle, method).remote()) for m in self.engine_members]
         return self.gather(calls, collective=False, what="engine state")
 
@@ -268,6 +283,7 @@ class PolicyGroup:
                    normalizer: float | None = None) -> StepStats:
         """One optimizer step on all ranks: a flat list (rank r gets the r-th ``grad_accum`` slice) or one list
         per rank. The loss is global (see ``Trainer.step``); engines keep their weights until ``sync_weights``."""
+        self._trainer("train")
         per_rank = self._per_rank(micro_batches)
         calls = [(m.name, m.handle.train_step.remote(per_rank[i], loss_fn, normalizer))
                  for i, m in enumerate(self.ranks)]
@@ -278,6 +294,7 @@ class PolicyGroup:
     def forward(self, batches: list[Batch], what: Literal["logprobs", "logits", "ref_logprobs"] = "logprobs") -> list:
         """Per-batch outputs of the trainer (or the frozen reference), computed on all ranks (each gets the same
         number of batches, as ZeRO-3 needs; a short rank repeats the last batch and that output is dropped)."""
+        self._trainer(f"compute {what}")
         if not batches:
             return []
         n = len(self.ranks)
@@ -292,6 +309,7 @@ class PolicyGroup:
     # ---- weights ------------------------------------------------------------------------------------
     def sync_weights(self) -> SyncStats:
         """Send the trained weights to every engine as version ``self.version + 1``."""
+        self._trainer("sync weights")
         stats = self.sync.sync(self, self.version + 1)
         self.version = stats.version
         self.timings["sync"] += stats.seconds
@@ -299,6 +317,7 @@ class PolicyGroup:
 
     def save_checkpoint(self, path: str | Path, client_state: dict | None = None) -> str:
         """Atomic checkpoint of every rank (weights, optimizer, RNG) plus ``client_state`` (JSON-able)."""
+        self._trainer("save a checkpoint")
         state = dict(client_state or {})
         state["_weight_version"] = self.version
         calls = [(m.name, m.handle.save_checkpoint.remote(str(path), state)) for m in self.ranks]
@@ -308,6 +327,7 @@ class PolicyGroup:
 
     def load_checkpoint(self, path: str | Path) -> dict:
         """Restore a checkpoint into the trainers, then sync the engines to it; returns its ``client_state``."""
+        self._trainer("load a checkpoint")
         calls = [(m.name, m.handle.load_checkpoint.remote(str(path))) for m in self.ranks]
         (state, *_) = self.gather(calls, collective=True, what="load checkpoint")
         state = dict(state)
@@ -317,10 +337,12 @@ class PolicyGroup:
         return state
 
     def gathered_state_dict(self) -> dict:
+        self._trainer("gather its weights")
         calls = [(m.name, m.handle.gathered_state_dict.remote()) for m in self.ranks]
         return self.gather(calls, collective=True, what="gather state dict")[0]
 
     def export(self, out_dir: str | Path) -> str:
+        self._trainer("export")
         calls = [(m.name, m.handle.export.remote(str(out_dir), self.model_dir)) for m in self.ranks]
         return self.gather(calls, collective=True, what="export")[0]
 

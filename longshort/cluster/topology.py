@@ -1,23 +1,27 @@
 """Where each policy's actors run: per-role resources from the run config, placement groups, actor options.
 
-Each role ("long", "short") gets one placement group. A bundle per training rank holds that rank's process,
+Roles are data: a recipe declares them (``core.stage.RoleSpec``) and ``topology_config_class`` makes the config
+section with one ``RoleResources`` key per role (``topology.long``, ``topology.short`` for the pair). Each role gets
+one placement group. A bundle per training rank holds that rank's process,
 which also hosts the frozen reference and, when ``colocate`` is on, an engine that sleeps while the trainer
 runs (one process per device, trainer and engine share its memory). With ``colocate: false`` each engine is
 its own actor in its own bundle. The same section runs on one CPU box (fractional CPUs, no GPUs) and on a
-multi-GPU cluster (``gpus_per_rank: 1``, ``placement: SPREAD`` ...); only numbers change.
+multi-GPU cluster (``gpus_per_rank: 1``, ``placement: SPREAD`` ...); only numbers change. A frozen role
+(``trainable: false``) gets its ``num_engines`` engines as standalone actors and nothing else: no ranks, optimizer
+or reference, and no weight sync.
 """
 
 from __future__ import annotations
 
 import os
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, make_dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from longshort.core.errors import LongshortError
+from longshort.core.stage import RoleSpec
 
-ROLES = ("long", "short")
 Placement = Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"]
 
 
@@ -26,6 +30,7 @@ class RoleResources:
     """Actors of one policy. Defaults: one CPU rank with a colocated HF engine, small enough that both roles
     fit on a 2-core laptop."""
 
+    trainable: bool = True  # false: a frozen role, engines only (colocate, ranks and reference are ignored)
     num_ranks: int = field(default=1, metadata={"ge": 1})  # data-parallel training ranks (DeepSpeed)
     cpus_per_rank: float = field(default=0.5, metadata={"gt": 0})
     gpus_per_rank: float = field(default=0.0, metadata={"ge": 0})
@@ -49,7 +54,13 @@ class RoleResources:
     def validate(self) -> None:
         from longshort.engines.registry import backends
 
-        if self.colocate and self.num_engines > self.num_ranks:
+        if not self.trainable:
+            if self.weight_sync not in ("auto",):
+                raise ValueError(f"weight_sync: {self.weight_sync!r} is set on a frozen role (trainable: false), "
+                                 "which is never synced; accepted: auto")
+            if "model" in self.engine_kwargs:
+                raise ValueError("engine_kwargs: 'model' is set by the topology (the role's model dir); remove it")
+        elif self.colocate and self.num_engines > self.num_ranks:
             raise ValueError(f"num_engines: {self.num_engines} colocated engines need as many ranks to live in "
                              f"(num_ranks is {self.num_ranks}); accepted: num_engines <= num_ranks, or colocate: false")
         if self.engine_backend not in backends():
@@ -79,7 +90,12 @@ class RoleResources:
 
     @property
     def standalone_engines(self) -> int:
-        return 0 if self.colocate else self.num_engines
+        return self.num_engines if not (self.trainable and self.colocate) else 0
+
+    @property
+    def ranks(self) -> int:
+        """Training rank actors: none for a frozen role."""
+        return self.num_ranks if self.trainable else 0
 
     def threads(self, cpus: float) -> int:
         return self.threads_per_actor or max(1, round(cpus))
@@ -87,23 +103,39 @@ class RoleResources:
 
 @dataclass
 class TopologyConfig:
-    """Ray layout of the run: resources per role, weight-sync bucket size and how long to wait on actors."""
+    """Ray layout of a run: weight-sync bucket size and how long to wait on actors. A recipe's section adds one
+    ``RoleResources`` key per role (``topology_config_class``)."""
 
-    long: RoleResources = field(default_factory=RoleResources)
-    short: RoleResources = field(default_factory=RoleResources)
     bucket_mb: float = field(default=64.0, metadata={"gt": 0})  # weight-sync bucket (object store transfers)
     actor_start_timeout_s: float = field(default=600.0, metadata={"gt": 0})  # placement + model load
     call_timeout_s: float = field(default=3600.0, metadata={"gt": 0})  # any one call (generate, step, sync)
     ray_address: str | None = None  # None: the RAY_ADDRESS variable, else a local Ray instance
 
+    @property
+    def role_names(self) -> list[str]:
+        return [f.name for f in fields(self) if isinstance(getattr(self, f.name), RoleResources)]
+
     def role(self, name: str) -> RoleResources:
-        if name not in ROLES:
-            raise LongshortError(f"unknown role {name!r}; accepted: {', '.join(ROLES)}")
+        if name not in self.role_names:
+            raise LongshortError(f"unknown role {name!r}; accepted: {', '.join(self.role_names)}")
         return getattr(self, name)
 
     @property
     def bucket_bytes(self) -> int:
         return int(self.bucket_mb * 2**20)
+
+
+def topology_config_class(roles: dict[str, RoleSpec], name: str = "Topology") -> type[TopologyConfig]:
+    """The ``topology`` section for a recipe's roles: ``TopologyConfig`` plus one ``RoleResources`` key per role,
+    whose ``trainable`` default is the role's. Roles come first, as a config file lists them."""
+
+    def resources(spec: RoleSpec):
+        return lambda: RoleResources(trainable=spec.trainable)
+
+    role_fields = [(r, RoleResources, field(default_factory=resources(s))) for r, s in roles.items()]
+    cls = make_dataclass(name, role_fields, bases=(TopologyConfig,))
+    cls.__doc__ = f"Ray layout of the roles {', '.join(roles)}: " + (TopologyConfig.__doc__ or "")
+    return cls
 
 
 def actor_name(role: str, kind: Literal["rank", "engine"], index: int) -> str:
@@ -120,7 +152,7 @@ def _resources(cpus: float, gpus: float) -> dict[str, float]:
 
 def role_bundles(res: RoleResources) -> list[dict[str, float]]:
     """Bundles of a role's placement group: ranks first (index = rank), then standalone engines."""
-    ranks = [_resources(res.cpus_per_rank, res.gpus_per_rank) for _ in range(res.num_ranks)]
+    ranks = [_resources(res.cpus_per_rank, res.gpus_per_rank) for _ in range(res.ranks)]
     return ranks + [_resources(res.cpus_per_engine, res.gpus_per_engine) for _ in range(res.standalone_engines)]
 
 

@@ -15,6 +15,7 @@ import dataclasses
 import difflib
 import types
 import typing
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
@@ -235,11 +236,15 @@ def build(cls: type[T], data: dict, prefix: str = "", where: _Where | None = Non
     return obj
 
 
-def load(cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None) -> T:
-    """Load ``cls`` from an optional YAML file plus dotted overrides (which win)."""
+def load(cls: type[T] | Callable[[dict, Callable[[str], str]], type[T]], path: str | Path | None = None,
+         overrides: list[str] | None = None) -> T:
+    """Load ``cls`` from an optional YAML file plus dotted overrides (which win). ``cls`` may also be a function
+    ``(raw data, where) -> class`` that picks the class from the data (the run config's ``recipe`` key)."""
     where = _Where()
     data = _yaml_with_lines(Path(path), where) if path else {}
     data = deep_merge(data, parse_overrides(list(overrides or []), where))
+    if not isinstance(cls, type):
+        cls = cls(data, where)
     return build(cls, data, "", where)
 
 

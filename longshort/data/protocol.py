@@ -21,8 +21,8 @@ from longshort.core.errors import LongshortError
 PAD = "<|pad|>"
 EOS = "<|endoftext|>"
 END_TURN = "<|end_turn|>"
-ROLES = ("system", "user", "assistant", "long", "short")
-ROLE_TOKENS = {role: f"<|{role}|>" for role in ROLES}
+CHAT_ROLES = ("system", "user", "assistant", "long", "short")  # each has a header token
+ROLE_TOKENS = {role: f"<|{role}|>" for role in CHAT_ROLES}
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 SPECIAL_TOKENS = [PAD, EOS, END_TURN, *ROLE_TOKENS.values()]
 # Plain added tokens: they appear in decoded text, unlike the special markers above.
@@ -96,7 +96,7 @@ def add_protocol_tokens(tokenizer, model=None) -> int:
 
 def header_ids(tokenizer, role: str) -> list[int]:
     if role not in ROLE_TOKENS:
-        raise LongshortError(f"unknown role {role!r}; roles are {', '.join(ROLES)}")
+        raise LongshortError(f"unknown role {role!r}; roles are {', '.join(CHAT_ROLES)}")
     return [tokenizer.convert_tokens_to_ids(ROLE_TOKENS[role])]
 
 

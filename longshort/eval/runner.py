@@ -350,15 +350,3 @@ def run_eval(cfg: EvalConfig, run_dir: str | Path, tracker=None, verifier=None) 
         tracker.log({f"eval/{s}/{b}/{k}": v for s, per in results.items() for b, m in per.items()
                      for k, v in m.items() if isinstance(v, int | float)}, step=0)
     return summary
-
-
-def eval_stage(cfg) -> int:
-    """CLI entry (``longshort eval [CONFIG] [overrides]``): ``cfg.eval`` on the run directory; prints the table."""
-    from longshort.data.verify import shared_verifier
-    from longshort.pipeline.commands import open_tracker, prepare_run
-
-    run_dir = prepare_run(cfg)
-    with open_tracker(cfg, run_dir) as tracker:
-        run_eval(cfg.eval, run_dir, tracker, shared_verifier(cfg.verify))
-    print("\n" + (run_dir / "eval" / "table.md").read_text(encoding="utf-8"))
-    return 0

@@ -1,56 +1,91 @@
-"""The whole run's configuration: one tree of the stage modules' own config sections.
+"""The whole run's configuration: the sections every run has, plus the sections of its recipe.
 
-The embedded default run is ``longshort/configs/tiny.yaml`` (``ray_configs/tiny.yaml`` links to it): commands given
-no config file load it. A YAML file and dotted overrides change the code's defaults, and everything is checked
-before any work starts.
+``recipe: NAME`` (default ``longshort``) picks the recipe; its ``Recipe.sections`` are added after the common
+ones, so ``RunConfig`` is assembled per recipe (``run_config_class``). The embedded default run is the recipe's
+packaged YAML (``longshort/configs/tiny.yaml`` for Long⊗Short; ``ray_configs/tiny.yaml`` links to it): commands
+given no config file load it. A YAML file and dotted overrides change the code's defaults, and everything is
+checked before any work starts.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import functools
+from dataclasses import dataclass, field, make_dataclass
 from pathlib import Path
+from typing import Any
 
-from longshort.cluster.topology import TopologyConfig
 from longshort.core.config import load
+from longshort.core.errors import LongshortError
+from longshort.core.registry import import_target
+from longshort.core.stage import Recipe
 from longshort.data.verify import VerifyConfig
-from longshort.eval.runner import EvalConfig
 from longshort.pipeline.runner import PipelineConfig
-from longshort.recipes.longshort.chunking.thoughts import ChunkConfig
-from longshort.recipes.longshort.coldstart.dialogues import ColdstartConfig
-from longshort.recipes.longshort.export import ExportConfig
-from longshort.recipes.longshort.pair_sft import PairSFTConfig
-from longshort.recipes.longshort.scoring.rollouts import ScoreConfig
-from longshort.rl.loop import RLConfig
-from longshort.toy.bootstrap import BootstrapConfig
+from longshort.recipes import DEFAULT_RECIPE, RECIPES
 from longshort.tracking.tracker import TrackingConfig
+
+PACKAGE = Path(__file__).resolve().parents[1]
 
 
 @dataclass
-class RunConfig:
+class CommonConfig:
+    """Sections every recipe's run has."""
+
     name: str = "tiny"  # the run directory is <output_dir>/<name>
     output_dir: str = "runs"
+    recipe: str = DEFAULT_RECIPE  # the training method (longshort.recipes); decides the sections below
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)  # stages `longshort run` runs
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     verify: VerifyConfig = field(default_factory=VerifyConfig)
-    bootstrap: BootstrapConfig = field(default_factory=BootstrapConfig)
-    chunk: ChunkConfig = field(default_factory=ChunkConfig)
-    score: ScoreConfig = field(default_factory=ScoreConfig)
-    coldstart: ColdstartConfig = field(default_factory=ColdstartConfig)
-    sft: PairSFTConfig = field(default_factory=PairSFTConfig)  # SFT of the long/short pair on the cold-start dialogues
-    topology: TopologyConfig = field(default_factory=TopologyConfig)  # Ray actors per role (ranks, engines, resources)
-    rl: RLConfig = field(default_factory=RLConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)  # benchmark table of models and pairs (`longshort eval`)
-    export: ExportConfig = field(default_factory=ExportConfig)  # the shipped pair (longshort export)
 
     def validate(self) -> None:
         if not self.name or "/" in self.name or self.name in (".", ".."):
             raise ValueError(f"name: {self.name!r} is not a usable directory name; accepted: e.g. 'tiny' or 'qwen7b-pair'")
+        recipe = RECIPES.get(self.recipe)
+        if self.pipeline.stages is None:
+            self.pipeline.stages = list(recipe.stage_names)
+        unknown = [s for s in self.pipeline.stages if s not in recipe.stage_names]
+        order = [s for s in recipe.stage_names if s in self.pipeline.stages]
+        if unknown or order != list(self.pipeline.stages):
+            raise ValueError(f"pipeline: stages {self.pipeline.stages} are not a subsequence of the {recipe.name} "
+                             f"recipe's stages; accepted: a subsequence of {recipe.stage_names}")
+
+
+@functools.cache
+def run_config_class(recipe_name: str) -> type:
+    """``CommonConfig`` plus the recipe's sections, as one dataclass named after the recipe."""
+    recipe: Recipe = RECIPES.get(recipe_name)
+    classes = {name: import_target(c) if isinstance(c, str) else c for name, c in recipe.sections.items()}
+    fields = [(name, cls, field(default_factory=cls)) for name, cls in classes.items()]
+    cls = make_dataclass(f"{recipe_name.title().replace('_', '')}RunConfig", fields, bases=(CommonConfig,))
+    cls.__doc__ = f"A run of the {recipe_name} recipe: the common sections plus {', '.join(recipe.sections)}."
+    return cls
+
+
+# The Long⊗Short recipe's run config: what ``load_run_config`` returns for the default recipe (tests, type hints).
+RunConfig = run_config_class(DEFAULT_RECIPE)
+
+
+def recipe_of(cfg: Any) -> Recipe:
+    return RECIPES.get(cfg.recipe)
+
+
+def default_config(recipe_name: str | None = None) -> Path | None:
+    """The recipe's packaged YAML, what a command given no config file runs."""
+    rel = RECIPES.get(recipe_name or DEFAULT_RECIPE).default_config
+    return PACKAGE / rel if rel else None
 
 
 # The embedded default run: shipped inside the package, and what ``ray_configs/tiny.yaml`` links to.
-TINY_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml"
+TINY_CONFIG = default_config(DEFAULT_RECIPE)
 
 
-def load_run_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
-    """``path`` None: the code's defaults alone (tests); the CLI passes ``TINY_CONFIG`` when no file is given."""
-    return load(RunConfig, path, overrides)
+def _pick_class(data: dict, where) -> type:
+    name = data.get("recipe", DEFAULT_RECIPE)
+    if not isinstance(name, str) or name not in RECIPES:
+        raise LongshortError(f"{where('recipe')}: key 'recipe' is {name!r}; accepted: {', '.join(RECIPES.names())}")
+    return run_config_class(name)
+
+
+def load_run_config(path: str | Path | None = None, overrides: list[str] | None = None):
+    """``path`` None: the code's defaults alone (tests); the CLI passes the recipe's default file when none is given."""
+    return load(_pick_class, path, overrides)

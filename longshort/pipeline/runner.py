@@ -15,122 +15,63 @@ import json
 import logging
 import shutil
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
+from longshort.core import run_dir as rd
 from longshort.core.config import to_dict
 from longshort.core.errors import LongshortError
+from longshort.core.stage import Recipe
 from longshort.tracking.tracker import OffsetTracker
 
 log = logging.getLogger("longshort")
-
-StageName = Literal["bootstrap", "chunk", "score", "coldstart", "sft", "rl", "eval", "export"]
-MARKER, STARTED, STATE = ".complete.json", ".started.json", "pipeline.json"
-
 
 @dataclass
 class PipelineConfig:
     """Which stages ``longshort run`` runs (config section ``pipeline``)."""
 
-    stages: list[StageName] = field(default_factory=lambda: ["bootstrap", "chunk", "score", "coldstart", "sft", "rl",
-                                                             "eval", "export"])
+    stages: list[str] | None = None  # a subsequence of the recipe's stages; None: all of them (resolved on load)
     # auto: build the embedded base model only when some stage reads it (a model or data path left unset)
     bootstrap: Literal["auto", "always", "never"] = "auto"
 
-    def validate(self) -> None:
-        order = list(STAGES)
-        if [s for s in order if s in self.stages] != list(self.stages) or len(set(self.stages)) != len(self.stages):
-            raise ValueError(f"stages: {self.stages} out of order or repeated; accepted: a subsequence of {order}")
+
+def _recipe(cfg) -> Recipe:
+    from longshort.recipes import RECIPES
+
+    return RECIPES.get(cfg.recipe)
 
 
-@dataclass(frozen=True)
-class Stage:
-    sections: tuple[str, ...]  # config sections whose values decide the stage's outputs
-    outputs: tuple[str, ...]  # files (relative to the run dir) a complete stage has; "{export.out}" = that config key
-    run: Callable[[Any, Path, Any, bool], None]  # (run config, run dir, tracker, resume)
-    keep: tuple[str, ...] = ()  # content-addressed entries of the stage folder kept when the config changed
-
-
-def _bootstrap(cfg, run_dir: Path, tracker, resume: bool) -> None:
-    from longshort.toy.bootstrap import run_bootstrap
-
-    run_bootstrap(cfg.bootstrap, run_dir / "bootstrap", tracker, cfg.verify)
-
-
-def _analysis(name: str):
-    def run(cfg, run_dir: Path, tracker, resume: bool) -> None:
-        from longshort.pipeline.commands import ANALYSIS_STAGES
-
-        ANALYSIS_STAGES[name](cfg, run_dir, tracker)
-
-    return run
-
-
-def _rl(cfg, run_dir: Path, tracker, resume: bool) -> None:
-    from longshort.data.verify import shared_verifier
-    from longshort.rl import checkpoint as rl_checkpoint
-    from longshort.rl.loop import run_rl
-
-    resume = resume and bool(rl_checkpoint.checkpoints(run_dir / "rl" / "checkpoints"))
-    run_rl(cfg.rl, run_dir, cfg.topology, tracker, shared_verifier(cfg.verify), resume=resume)
-
-
-def _eval(cfg, run_dir: Path, tracker, resume: bool) -> None:
-    from longshort.data.verify import shared_verifier
-    from longshort.eval.runner import run_eval
-
-    run_eval(cfg.eval, run_dir, tracker, shared_verifier(cfg.verify))
-
-
-def _export(cfg, run_dir: Path, tracker, resume: bool) -> None:
-    from longshort.recipes.longshort.export import run_export
-
-    run_export(cfg.export, run_dir, tracker)
-
-
-STAGES: dict[str, Stage] = {
-    "bootstrap": Stage(("bootstrap",), ("bootstrap/base_model/config.json", "bootstrap/eval.json"), _bootstrap),
-    "chunk": Stage(("chunk",), ("chunk/thoughts.jsonl",), _analysis("chunk")),
-    "score": Stage(("score",), ("score/scores.jsonl",), _analysis("score"), keep=("cache",)),
-    "coldstart": Stage(("coldstart",), ("coldstart/dialogues.jsonl",), _analysis("coldstart")),
-    "sft": Stage(("sft",), ("sft/long/model/config.json", "sft/short/model/config.json"), _analysis("sft")),
-    "rl": Stage(("rl",), ("rl/long/model/config.json", "rl/short/model/config.json"), _rl),
-    "eval": Stage(("eval",), ("eval/results.json",), _eval),
-    "export": Stage(("export",), ("{export.out}/manifest.json",), _export),
-}
-
-
-def needs_bootstrap(cfg) -> bool:
-    """Whether a stage of this config reads the embedded base model or its task data (a path left unset)."""
-    if cfg.pipeline.bootstrap != "auto":
-        return cfg.pipeline.bootstrap == "always"
-    reads = {
-        "chunk": lambda: cfg.chunk.source.path == "",
-        "score": lambda: cfg.score.model is None,
-        "sft": lambda: cfg.sft.long_model is None or cfg.sft.short_model is None or cfg.sft.eval.source.path == "",
-        "rl": lambda: cfg.rl.train.path == "" or cfg.rl.eval.path == "",
-        "eval": lambda: any(b.source.path == "" for b in cfg.eval.benchmarks)
-        or any(str(p).startswith("bootstrap/") for s in cfg.eval.systems for p in (s.model, s.long, s.short) if p),
-    }
-    return any(reads[k]() for k in cfg.pipeline.stages if k in reads)
+def stage_names(cfg) -> list[str]:
+    """The stages this config runs, in order."""
+    return list(cfg.pipeline.stages or _recipe(cfg).stage_names)
 
 
 def fingerprints(cfg) -> dict[str, str]:
     """Each stage's fingerprint: a hash of its config sections chained to the previous stage's."""
     out, prev = {}, ""
-    for name, stage in STAGES.items():
-        body = {"stage": name, "upstream": prev, "sections": {s: to_dict(getattr(cfg, s), results_only=True)
-                                                                for s in stage.sections}}
-        prev = out[name] = hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    for stage in _recipe(cfg).stages:
+        body = {"stage": stage.name, "upstream": prev,
+                "sections": {s: to_dict(getattr(cfg, s), results_only=True) for s in stage.sections}}
+        prev = out[stage.name] = hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()[:16]
     return out
 
 
 def outputs(cfg, run_dir: Path, name: str) -> list[Path]:
     """The files a complete stage ``name`` has (an export may live outside the run directory)."""
-    export = Path(cfg.export.out) if cfg.export.out else run_dir / "export"
-    return [run_dir / o if "{export.out}" not in o else export / o.split("/", 1)[1] for o in STAGES[name].outputs]
+    out = []
+    for o in _recipe(cfg).stage(name).outputs:
+        if o.startswith("{"):
+            key, _, rest = o[1:].partition("}/")
+            section, _, attr = key.partition(".")
+            given = getattr(getattr(cfg, section), attr)
+            out.append((Path(given) if given else run_dir / section) / rest)
+        else:
+            out.append(run_dir / o)
+    return out
+
+
+MARKER, STARTED, STATE = rd.STAGE_DONE, rd.STAGE_STARTED, rd.PIPELINE_STATE
 
 
 def _read(path: Path) -> dict | None:
@@ -174,10 +115,11 @@ def plan(cfg, run_dir: Path, restart_from: str | None = None) -> list[tuple[str,
 
     Once a stage runs, every later one reruns too: its inputs are being rewritten, whatever its fingerprint says.
     """
-    fps, out, forced = fingerprints(cfg), [], False
-    for name in cfg.pipeline.stages:
+    fps, out, forced, recipe = fingerprints(cfg), [], False, _recipe(cfg)
+    for name in stage_names(cfg):
         forced = forced or name == restart_from
-        if name == "bootstrap" and not needs_bootstrap(cfg):
+        needed = recipe.stage(name).needed
+        if needed is not None and not needed(cfg):
             out.append((name, "not needed"))
             continue
         status = stage_status(cfg, run_dir, name, fps[name])
@@ -192,9 +134,9 @@ def run_pipeline(cfg, run_dir: Path, tracker, restart_from: str | None = None) -
     """Run the config's stages in order (see the module docstring); returns what each one did."""
     from longshort.core.progress import pipeline_display
 
-    if restart_from is not None and restart_from not in cfg.pipeline.stages:
+    if restart_from is not None and restart_from not in stage_names(cfg):
         raise LongshortError(f"--restart-from {restart_from}: not a stage of this run; accepted: "
-                             f"{', '.join(cfg.pipeline.stages)}")
+                             f"{', '.join(stage_names(cfg))}")
     fps = fingerprints(cfg)
     state = _read(run_dir / STATE) or {}
     steps = state.get("next_step", 0)
@@ -209,7 +151,7 @@ def run_pipeline(cfg, run_dir: Path, tracker, restart_from: str | None = None) -
             if status in ("done", "not needed"):
                 records.append(StageRecord(name, status, "skipped"))
                 continue
-            stage, folder = STAGES[name], run_dir / name
+            stage, folder = _recipe(cfg).stage(name), run_dir / name
             if status == "changed":
                 log.info("%s: config or inputs changed since its last run; clearing %s", name, folder)
                 _clear(folder, stage.keep)

@@ -23,9 +23,10 @@ from pathlib import Path
 from typing import Literal
 
 from longshort.cluster.actor_calls import ActorFailure
-from longshort.cluster.topology import TopologyConfig
+from longshort.cluster.topology import TopologyConfig, topology_config_class
 from longshort.core.config import PLACEMENT
 from longshort.core.errors import LongshortError
+from longshort.core.stage import RoleSpec
 from longshort.data.problems import ProblemSource, load_problems
 from longshort.data.protocol import PAIR_ROLES
 from longshort.recipes.longshort.chunking.thoughts import resolve
@@ -187,10 +188,10 @@ def run_rl(cfg: RLConfig, run_dir: str | Path, topology: TopologyConfig | None =
     from longshort.data.verify import shared_verifier
 
     _check(cfg)
-    run_dir, topology = Path(run_dir), topology or TopologyConfig()
+    run_dir = Path(run_dir)
+    topology = topology or topology_config_class({r: RoleSpec() for r in PAIR_ROLES})()
     if not cfg.loss_spec().uses_kl:  # no KL term: the frozen references would only take memory
-        topology = replace(topology, long=replace(topology.long, reference=False),
-                           short=replace(topology.short, reference=False))
+        topology = replace(topology, **{r: replace(topology.role(r), reference=False) for r in topology.role_names})
     out = run_dir / "rl"
     models = {r: _model_dir(run_dir, getattr(cfg, f"{r}_model"), r) for r in PAIR_ROLES}
     tok = AutoTokenizer.from_pretrained(str(models["long"]))
@@ -350,21 +351,3 @@ class _Bar:
         if self.bar is not None:
             self.bar.close()
             self.bar = self.task = None
-
-
-def rl_stage(run_cfg, resume: bool = False) -> int:
-    """CLI entry (``longshort rl CONFIG [--resume]``): uses ``run_cfg.rl``, ``run_cfg.topology``, ``run_cfg.verify``."""
-    from longshort.data.verify import shared_verifier
-    from longshort.pipeline.commands import format_table, open_tracker, prepare_run
-
-    run_dir = prepare_run(run_cfg)
-    cfg = getattr(run_cfg, "rl", None) or RLConfig()
-    topo = getattr(run_cfg, "topology", None) or TopologyConfig()
-    with open_tracker(run_cfg, run_dir) as tracker:
-        result = run_rl(cfg, run_dir, topo, tracker, shared_verifier(run_cfg.verify), resume=resume)
-        if result.eval is not None:
-            tracker.summary({f"rl_eval/{k}": v for k, v in result.eval.items() if not isinstance(v, list)})
-    print(f"\nRL done: {result.steps} steps; checkpoint {result.checkpoint}")
-    if result.eval is not None:
-        print(format_table({k: v for k, v in result.eval.items() if k != "history"}))
-    return 0

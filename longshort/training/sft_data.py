@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from longshort.core.errors import LongshortError, where
-from longshort.data.protocol import ROLES, Message, render, special_ids
+from longshort.data.protocol import CHAT_ROLES, Message, render, special_ids
 from longshort.training.trainer import Batch
 
 log = logging.getLogger(__name__)
@@ -47,16 +47,16 @@ def _check(ex: SFTExample, loc: str) -> list[str]:
     if not ex.messages:
         return [f"{loc}: 'messages' is empty; give at least one user turn and one trained turn"]
     for i, m in enumerate(ex.messages):
-        if m.role not in ROLES:
-            errs.append(f"{loc}: messages[{i}].role {m.role!r} is not a protocol role; use one of {', '.join(ROLES)}")
+        if m.role not in CHAT_ROLES:
+            errs.append(f"{loc}: messages[{i}].role {m.role!r} is not a protocol role; use one of {', '.join(CHAT_ROLES)}")
         if not isinstance(m.content, str) or not m.content.strip():
             errs.append(f"{loc}: messages[{i}] (role {m.role!r}) has empty content; every turn needs text")
     if not ex.train_roles:
         errs.append(f"{loc}: 'train_roles' is empty; name the role(s) whose tokens are trained, e.g. [\"assistant\"]")
     present = {m.role for m in ex.messages}
     for r in ex.train_roles:
-        if r not in ROLES:
-            errs.append(f"{loc}: train_roles has {r!r}, not a protocol role; use one of {', '.join(ROLES)}")
+        if r not in CHAT_ROLES:
+            errs.append(f"{loc}: train_roles has {r!r}, not a protocol role; use one of {', '.join(CHAT_ROLES)}")
         elif r not in present:
             errs.append(
                 f"{loc}: train role {r!r} never appears in messages (roles present: {', '.join(sorted(present))}); "

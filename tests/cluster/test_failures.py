@@ -19,8 +19,9 @@ import torch
 from builders import ROOT, build_model_dir, build_tokenizer
 
 from longshort.cluster.policy_group import ActorFailure, PolicyGroup
-from longshort.cluster.topology import RoleResources, TopologyConfig
+from longshort.cluster.topology import RoleResources
 from longshort.core.errors import LongshortError
+from longshort.recipes.longshort.recipe import PairTopology
 from longshort.training.trainer import Batch, EngineConfig, masked_nll_sum
 
 torch.set_num_threads(1)
@@ -53,8 +54,8 @@ def hang(logits, batch):
     return masked_nll_sum(logits, batch)
 
 
-def _topology(colocate: bool) -> TopologyConfig:
-    return TopologyConfig(long=RoleResources(num_ranks=2, colocate=colocate, num_engines=1, reference=False),
+def _topology(colocate: bool) -> PairTopology:
+    return PairTopology(long=RoleResources(num_ranks=2, colocate=colocate, num_engines=1, reference=False),
                           call_timeout_s=120)
 
 
@@ -120,10 +121,11 @@ DRIVER = textwrap.dedent("""
     from longshort.engines.base import GenerationRequest
     from longshort.core.errors import LongshortError
     from longshort.cluster.policy_group import Policies
-    from longshort.cluster.topology import RoleResources, TopologyConfig
+    from longshort.cluster.topology import RoleResources
+    from longshort.recipes.longshort.recipe import PairTopology
 
     ray.init(address=sys.argv[1], log_to_driver=False)
-    topo = TopologyConfig(long=RoleResources(colocate=False, reference=False))
+    topo = PairTopology(long=RoleResources(colocate=False, reference=False))
     try:
         with Policies.start(topo, {"long": sys.argv[2]}) as policies:
             group = policies["long"]
@@ -152,7 +154,7 @@ def test_dead_engine_is_named_and_the_driver_exits_nonzero(ray_local, model_dir)
 def test_engine_that_dies_while_rank0_broadcasts_is_named_and_nothing_hangs(ray_local, model_dir):
     """Collective weight sync (gloo here, NCCL on GPUs): rank 0 is inside a broadcast when its receiver dies; the
     group names the dead engine and stops every actor, the blocked rank 0 included."""
-    topo = TopologyConfig(long=RoleResources(colocate=False, reference=False, weight_sync="collective"),
+    topo = PairTopology(long=RoleResources(colocate=False, reference=False, weight_sync="collective"),
                           call_timeout_s=20)
     group = PolicyGroup.start("long", model_dir, topo, EngineConfig(lr=1e-2, total_steps=10))
     try:

@@ -11,7 +11,6 @@ from builders import build_model_dir
 from longshort.cluster.policy_group import Policies, PolicyGroup
 from longshort.cluster.topology import (
     RoleResources,
-    TopologyConfig,
     actor_name,
     create_placement_group,
     role_bundles,
@@ -20,17 +19,18 @@ from longshort.cluster.topology import (
 from longshort.cluster.workers.engine import build_engine
 from longshort.core.config import build, load
 from longshort.core.errors import LongshortError
+from longshort.recipes.longshort.recipe import PairTopology
 
 
 def test_defaults_fit_a_two_core_laptop():
-    topo = build(TopologyConfig, {})
+    topo = build(PairTopology, {})
     bundles = role_bundles(topo.long) + role_bundles(topo.short)
     assert bundles == [{"CPU": 0.5}, {"CPU": 0.5}]  # one rank per role; engines live inside the ranks
     assert topo.long.colocate and topo.long.engine_backend == "hf" and topo.long.reference
 
 
 def test_cluster_layout_bundles():
-    topo = build(TopologyConfig, {"long": {"num_ranks": 2, "gpus_per_rank": 1, "cpus_per_rank": 4,
+    topo = build(PairTopology, {"long": {"num_ranks": 2, "gpus_per_rank": 1, "cpus_per_rank": 4,
                                            "colocate": False, "num_engines": 2, "gpus_per_engine": 2,
                                            "engine_backend": "vllm",
                                            "engine_kwargs": {"tensor_parallel_size": 2}, "placement": "SPREAD"}})
@@ -54,7 +54,7 @@ def test_cluster_layout_bundles():
 ])
 def test_bad_config_names_the_key_and_the_fix(section, message):
     with pytest.raises(LongshortError) as info:
-        build(TopologyConfig, section, "topology")
+        build(PairTopology, section, "topology")
     assert message in str(info.value)
 
 
@@ -62,7 +62,7 @@ def test_yaml_errors_point_at_the_line(tmp_path):
     path = tmp_path / "topology.yaml"
     path.write_text("long:\n  num_ranks: 1\n  colocate: true\n  num_engines: 3\n")
     with pytest.raises(LongshortError, match=r"topology.yaml:\d+: key 'long.num_engines'"):
-        load(TopologyConfig, path)
+        load(PairTopology, path)
 
 
 def test_split_evenly():
@@ -73,7 +73,7 @@ def test_split_evenly():
 
 def test_vllm_is_reached_by_registry_name_only(tmp_path):
     # vLLM is not installed in this environment: choosing it validates, building it gives the install hint.
-    assert build(TopologyConfig, {"long": {"engine_backend": "vllm"}}).long.engine_backend == "vllm"
+    assert build(PairTopology, {"long": {"engine_backend": "vllm"}}).long.engine_backend == "vllm"
     try:
         import vllm  # noqa: F401
     except ImportError:
@@ -112,7 +112,7 @@ def _free_cpus_return_to(total: float, timeout_s: float = 20.0) -> bool:
 def test_default_topology_places_both_roles_on_two_cpus(ray_two_cpus):
     from ray.util.placement_group import remove_placement_group
 
-    topo = TopologyConfig()
+    topo = PairTopology()
     pgs = [create_placement_group(role, topo.role(role), timeout_s=20) for role in ("long", "short")]
     assert ray.available_resources().get("CPU", 0.0) == pytest.approx(1.0)
     for pg in pgs:
@@ -122,7 +122,7 @@ def test_default_topology_places_both_roles_on_two_cpus(ray_two_cpus):
 
 def test_unplaceable_role_is_named_and_nothing_leaks(ray_two_cpus, tmp_path):
     path = build_model_dir(tmp_path / "m")
-    topo = TopologyConfig(short=RoleResources(num_ranks=2, cpus_per_rank=4), actor_start_timeout_s=2)
+    topo = PairTopology(short=RoleResources(num_ranks=2, cpus_per_rank=4), actor_start_timeout_s=2)
     t0 = time.monotonic()
     with pytest.raises(LongshortError) as info:
         Policies.start(topo, {"long": path, "short": path})  # long is launched first, then short cannot be placed
@@ -135,6 +135,6 @@ def test_unplaceable_role_is_named_and_nothing_leaks(ray_two_cpus, tmp_path):
 
 def test_model_dir_is_checked_before_any_actor_starts(ray_two_cpus, tmp_path):
     with pytest.raises(LongshortError, match="has no config.json"):
-        PolicyGroup("long", tmp_path, TopologyConfig())
+        PolicyGroup("long", tmp_path, PairTopology())
     with pytest.raises(LongshortError, match="unknown role 'medium'"):
-        PolicyGroup("medium", tmp_path, TopologyConfig())
+        PolicyGroup("medium", tmp_path, PairTopology())

@@ -14,8 +14,8 @@ from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast,
 
 from longshort.core.errors import LongshortError
 from longshort.data.protocol import EOS, add_protocol_tokens
-from longshort.engines import hf
 from longshort.engines.base import GenerationRequest, SamplingParams
+from longshort.engines.hf import engine as hf
 from longshort.engines.hf.engine import HFConfig, HFEngine, _pick, _Row
 from longshort.engines.hf.kv_cache import GrowingLayer
 from longshort.engines.registry import engine_class, make_engine

@@ -14,10 +14,12 @@ from builders import ROOT
 from longshort.cli import main
 from longshort.pipeline.commands import open_tracker, prepare_run
 from longshort.pipeline.run_config import load_run_config
-from longshort.pipeline.runner import MARKER, STAGES, outputs, plan, run_pipeline
+from longshort.pipeline.runner import MARKER, outputs, plan, run_pipeline
+from longshort.recipes.longshort.recipe import RECIPE
 from longshort.tracking.tracker import read_metrics
 
 SMOKE = str(ROOT / "ray_configs" / "smoke.yaml")
+STAGES = RECIPE.stage_names
 
 
 class InterruptAt:

@@ -11,8 +11,8 @@ import ray
 import torch
 from builders import build_run_dir
 
-from longshort.cluster.topology import TopologyConfig
 from longshort.core.config import build
+from longshort.recipes.longshort.recipe import PairTopology
 from longshort.rl.loop import RLConfig, RLInterrupted, run_rl
 from longshort.tracking.tracker import Tracker, TrackingConfig, read_metrics
 
@@ -21,7 +21,7 @@ CFG = {"steps": 2, "prompts_per_step": 2, "group_size": 4, "mini_batches": 2, "l
        "kl_coef": 0.05, "kl_estimator": "k3", "optim": {"lr": 2e-4}, "save_every": 1, "eval_before": False,
        "samples_every": 1, "samples_logged": 2, "progress": False,
        "episode": {"max_turns": 4, "max_turn_tokens_long": 20, "max_turn_tokens_short": 28, "max_episode_tokens": 80}}
-TOPO = TopologyConfig(call_timeout_s=300)
+TOPO = PairTopology(call_timeout_s=300)
 VOLATILE = ("time/", "throughput/")
 
 

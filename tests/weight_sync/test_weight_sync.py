@@ -13,9 +13,10 @@ from builders import build_tokenizer
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
 from longshort.cluster.policy_group import Policies, PolicyGroup
-from longshort.cluster.topology import RoleResources, TopologyConfig
+from longshort.cluster.topology import RoleResources
 from longshort.engines.base import GenerationRequest, SamplingParams
 from longshort.engines.hf.engine import HFEngine
+from longshort.recipes.longshort.recipe import PairTopology
 from longshort.training.trainer import Batch, EngineConfig
 from longshort.weight_sync.base import (
     ALIGN,
@@ -161,7 +162,7 @@ def pair(ray_local, tmp_path_factory):
     actor (object-store sync). The ZeRO-3 test below covers a tied model with standalone engines."""
     root = tmp_path_factory.mktemp("pair")
     paths = {"long": make_model_dir(root / "tied", tie=True), "short": make_model_dir(root / "untied", tie=False)}
-    topo = TopologyConfig(long=RoleResources(colocate=True, reference=False),
+    topo = PairTopology(long=RoleResources(colocate=True, reference=False),
                           short=RoleResources(colocate=False, reference=False), call_timeout_s=300)
     policies = Policies.start(topo, paths, EngineConfig(lr=3e-2, total_steps=10))
     yield policies
@@ -210,7 +211,7 @@ def test_zero3_group_syncs_full_params_to_every_engine(ray_local, tmp_path, stra
     the object store, or broadcast by rank 0 over a gloo group of its own (the NCCL path's code, on CPU)."""
     path = make_model_dir(tmp_path / "m", tie=True, seed=1)
     res = RoleResources(num_ranks=2, colocate=False, num_engines=2, reference=True, weight_sync=strategy)
-    topo = TopologyConfig(long=res, bucket_mb=0.125, call_timeout_s=300)
+    topo = PairTopology(long=res, bucket_mb=0.125, call_timeout_s=300)
     group = PolicyGroup.start("long", path, topo, EngineConfig(lr=3e-2, total_steps=10, zero_stage=3))
     try:
         tok = build_tokenizer()

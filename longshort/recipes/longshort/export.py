@@ -333,19 +333,3 @@ def load_pair(export_dir: str | Path, verify_hashes: bool = False) -> tuple[dict
                                          "export the pair again or copy it anew")
         dirs[role] = d
     return manifest, dirs["long"], dirs["short"]
-
-
-# ---------------------------------------------------------------------------------------------- stage
-
-
-def export_stage(cfg) -> int:
-    """CLI entry (``longshort export [CONFIG] [overrides]``): uses ``cfg.export``."""
-    from longshort.pipeline.commands import open_tracker, prepare_run
-
-    run_dir = prepare_run(cfg)
-    with open_tracker(cfg, run_dir) as tracker:
-        out = run_export(cfg.export, run_dir, tracker)
-    manifest = json.loads((out / MANIFEST).read_text(encoding="utf-8"))
-    print(f"\nExported the {manifest['source_stage']} pair of run {manifest['run']!r} to {out}\n"
-          f"  try it: longshort solve {out} \"What is 12 + 7?\"")
-    return 0

@@ -1,0 +1,45 @@
+"""Every path inside ``runs/<name>/``, in one place. Stages join these to the run directory; config keys that
+point elsewhere (a ``path``/``data``/``model`` key left empty means the run's own file) go through ``resolve``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+# toy bootstrap (the embedded default's long-CoT base model and its task data)
+BOOTSTRAP = "bootstrap"
+BASE_MODEL = "bootstrap/base_model"
+TRAIN_DATA = "bootstrap/data/train.jsonl"
+EVAL_DATA = "bootstrap/data/eval.jsonl"
+BOOTSTRAP_EVAL = "bootstrap/eval.json"
+# Long⊗Short analysis
+THOUGHTS = "chunk/thoughts.jsonl"
+SCORES = "score/scores.jsonl"
+SCORE_CACHE = "score/cache"
+DIALOGUES = "coldstart/dialogues.jsonl"
+# training stages
+SFT_EVAL = "sft/eval.json"
+RL_CHECKPOINTS = "rl/checkpoints"
+# evaluation and export
+EVAL = "eval"
+EVAL_RESULTS = "eval/results.json"
+EVAL_TABLE = "eval/table.md"
+EXPORT = "export"
+# run bookkeeping
+CONFIG = "config.yaml"
+PIPELINE_STATE = "pipeline.json"
+STAGE_DONE, STAGE_STARTED = ".complete.json", ".started.json"  # inside a stage's folder
+
+
+def role_model(stage: str, role: str) -> str:
+    """The exported HF model of ``role`` after ``stage`` (``sft/long/model``, ``rl/short/model`` ...)."""
+    return f"{stage}/{role}/model"
+
+
+def role_dir(stage: str, role: str) -> str:
+    """A role's working folder inside a training stage (checkpoints, then ``model``)."""
+    return f"{stage}/{role}"
+
+
+def resolve(run_dir: str | Path, path: str | None, default: str) -> Path:
+    """A configured path, or ``default`` inside the run directory when it is empty/None."""
+    return Path(path) if path else Path(run_dir) / default

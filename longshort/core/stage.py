@@ -1,0 +1,62 @@
+"""What a recipe declares: its roles, its config sections and its stages. The pipeline and the CLI are built
+from these declarations alone (``longshort.pipeline``), so a recipe adds no wiring of its own elsewhere."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+# (run config, run dir, tracker, resume) -> None. ``resume``: an interrupted attempt under the same config left
+# checkpoints or caches behind; continue from them.
+StageFn = Callable[[Any, Path, Any, bool], None]
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One step of a recipe's pipeline, also its own subcommand (``longshort <name>``)."""
+
+    name: str
+    help: str  # one line for ``longshort --help``
+    sections: tuple[str, ...]  # config sections whose values decide the outputs (the stage's fingerprint)
+    outputs: tuple[str, ...]  # files a complete stage has, relative to the run dir; "{export.out}/x": that key's dir
+    run: StageFn
+    keep: tuple[str, ...] = ()  # content-addressed entries of the stage folder kept when its config changed
+    report: Callable[[Any, Path], str] | None = None  # what the standalone command prints when the stage is done
+    needed: Callable[[Any], bool] | None = None  # None: always; else whether this config needs the stage at all
+    resumable: bool = False  # the standalone command takes --resume (the stage keeps exact checkpoints)
+
+
+@dataclass(frozen=True)
+class RoleSpec:
+    """A model role of a recipe. A trainable role gets trainer ranks (optimizer, reference) and engines that are
+    synced after each update; a frozen role gets engines only and is never synced."""
+
+    trainable: bool = True
+    help: str = ""
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A training method: its roles, the config sections it adds to the run config, and its stages in order."""
+
+    name: str
+    help: str
+    roles: dict[str, RoleSpec]
+    # config section name -> dataclass (with defaults) added to the run config, or its lazy "module:Class" path
+    # (so that listing a recipe's stages for the CLI imports no torch)
+    sections: dict[str, type | str]
+    stages: tuple[Stage, ...]
+    default_config: str | None = None  # packaged YAML (relative to the longshort package) loaded when no file is given
+    extra: dict[str, Any] = field(default_factory=dict)  # recipe-specific hooks other layers never read
+
+    def stage(self, name: str) -> Stage:
+        for s in self.stages:
+            if s.name == name:
+                return s
+        raise KeyError(name)
+
+    @property
+    def stage_names(self) -> list[str]:
+        return [s.name for s in self.stages]

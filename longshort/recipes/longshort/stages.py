@@ -1,0 +1,142 @@
+"""The Long⊗Short pipeline as stage declarations: what each stage reads from the run config, what it writes,
+and what its standalone command prints. ``longshort run`` and every ``longshort <stage>`` come from this list."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from longshort.core import run_dir as rd
+from longshort.core.stage import Stage
+from longshort.data.verify import shared_verifier
+
+
+def _bootstrap(cfg, run_dir: Path, tracker, resume: bool) -> None:
+    from longshort.toy.bootstrap import run_bootstrap
+
+    run_bootstrap(cfg.bootstrap, run_dir / rd.BOOTSTRAP, tracker, cfg.verify)
+
+
+def _bootstrap_report(cfg, run_dir: Path) -> str:
+    summary = json.loads((run_dir / rd.BOOTSTRAP_EVAL).read_text())
+    return f"Base model: {run_dir / rd.BASE_MODEL}\n" + format_table(summary)
+
+
+def _bootstrap_needed(cfg) -> bool:
+    """Whether a stage of this config reads the embedded base model or its task data (a path left unset)."""
+    if cfg.pipeline.bootstrap != "auto":
+        return cfg.pipeline.bootstrap == "always"
+    reads = {
+        "chunk": lambda: cfg.chunk.source.path == "",
+        "score": lambda: cfg.score.model is None,
+        "sft": lambda: cfg.sft.long_model is None or cfg.sft.short_model is None or cfg.sft.eval.source.path == "",
+        "rl": lambda: cfg.rl.train.path == "" or cfg.rl.eval.path == "",
+        "eval": lambda: any(b.source.path == "" for b in cfg.eval.benchmarks)
+        or any(str(p).startswith(rd.BOOTSTRAP + "/") for s in cfg.eval.systems for p in (s.model, s.long, s.short)
+               if p),
+    }
+    return any(reads[k]() for k in (cfg.pipeline.stages or reads) if k in reads)
+
+
+def _chunk(cfg, run_dir: Path, tracker, resume: bool) -> None:
+    from longshort.recipes.longshort.chunking.thoughts import run_chunk
+
+    run_chunk(cfg.chunk, run_dir, tracker)
+
+
+def _score(cfg, run_dir: Path, tracker, resume: bool) -> None:
+    from longshort.recipes.longshort.scoring.rollouts import run_score
+
+    run_score(cfg.score, run_dir, tracker, shared_verifier(cfg.verify))
+
+
+def _coldstart(cfg, run_dir: Path, tracker, resume: bool) -> None:
+    from longshort.recipes.longshort.coldstart.dialogues import run_coldstart
+
+    run_coldstart(cfg.coldstart, run_dir, tracker, shared_verifier(cfg.verify))
+
+
+def _sft(cfg, run_dir: Path, tracker, resume: bool) -> None:
+    from longshort.recipes.longshort.pair_sft import run_pair_sft
+
+    run_pair_sft(cfg.sft, run_dir, tracker, shared_verifier(cfg.verify))
+
+
+def _outputs_report(folder: str):
+    return lambda cfg, run_dir: f"{folder} done: outputs in {run_dir / folder}"
+
+
+def _rl(cfg, run_dir: Path, tracker, resume: bool) -> None:
+    from longshort.rl import checkpoint
+    from longshort.rl.loop import run_rl
+
+    resume = resume and bool(checkpoint.checkpoints(run_dir / rd.RL_CHECKPOINTS))
+    result = run_rl(cfg.rl, run_dir, cfg.topology, tracker, shared_verifier(cfg.verify), resume=resume)
+    if result.eval is not None:
+        tracker.summary({f"rl_eval/{k}": v for k, v in result.eval.items() if not isinstance(v, list)})
+
+
+def _rl_report(cfg, run_dir: Path) -> str:
+    from longshort.rl import checkpoint
+
+    done = checkpoint.checkpoints(run_dir / rd.RL_CHECKPOINTS)
+    text = f"RL done: {cfg.rl.steps} steps; checkpoint {done[-1] if done else None}"
+    path = run_dir / "rl" / "eval.json"
+    if path.exists():
+        ev = json.loads(path.read_text())
+        text += "\n" + format_table({k: v for k, v in ev.items() if k != "history"})
+    return text
+
+
+def _eval(cfg, run_dir: Path, tracker, resume: bool) -> None:
+    from longshort.eval.runner import run_eval
+
+    run_eval(cfg.eval, run_dir, tracker, shared_verifier(cfg.verify))
+
+
+def _eval_report(cfg, run_dir: Path) -> str:
+    return (run_dir / rd.EVAL_TABLE).read_text(encoding="utf-8")
+
+
+def _export(cfg, run_dir: Path, tracker, resume: bool) -> None:
+    from longshort.recipes.longshort.export import run_export
+
+    run_export(cfg.export, run_dir, tracker)
+
+
+def _export_report(cfg, run_dir: Path) -> str:
+    from longshort.recipes.longshort.export import MANIFEST
+
+    out = Path(cfg.export.out) if cfg.export.out else run_dir / rd.EXPORT
+    manifest = json.loads((out / MANIFEST).read_text(encoding="utf-8"))
+    return (f"Exported the {manifest['source_stage']} pair of run {manifest['run']!r} to {out}\n"
+            f"  try it: longshort solve {out} \"What is 12 + 7?\"")
+
+
+def format_table(metrics: dict) -> str:
+    rows = [(k, f"{v:.4g}" if isinstance(v, float) else str(v)) for k, v in metrics.items() if not isinstance(v, dict)]
+    width = max((len(k) for k, _ in rows), default=0)
+    return "\n".join(f"  {k:<{width}}  {v}" for k, v in rows)
+
+
+STAGES = (
+    Stage("bootstrap", "generate the synthetic task, build tokenizer + tiny model, SFT the long-CoT base model, "
+          "evaluate it", ("bootstrap",), (f"{rd.BASE_MODEL}/config.json", rd.BOOTSTRAP_EVAL), _bootstrap,
+          report=_bootstrap_report, needed=_bootstrap_needed),
+    Stage("chunk", "split long CoTs into thoughts (rules, or an engine's grouping validated) → runs/<name>/chunk/",
+          ("chunk",), (rd.THOUGHTS,), _chunk, report=_outputs_report("chunk")),
+    Stage("score", "Monte Carlo importance of each thought from prefix rollouts (cached, resumable) → "
+          "runs/<name>/score/", ("score",), (rd.SCORES,), _score, keep=("cache",), report=_outputs_report("score")),
+    Stage("coldstart", "turn scored CoTs into long/short dialogues that verify → runs/<name>/coldstart/",
+          ("coldstart",), (rd.DIALOGUES,), _coldstart, report=_outputs_report("coldstart")),
+    Stage("sft", "SFT the long and the short model on their own turns of the dialogues, then evaluate the pair",
+          ("sft",), tuple(f"{rd.role_model('sft', r)}/config.json" for r in ("long", "short")), _sft,
+          report=_outputs_report("sft")),
+    Stage("rl", "multi-turn RL of the long/short pair on Ray: both policies roll out together and both update",
+          ("rl",), tuple(f"{rd.role_model('rl', r)}/config.json" for r in ("long", "short")), _rl,
+          report=_rl_report, resumable=True),
+    Stage("eval", "evaluate models and pairs on benchmarks (eval.systems x eval.benchmarks) → runs/<name>/eval/",
+          ("eval",), (rd.EVAL_RESULTS,), _eval, report=_eval_report),
+    Stage("export", "write the trained pair as two HF model dirs + manifest + model card → runs/<name>/export/",
+          ("export",), ("{export.out}/manifest.json",), _export, report=_export_report),
+)

@@ -1,0 +1,88 @@
+"""One stage registry: `longshort run` and `longshort <stage>` call the same Stage.run with the same config
+(the drift where `longshort bootstrap` dropped the run's `verify` section cannot come back), and a registered
+recipe is selected by `recipe:` / `--recipe` with its own sections, stages and subcommands."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from longshort import cli
+from longshort.core.errors import LongshortError
+from longshort.core.stage import Recipe, RoleSpec, Stage
+from longshort.pipeline.run_config import load_run_config
+from longshort.recipes import RECIPES
+
+CALLS: list[dict] = []
+
+
+@dataclass
+class ProbeConfig:
+    greeting: str = "hello"
+
+
+def _probe(cfg, run_dir: Path, tracker, resume: bool) -> None:
+    CALLS.append({"greeting": cfg.probe.greeting, "workers": cfg.verify.workers, "run_dir": str(run_dir),
+                  "resume": resume})
+    (run_dir / "probe").mkdir(exist_ok=True)
+    (run_dir / "probe" / "out.json").write_text(json.dumps(CALLS[-1]))
+
+
+PROBE = Recipe(name="probe", help="a one-stage recipe for tests", roles={"solo": RoleSpec(trainable=False)},
+               sections={"probe": ProbeConfig},
+               stages=(Stage("probe-stage", "writes what it was called with", ("probe",), ("probe/out.json",), _probe,
+                             report=lambda cfg, d: f"probe wrote {d / 'probe' / 'out.json'}", resumable=True),))
+
+
+@pytest.fixture
+def probe_recipe():
+    RECIPES.register("probe", PROBE)
+    CALLS.clear()
+    yield
+    RECIPES._entries.pop("probe")
+
+
+def test_run_and_stage_command_call_the_same_stage_with_the_same_config(probe_recipe, tmp_path, capsys):
+    common = [f"output_dir={tmp_path}", "tracking.mode=disabled", "verify.workers=3", "probe.greeting=hi"]
+    assert cli.main(["probe-stage", "--recipe", "probe", *common]) == 0
+    assert "probe wrote" in capsys.readouterr().out
+    assert cli.main(["run", "--recipe", "probe", "name=other", *common]) == 0
+    assert [(c["greeting"], c["workers"]) for c in CALLS] == [("hi", 3), ("hi", 3)]
+    assert Path(CALLS[0]["run_dir"]).name == "tiny" and Path(CALLS[1]["run_dir"]).name == "other"
+    assert cli.main(["probe-stage", "recipe=probe", *common, "--resume"]) == 0  # the config key selects it too
+    assert CALLS[-1]["resume"] is True
+
+
+def test_a_recipe_brings_its_own_sections_and_stages(probe_recipe, capsys):
+    cfg = load_run_config(None, ["recipe=probe"])
+    assert cfg.probe.greeting == "hello" and not hasattr(cfg, "rl") and cfg.pipeline.stages == ["probe-stage"]
+    with pytest.raises(LongshortError, match="unknown key 'rl'"):
+        load_run_config(None, ["recipe=probe", "rl.steps=3"])
+    with pytest.raises(LongshortError, match="'recipe' is 'nope'; accepted: longshort, probe"):
+        load_run_config(None, ["recipe=nope"])
+    with pytest.raises(LongshortError, match="not a subsequence"):
+        load_run_config(None, ["pipeline.stages=[probe-stage]"])  # a longshort run has no such stage
+    assert cli.main(["probe-stage", "tracking.mode=disabled"]) == 2
+    assert "'probe-stage' is not a stage of the longshort recipe" in capsys.readouterr().err
+
+
+def test_longshort_bootstrap_gets_the_runs_verify_section(monkeypatch, tmp_path):
+    """The drift this registry removed: the bootstrap command now passes ``verify`` exactly as ``run`` does."""
+    import longshort.toy.bootstrap as bootstrap
+
+    seen = []
+
+    def record(cfg, run_dir, tracker, verify):
+        seen.append(verify.workers)
+        (run_dir / "base_model").mkdir(parents=True, exist_ok=True)
+        (run_dir / "base_model" / "config.json").write_text("{}")
+        (run_dir / "eval.json").write_text('{"accuracy": 0.5}')
+
+    monkeypatch.setattr(bootstrap, "run_bootstrap", record)
+    common = [f"output_dir={tmp_path}", "tracking.mode=disabled", "verify.workers=3"]
+    assert cli.main(["bootstrap", *common]) == 0
+    assert cli.main(["run", *common, "name=piped", "pipeline.stages=[bootstrap]", "pipeline.bootstrap=always"]) == 0
+    assert seen == [3, 3]
