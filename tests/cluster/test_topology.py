@@ -15,6 +15,7 @@ from longshort.cluster.topology import (
     create_placement_group,
     role_bundles,
     split_evenly,
+    topology_config_class,
 )
 from longshort.cluster.workers.engine import build_engine
 from longshort.core.config import build, load
@@ -138,3 +139,31 @@ def test_model_dir_is_checked_before_any_actor_starts(ray_two_cpus, tmp_path):
         PolicyGroup("long", tmp_path, PairTopology())
     with pytest.raises(LongshortError, match="unknown role 'medium'"):
         PolicyGroup("medium", tmp_path, PairTopology())
+
+
+def test_a_frozen_role_starts_engines_only_and_is_never_synced(ray_two_cpus, tmp_path):
+    """Roles are data: a recipe's frozen role (Hawkeye's responder) gets standalone engines and nothing else."""
+    from longshort.core.config import build
+    from longshort.core.stage import RoleSpec
+    from longshort.engines.base import GenerationRequest, SamplingParams
+
+    Topo = topology_config_class({"planner": RoleSpec(trainable=True), "responder": RoleSpec(trainable=False)})
+    topo = build(Topo, {"planner": {"reference": False, "cpus_per_rank": 0.5},
+                        "responder": {"cpus_per_engine": 0.5}, "call_timeout_s": 120})
+    assert topo.role_names == ["planner", "responder"] and not topo.responder.trainable
+    assert role_bundles(topo.responder) == [{"CPU": 0.5}]  # one engine bundle: no rank, no reference
+    with pytest.raises(LongshortError, match="'topology.responder.weight_sync': 'object_store' is set on a frozen role"):
+        build(Topo, {"responder": {"weight_sync": "object_store"}}, "topology")
+    path = build_model_dir(tmp_path / "m")
+    with Policies.start(topo, {"planner": path, "responder": path}) as pol:
+        frozen = pol["responder"]
+        assert frozen.ranks == [] and len(frozen.engines) == 1 and frozen.sync is None
+        req = [GenerationRequest([5, 6, 7], SamplingParams(temperature=0.0, max_tokens=4, seed=0))]
+        before = frozen.generate(req)[0].samples[0].token_ids
+        pol["planner"].sync_weights()  # the trainable role syncs as usual
+        assert pol["planner"].version == 1 and frozen.version == 0 and frozen.engine_versions() == [0]
+        for call in (frozen.sync_weights, lambda: frozen.train_step([]), lambda: frozen.save_checkpoint(tmp_path)):
+            with pytest.raises(LongshortError, match="policy 'responder' is frozen .*trainable: false"):
+                call()
+        assert frozen.generate(req)[0].samples[0].token_ids == before
+    assert _free_cpus_return_to(2.0)
