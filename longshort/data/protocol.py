@@ -128,7 +128,45 @@ def prompt_ids(messages: list[Message], tokenizer, next_role: str) -> list[int]:
     return render(messages, tokenizer, finished=False).ids + header_ids(tokenizer, next_role)
 
 
-# ---- the long/short pair: who speaks when, how a dialogue ends ---------------------------------------------
+# ---- turn rules: who speaks when, how a dialogue ends ---------------------------------------------------
+@dataclass(frozen=True)
+class TurnRules:
+    """Who writes model turn ``k`` and how a generated turn ends, for one recipe's dialogues.
+
+    Roles take turns in ``order`` (cycled). A turn ends with END_TURN (hand control on) or EOS. EOS from a role in
+    ``finishers`` ends the dialogue (``finish``); from any other role it is read as END_TURN (``handoff``) and
+    ``canonical`` rewrites it, so training sees the layout ``render`` writes. A turn with neither terminator was cut
+    by its token limit (``cut``).
+    """
+
+    order: tuple[str, ...]
+    finishers: frozenset[str]
+    max_turns: int  # model turns in one dialogue, all roles together
+
+    def role(self, turn: int) -> str:
+        """Role of model turn ``turn`` (0-based, the user turn not counted)."""
+        return self.order[turn % len(self.order)]
+
+    def turn_end(self, role: str, token_ids: list[int], tokenizer) -> str:
+        """``finish``, ``handoff`` or ``cut`` (see the class docstring)."""
+        if not token_ids:
+            return "cut"
+        last = token_ids[-1]
+        if last == tokenizer.convert_tokens_to_ids(EOS):
+            return "finish" if role in self.finishers else "handoff"
+        if last == tokenizer.convert_tokens_to_ids(END_TURN):
+            return "handoff"
+        return "cut"
+
+    def canonical(self, role: str, token_ids: list[int], tokenizer) -> list[int]:
+        """A generated turn as ``render`` would lay it out: a non-finisher's EOS becomes END_TURN."""
+        eos, end_turn = tokenizer.convert_tokens_to_ids(EOS), tokenizer.convert_tokens_to_ids(END_TURN)
+        if role not in self.finishers and token_ids and token_ids[-1] == eos:
+            return [*token_ids[:-1], end_turn]
+        return list(token_ids)
+
+
+# ---- the long/short pair ------------------------------------------------------------------------------------
 # Layout of a pair dialogue (the collaboration protocol every stage uses: cold-start synthesis, pair SFT, RL
 # episodes, inference)::
 #
@@ -143,32 +181,24 @@ def prompt_ids(messages: list[Message], tokenizer, next_role: str) -> list[int]:
 # token limit or ``MAX_TURNS`` model turns pass without the short role finishing.
 PAIR_ROLES = ("long", "short")
 MAX_TURNS = 12  # model turns (long and short together) in one dialogue
+PAIR_RULES = TurnRules(PAIR_ROLES, frozenset({"short"}), MAX_TURNS)
+# A single model answering alone: one assistant turn, which finishes the dialogue.
+SINGLE_RULES = TurnRules(("assistant",), frozenset({"assistant"}), 1)
 
 
 def pair_role(turn: int) -> str:
     """Role of model turn ``turn`` (0-based, the user turn not counted): long, short, long, ..."""
-    return PAIR_ROLES[turn % 2]
+    return PAIR_RULES.role(turn)
 
 
 def turn_end(role: str, token_ids: list[int], tokenizer) -> str:
-    """How a generated turn ended: ``finish`` (the short role's EOS), ``handoff`` (END_TURN, or the long
-    role's EOS) or ``cut`` (no terminator: the token limit was hit)."""
-    if not token_ids:
-        return "cut"
-    last = token_ids[-1]
-    if last == tokenizer.convert_tokens_to_ids(EOS):
-        return "finish" if role == "short" else "handoff"
-    if last == tokenizer.convert_tokens_to_ids(END_TURN):
-        return "handoff"
-    return "cut"
+    """How a generated pair turn ended (``PAIR_RULES.turn_end``)."""
+    return PAIR_RULES.turn_end(role, token_ids, tokenizer)
 
 
 def canonical_turn(role: str, token_ids: list[int], tokenizer) -> list[int]:
-    """A generated turn as ``render`` would lay it out: the long role's EOS becomes END_TURN."""
-    eos, end_turn = tokenizer.convert_tokens_to_ids(EOS), tokenizer.convert_tokens_to_ids(END_TURN)
-    if role == "long" and token_ids and token_ids[-1] == eos:
-        return [*token_ids[:-1], end_turn]
-    return list(token_ids)
+    """A generated pair turn as ``render`` would lay it out (``PAIR_RULES.canonical``)."""
+    return PAIR_RULES.canonical(role, token_ids, tokenizer)
 
 
 def check_pair_dialogue(messages: list[Message], max_turns: int = MAX_TURNS) -> str | None:

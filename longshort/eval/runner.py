@@ -4,7 +4,8 @@ Every system (a single model answering alone, or a pair through the protocol) an
 answers are checked with the project's verifier (a pair's answer is the short role's last turn, and only a finished
 dialogue can be right). ``<run>/eval/`` gets ``results.json`` (accuracy, tokens, turns, truncation per system and
 benchmark), ``samples/<system>/<benchmark>.jsonl`` (every answer), and the table/CSV/plot of ``eval_report``.
-The per-sample generation here (``run_single``, ``run_pair``) is also what the SFT stage's pair eval uses.
+The per-sample generation here (``run_single``, ``run_pair``: both the one dialogue driver, ``rl.episodes.rollout``)
+is also what the SFT stage's pair eval and ``longshort solve`` use.
 """
 
 from __future__ import annotations
@@ -21,18 +22,8 @@ from typing import Literal
 from longshort.cluster.engine_pool import RolloutConfig, open_backend
 from longshort.core.errors import LongshortError
 from longshort.data.problems import Problem, ProblemSource, load_problems
-from longshort.data.protocol import (
-    MAX_TURNS,
-    Message,
-    canonical_turn,
-    header_ids,
-    pair_role,
-    prompt_ids,
-    render,
-    special_ids,
-    turn_end,
-)
-from longshort.engines.base import GenerationRequest, SamplingParams
+from longshort.data.protocol import MAX_TURNS, PAIR_RULES, SINGLE_RULES
+from longshort.rl.episodes import Episode, EpisodeConfig, PromptItem, rollout
 from longshort.toy.task import write_jsonl
 
 log = logging.getLogger("longshort")
@@ -148,55 +139,46 @@ class Answer:
 PairOutcome = Answer  # the name the SFT stage's pair eval and its tests use
 
 
+def _answers(episodes: list[Episode], tokenizer=None) -> list[Answer]:
+    """Answers of finished dialogues; with ``tokenizer`` (a single model) the one turn's text is the answer even when
+    cut (``length``), and either terminator finishes it."""
+    out = []
+    for e in episodes:
+        if tokenizer is not None:
+            ((role, ids),) = e.turn_ids()
+            status = "length" if e.turns[0].end_kind == "cut" else "finished"
+            out.append(Answer([(role, ids)], status, tokenizer.decode(ids, skip_special_tokens=True)))
+            continue
+        status = e.status if e.status in ("finished", "max_turns") else "cut"
+        out.append(Answer(e.turn_ids(), status, e.answer_text if status == "finished" else ""))
+    return out
+
+
 def run_pair(long_gen, short_gen, tokenizer, problems: list[str], *, max_turns: int = MAX_TURNS,
              max_turn_tokens: int = 256, temperature: float = 0.0, top_p: float = 1.0, seed: int = 0) -> list[Answer]:
-    """Alternate the two models through the protocol on every problem, all problems batched per turn (request
-    ``i`` is seeded ``seed + i``). The dialogue is kept as token ids: generated ids are appended as they are."""
-    sp = special_ids(tokenizer)
-    stops = [sp["<|endoftext|>"], sp["<|end_turn|>"]]
-    ids = [render([Message("user", p)], tokenizer, finished=False).ids for p in problems]
-    turns: list[list[tuple[str, list[int]]]] = [[] for _ in problems]
-    status = ["running"] * len(problems)
-    for turn in range(max_turns):
-        role = pair_role(turn)
-        active = [i for i, s in enumerate(status) if s == "running"]
-        if not active:
-            break
-        head = header_ids(tokenizer, role)
-        params = [SamplingParams(temperature=temperature, top_p=top_p, max_tokens=max_turn_tokens,
-                                 stop_token_ids=stops, seed=seed + i, logprobs=False) for i in active]
-        reqs = [GenerationRequest(ids[i] + head, p, request_id=f"{i}/{turn}") for i, p in zip(active, params,
-                                                                                              strict=True)]
-        results = (long_gen if role == "long" else short_gen)(reqs)
-        for i, res in zip(active, results, strict=True):
-            gen = res.samples[0].token_ids
-            end = turn_end(role, gen, tokenizer)
-            gen = canonical_turn(role, gen, tokenizer)
-            ids[i] = ids[i] + head + gen
-            turns[i].append((role, gen))
-            if end in ("finish", "cut"):
-                status[i] = "finished" if end == "finish" else "cut"
-    out = []
-    for i, st in enumerate(status):
-        st = "max_turns" if st == "running" else st
-        text = tokenizer.decode(turns[i][-1][1], skip_special_tokens=True) if st == "finished" else ""
-        out.append(Answer(turns[i], st, text))
-    return out
+    """Alternate the two models through the pair protocol on every problem (the one dialogue driver,
+    ``rl.episodes.rollout``), all problems batched per turn; every request of problem ``i`` is seeded ``seed + i``."""
+    limits = EpisodeConfig(max_turns=max_turns, max_turn_tokens_long=max_turn_tokens,
+                           max_turn_tokens_short=max_turn_tokens, max_episode_tokens=max(2, max_turns * max_turn_tokens),
+                           temperature=temperature, top_p=top_p)
+    episodes, _ = rollout(_prompts(problems), {"long": long_gen, "short": short_gen}, tokenizer, limits, group_size=1,
+                          logprobs=False, rules=PAIR_RULES, seed_fn=lambda e, turn: seed + e.group)
+    return _answers(episodes)
 
 
 def run_single(gen, tokenizer, problems: list[str], *, max_tokens: int = 512, temperature: float = 0.0,
                top_p: float = 1.0, seed: int = 0) -> list[Answer]:
-    """A model answering alone (assistant role); request ``i`` is seeded ``seed + i``."""
-    reqs = [GenerationRequest(prompt_ids([Message("user", p)], tokenizer, "assistant"),
-                              SamplingParams(temperature=temperature, top_p=top_p, max_tokens=max_tokens,
-                                             seed=seed + i, logprobs=False), request_id=str(i))
-            for i, p in enumerate(problems)]
-    out = []
-    for r in gen(reqs):
-        s = r.samples[0]
-        out.append(Answer([("assistant", list(s.token_ids))], "finished" if s.finish_reason == "stop" else "length",
-                          s.text))
-    return out
+    """A model answering alone (one ``assistant`` turn, through the same driver); request ``i`` is seeded
+    ``seed + i``. The turn ends at either protocol terminator (EOS or END_TURN)."""
+    limits = EpisodeConfig(max_turns=1, max_turn_tokens_long=max_tokens, max_turn_tokens_short=max_tokens,
+                           max_episode_tokens=max(2, max_tokens), temperature=temperature, top_p=top_p)
+    episodes, _ = rollout(_prompts(problems), {"assistant": gen}, tokenizer, limits, group_size=1, logprobs=False,
+                          rules=SINGLE_RULES, seed_fn=lambda e, turn: seed + e.group)
+    return _answers(episodes, tokenizer)
+
+
+def _prompts(problems: list[str]) -> list[PromptItem]:
+    return [PromptItem(str(i), p, "") for i, p in enumerate(problems)]
 
 
 def judge(answers: list[Answer], golds: list[str], verifier) -> list:

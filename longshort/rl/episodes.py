@@ -1,8 +1,9 @@
-"""Multi-turn pair episodes, token-in/token-out: the long and short policies take turns through the protocol.
+"""The one multi-turn dialogue driver, token-in/token-out: RL episodes, eval, the SFT stage's pair eval and
+``longshort solve`` all run dialogues through ``rollout``.
 
-For every problem, ``group_size`` episodes alternate long and short turns (``protocol.pair_role``) until the short
-role finishes (EOS), a turn is cut by its token limit, the episode's token budget runs out, or ``max_turns`` model
-turns pass. Each turn is one batched ``generate`` call on the speaking role's engines over *all* live episodes
+A recipe supplies the turn rules (``protocol.TurnRules``: who speaks next, who may finish; default the pair's:
+long, short, long, ...). For every problem, ``group_size`` episodes take turns until a finishing role ends with
+EOS, a turn is cut by its token limit, the episode's token budget runs out, or ``max_turns`` model turns pass. Each turn is one batched ``generate`` call on the speaking role's engines over *all* live episodes
 whose next role it is. The episode keeps the exact ids each policy generated (appended to the dialogue as they
 are, never decoded and re-encoded), the rollout logprobs, and a span per turn tagged with its author, so the same
 sequence trains both roles with their own loss masks.
@@ -24,15 +25,13 @@ from longshort.core.errors import LongshortError
 from longshort.data.protocol import (
     EOS,
     MAX_TURNS,
-    PAIR_ROLES,
+    PAIR_RULES,
     Message,
     Span,
-    canonical_turn,
+    TurnRules,
     header_ids,
-    pair_role,
     render,
     special_ids,
-    turn_end,
 )
 from longshort.engines.base import GenerationRequest, GenerationResult, SamplingParams
 
@@ -52,6 +51,7 @@ class EpisodeConfig:
     top_p: float = field(default=1.0, metadata={"gt": 0, "le": 1})
 
     def turn_limit(self, role: str) -> int:
+        """The long role's limit for ``long``; every other role (short, or a recipe's others) gets the short one."""
         return self.max_turn_tokens_long if role == "long" else self.max_turn_tokens_short
 
 
@@ -63,8 +63,8 @@ class Turn:
     start: int
     end: int
     logprobs: list[float] | None  # the engine's logprob of each generated token (None: not requested)
-    end_kind: str  # finish | handoff | cut (protocol.turn_end)
-    rewritten: bool = False  # the long role's EOS was rewritten to END_TURN: that last token is not its sample
+    end_kind: str  # finish | handoff | cut (TurnRules.turn_end)
+    rewritten: bool = False  # a non-finisher's EOS was rewritten to END_TURN: that last token is not its sample
 
     @property
     def length(self) -> int:
@@ -95,9 +95,9 @@ class Episode:
     def num_turns(self, role: str | None = None) -> int:
         return sum(1 for t in self.turns if role is None or t.role == role)
 
-    @property
-    def next_role(self) -> str:
-        return pair_role(len(self.turns))
+    def turn_ids(self) -> list[tuple[str, list[int]]]:
+        """(role, generated ids incl. terminator) of every turn, in order."""
+        return [(t.role, self.ids[t.start : t.end]) for t in self.turns]
 
     @property
     def finished(self) -> bool:
@@ -117,9 +117,15 @@ class PromptItem:
 
 @dataclass
 class RolloutStats:
-    seconds: dict[str, float] = field(default_factory=lambda: {r: 0.0 for r in PAIR_ROLES})
-    calls: dict[str, int] = field(default_factory=lambda: {r: 0 for r in PAIR_ROLES})
-    generated: dict[str, int] = field(default_factory=lambda: {r: 0 for r in PAIR_ROLES})
+    """Per role: seconds inside generate, generate calls, generated tokens (every role of the rules, 0 if idle)."""
+
+    seconds: dict[str, float] = field(default_factory=dict)
+    calls: dict[str, int] = field(default_factory=dict)
+    generated: dict[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def for_roles(cls, roles) -> RolloutStats:
+        return cls({r: 0.0 for r in roles}, {r: 0 for r in roles}, {r: 0 for r in roles})
 
 
 def request_seed(seed: int, step: int, group: int, sample: int, turn: int) -> int:
@@ -146,21 +152,26 @@ def rollout(
     step: int = 0,
     context_limit: int | None = None,
     logprobs: bool = True,
+    rules: TurnRules = PAIR_RULES,
+    seed_fn: Callable[[Episode, int], int] | None = None,
 ) -> tuple[list[Episode], RolloutStats]:
     """Run ``group_size`` episodes per prompt to the end; episodes in (prompt, sample) order.
 
-    ``generators[role]`` generates for that role (``PolicyGroup.generate``, an engine's ``generate``, or a
-    rollout backend). ``context_limit``: the models' maximum sequence length, if any.
+    ``generators[role]`` generates for that role (``PolicyGroup.generate``, an engine's ``generate``, or an engine
+    pool). ``context_limit``: the models' maximum sequence length, if any. ``rules``: the recipe's turn rules
+    (``cfg.max_turns`` caps the turns). ``seed_fn(episode, turn)``: a request's seed (default ``request_seed``).
     """
-    missing = [r for r in PAIR_ROLES if r not in generators]
+    roles = list(dict.fromkeys(rules.role(k) for k in range(min(cfg.max_turns, len(rules.order)))))
+    missing = [r for r in roles if r not in generators]
     if missing:
         raise LongshortError(f"rollout needs a generator for every role; missing: {', '.join(missing)}")
+    seed_fn = seed_fn or (lambda e, turn: request_seed(seed, step, e.group, e.sample, turn))
     sp = special_ids(tokenizer)
     stops = [sp[EOS], sp["<|end_turn|>"]]
     episodes = new_episodes(prompts, group_size, tokenizer)
-    stats = RolloutStats()
+    stats = RolloutStats.for_roles(rules.order)
     for turn in range(cfg.max_turns):
-        role = pair_role(turn)
+        role = rules.role(turn)
         live = [e for e in episodes if e.status == "running"]
         if not live:
             break
@@ -175,7 +186,7 @@ def rollout(
                 continue
             params = SamplingParams(temperature=cfg.temperature, top_p=cfg.top_p,
                                     max_tokens=min(cfg.turn_limit(role), room), stop_token_ids=stops,
-                                    seed=request_seed(seed, step, e.group, e.sample, turn), logprobs=logprobs)
+                                    seed=seed_fn(e, turn), logprobs=logprobs)
             reqs.append(GenerationRequest(e.ids + head, params, request_id=f"{step}/{e.group}/{e.sample}/{turn}"))
             todo.append(e)
         if not reqs:
@@ -189,8 +200,8 @@ def rollout(
         for e, res in zip(todo, results, strict=True):
             sample = res.samples[0]
             gen = list(sample.token_ids)
-            end = turn_end(role, gen, tokenizer)
-            canon = canonical_turn(role, gen, tokenizer)
+            end = rules.turn_end(role, gen, tokenizer)
+            canon = rules.canonical(role, gen, tokenizer)
             start = len(e.ids) + len(head)
             e.ids = e.ids + head + canon
             e.turns.append(Turn(role, start, len(e.ids), sample.logprobs, end, rewritten=canon != gen))

@@ -24,8 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from longshort.core.errors import LongshortError
-from longshort.data.protocol import END_TURN, EOS, PAD, THINK_CLOSE, THINK_OPEN, Message, prompt_ids
+from longshort.data.protocol import THINK_CLOSE, THINK_OPEN, Message
 from longshort.data.verify import VerifyConfig, shared_verifier
+from longshort.eval.runner import run_single
 from longshort.toy.task import CORRECTION_RE, TaskConfig, generate, write_jsonl
 from longshort.toy.tiny import TinyModelConfig, TokenizerConfig, build_model, n_params, task_texts, train_tokenizer
 from longshort.training.sft import SFTConfig, SFTResult, run_sft
@@ -88,45 +89,31 @@ def is_well_formed(text: str, finished: bool) -> bool:
     return _BOXED.search(text.split(THINK_CLOSE, 1)[1]) is not None
 
 
-def generate_greedy(model, tokenizer, problems: list[str], batch_size: int, max_new_tokens: int,
+def generate_greedy(engine, tokenizer, problems: list[str], batch_size: int, max_new_tokens: int,
                     progress=None) -> list[tuple[str, int, bool]]:
-    """(text, generated tokens incl. the terminator, finished) per problem: greedy, batched, left-padded."""
-    import torch
-
-    pad = tokenizer.convert_tokens_to_ids(PAD)
-    stops = {tokenizer.convert_tokens_to_ids(EOS), tokenizer.convert_tokens_to_ids(END_TURN)}
-    model.eval()
+    """(text, generated tokens incl. the terminator, finished) per problem: greedy single-model answers through the
+    engine and the one dialogue driver (``eval.runner.run_single``), ``batch_size`` problems per call."""
     out: list[tuple[str, int, bool]] = []
-    with torch.inference_mode():
-        for start in range(0, len(problems), batch_size):
-            prompts = [prompt_ids([Message("user", p)], tokenizer, "assistant")
-                       for p in problems[start : start + batch_size]]
-            width = max(map(len, prompts))
-            ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts])
-            mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
-            gen = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False,
-                                 eos_token_id=sorted(stops), pad_token_id=pad)
-            for row in gen[:, width:].tolist():
-                end = next((i for i, t in enumerate(row) if t in stops), None)
-                kept = row if end is None else row[: end + 1]
-                out.append((tokenizer.decode(kept, skip_special_tokens=True), len(kept), end is not None))
-            if progress is not None:
-                progress(len(out))
+    for start in range(0, len(problems), batch_size):
+        answers = run_single(engine.generate, tokenizer, problems[start : start + batch_size],
+                             max_tokens=max_new_tokens, temperature=0.0)
+        out += [(a.answer_text, a.total, a.status == "finished") for a in answers]
+        if progress is not None:
+            progress(len(out))
     return out
 
 
 def evaluate(model_dir: str | Path, records: list[dict], cfg: BootstrapEvalConfig,
              verify: VerifyConfig | None = None) -> tuple[dict, list[dict]]:
     """Held-out metrics of the model in ``model_dir`` and one row per problem."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     from longshort.core.progress import bar
+    from longshort.engines.registry import make_engine
 
-    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
-    model = AutoModelForCausalLM.from_pretrained(str(model_dir))
+    engine = make_engine("hf", model=str(model_dir), max_batch_size=cfg.batch_size, seed=0)
+    tokenizer = engine.tokenizer
     records = records[: cfg.n] if cfg.n else records
     with bar("base eval", len(records)) as row:
-        gens = generate_greedy(model, tokenizer, [r["problem"] for r in records], cfg.batch_size, cfg.max_new_tokens,
+        gens = generate_greedy(engine, tokenizer, [r["problem"] for r in records], cfg.batch_size, cfg.max_new_tokens,
                                progress=lambda n: row.update(completed=n))
     verdicts = shared_verifier(verify).judge_many([g[0] for g in gens], [r["answer"] for r in records])
     rows = []
