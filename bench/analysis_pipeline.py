@@ -36,7 +36,8 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    from longshort.recipes.longshort.chunking.thoughts import ChunkConfig, run_chunk
+    from longshort.recipes.longshort.chunking.config import ChunkConfig
+    from longshort.recipes.longshort.chunking.thoughts import run_chunk
     from longshort.recipes.longshort.coldstart.dialogues import ColdstartConfig, run_coldstart
     from longshort.recipes.longshort.pair_sft import PairSFTConfig, run_pair_eval, run_pair_sft
     from longshort.recipes.longshort.scoring.rollouts import ScoreConfig, run_score

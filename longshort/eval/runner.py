@@ -20,14 +20,14 @@ from pathlib import Path
 from typing import Literal
 
 from longshort.cluster.engine_pool import RolloutConfig, open_backend
+from longshort.core import run_dir as rd
 from longshort.core.errors import LongshortError
+from longshort.core.jsonl import write_jsonl
 from longshort.data.problems import Problem, ProblemSource, load_problems
 from longshort.data.protocol import MAX_TURNS, PAIR_RULES, SINGLE_RULES
 from longshort.rl.episodes import Episode, EpisodeConfig, PromptItem, rollout
-from longshort.toy.task import write_jsonl
 
 log = logging.getLogger("longshort")
-BOOTSTRAP_EVAL = "bootstrap/data/eval.jsonl"  # the default benchmark: the run's held-out problems
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")  # names become file names and metric keys
 # The stage that writes a model directory, by the first part of its path in the run directory.
 _MAKERS = {"bootstrap": "longshort bootstrap", "sft": "longshort sft", "rl": "longshort rl"}
@@ -77,9 +77,9 @@ class SystemSpec:
 
 
 def _default_systems() -> list[SystemSpec]:
-    return [SystemSpec("base", "single", model="bootstrap/base_model"),
-            SystemSpec("sft-pair", "pair", long="sft/long/model", short="sft/short/model"),
-            SystemSpec("rl-pair", "pair", long="rl/long/model", short="rl/short/model")]
+    return [SystemSpec("base", "single", model=rd.BASE_MODEL),
+            SystemSpec("sft-pair", "pair", long=rd.role_model("sft", "long"), short=rd.role_model("sft", "short")),
+            SystemSpec("rl-pair", "pair", long=rd.role_model("rl", "long"), short=rd.role_model("rl", "short"))]
 
 
 @dataclass
@@ -231,7 +231,7 @@ def _missing(system: SystemSpec, run_dir: Path) -> str | None:
 
 
 def _benchmark(spec: BenchmarkSpec, run_dir: Path) -> list[Problem]:
-    src = replace(spec.source, path=spec.source.path or str(run_dir / BOOTSTRAP_EVAL))
+    src = replace(spec.source, path=spec.source.path or str(run_dir / rd.EVAL_DATA))
     try:
         problems, _ = load_problems(src)
     except LongshortError as exc:
@@ -283,7 +283,7 @@ def run_eval(cfg: EvalConfig, run_dir: str | Path, tracker=None, verifier=None) 
     from longshort.eval.report import write_report
 
     run_dir = Path(run_dir)
-    out = run_dir / "eval"
+    out = run_dir / rd.EVAL
     benchmarks = {b.name: _benchmark(b, run_dir) for b in cfg.benchmarks}  # bad sources fail before any model work
     skipped, systems = {}, []
     for s in cfg.systems:
@@ -319,7 +319,7 @@ def run_eval(cfg: EvalConfig, run_dir: str | Path, tracker=None, verifier=None) 
     summary = {
         "settings": {k: to_dict(getattr(cfg, k)) for k in ("k", "temperature", "top_p", "seed", "max_tokens",
                                                             "max_turn_tokens", "max_turns")},
-        "benchmarks": {b.name: {"source": b.source.path or str(run_dir / BOOTSTRAP_EVAL),
+        "benchmarks": {b.name: {"source": b.source.path or str(run_dir / rd.EVAL_DATA),
                                 "n": len(benchmarks[b.name])} for b in cfg.benchmarks},
         "systems": {s.name: {"kind": s.kind, "models": s.model_paths} for s in systems},
         "results": results,

@@ -24,12 +24,12 @@ from typing import Literal
 
 from longshort.cluster.actor_calls import ActorFailure
 from longshort.cluster.topology import TopologyConfig, topology_config_class
+from longshort.core import run_dir as rd
 from longshort.core.config import PLACEMENT
 from longshort.core.errors import LongshortError
 from longshort.core.stage import RoleSpec
 from longshort.data.problems import ProblemSource, load_problems
 from longshort.data.protocol import PAIR_ROLES
-from longshort.recipes.longshort.chunking.thoughts import resolve
 from longshort.rl import checkpoint as ckpt
 from longshort.rl.advantages import Estimator, compute_advantages
 from longshort.rl.episodes import EpisodeConfig, PromptItem, rollout
@@ -156,14 +156,14 @@ def _check(cfg: RLConfig) -> None:
 
 
 def _prompts(src: ProblemSource, run_dir: Path, default: str) -> list[PromptItem]:
-    problems, report = load_problems(replace(src, path=str(resolve(run_dir, src.path or None, default))))
+    problems, report = load_problems(replace(src, path=str(rd.resolve(run_dir, src.path or None, default))))
     if report.n_skipped:
         log.warning("rl: %s", report.summary())
     return [PromptItem(p.id, p.problem, p.answer) for p in problems]
 
 
 def _model_dir(run_dir: Path, given: str | None, role: str) -> Path:
-    path = resolve(run_dir, given, f"sft/{role}/model")
+    path = rd.resolve(run_dir, given, rd.role_model("sft", role))
     if not (path / "config.json").exists():
         raise LongshortError(f"rl: the {role} model {path} does not exist; run `longshort sft` first or set "
                              f"rl.{role}_model to a Hugging Face model directory")
@@ -198,8 +198,8 @@ def run_rl(cfg: RLConfig, run_dir: str | Path, topology: TopologyConfig | None =
     if AutoTokenizer.from_pretrained(str(models["short"])).get_vocab() != tok.get_vocab():
         raise LongshortError(f"rl: {models['long']} and {models['short']} have different tokenizers; the pair must "
                              "share one vocabulary (both come from the same base model)")
-    stream = ckpt.ProblemStream(_prompts(cfg.train, run_dir, "bootstrap/data/train.jsonl"), cfg.seed)
-    eval_prompts = _prompts(cfg.eval, run_dir, "bootstrap/data/eval.jsonl")
+    stream = ckpt.ProblemStream(_prompts(cfg.train, run_dir, rd.TRAIN_DATA), cfg.seed)
+    eval_prompts = _prompts(cfg.eval, run_dir, rd.EVAL_DATA)
     verifier = verifier or shared_verifier()
     limit, base = _context_limit(models), base_metrics(run_dir)
     eval_cfg = replace(cfg.episode, temperature=0.0)

@@ -8,6 +8,7 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from longshort.core import run_dir as rd
 from longshort.data.protocol import PAIR_ROLES
 from longshort.rl.episodes import Episode, EpisodeConfig, Generate, PromptItem, rollout
 from longshort.rl.rewards import Rewards
@@ -91,7 +92,7 @@ def evaluate(generators: Mapping[str, Generate], tokenizer, prompts: Sequence[Pr
 
 def base_metrics(run_dir: Path) -> dict | None:
     """The bootstrap base model's held-out metrics (``bootstrap/eval.json``), if that stage ran in this run."""
-    path = run_dir / "bootstrap" / "eval.json"
+    path = run_dir / rd.BOOTSTRAP_EVAL
     if not path.exists():
         return None
     try:

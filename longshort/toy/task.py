@@ -22,6 +22,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from longshort.core.jsonl import write_jsonl
 from longshort.data.protocol import THINK_CLOSE, THINK_OPEN
 
 SEP = "\n\n"  # between thoughts inside <think>
@@ -309,15 +310,6 @@ def generate(cfg: TaskConfig) -> tuple[list[dict], list[dict]]:
                 held_out.add(key)
             out.append(rec)
     return splits["train"], splits["eval"]
-
-
-def write_jsonl(records: list[dict], path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", encoding="utf-8") as f:
-        for rec in records:
-            f.write(json.dumps(rec, ensure_ascii=False) + "\n")
-    return path
 
 
 def read_jsonl(path: str | Path) -> list[dict]:

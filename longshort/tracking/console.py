@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from longshort.core.logs import get_logger
-from longshort.tracking.tracker import Backend, TrackingConfig
+from longshort.tracking.base import Backend, TrackingConfig
 
 
 def format_value(value: float) -> str:

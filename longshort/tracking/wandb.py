@@ -18,7 +18,7 @@ from urllib.parse import urlparse
 
 from longshort.core.errors import LongshortError, where
 from longshort.core.logs import get_logger
-from longshort.tracking.tracker import Backend, TrackingConfig
+from longshort.tracking.base import Backend, TrackingConfig
 
 log = get_logger(__name__)
 RUN_ID_FILE = "wandb_run_id.txt"

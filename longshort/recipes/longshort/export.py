@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Literal
 
 from longshort import __version__
+from longshort.core import run_dir as rd
 from longshort.core.errors import LongshortError
 from longshort.data.protocol import (
     ADDED_TOKENS,
@@ -70,7 +71,7 @@ def find_pair(run_dir: Path, source: str) -> tuple[str, dict[str, Path]]:
     stages = ["rl", "sft"] if source == "auto" else [source]
     looked = []
     for stage in stages:
-        dirs = {r: run_dir / stage / r / "model" for r in PAIR_ROLES}
+        dirs = {r: run_dir / rd.role_model(stage, r) for r in PAIR_ROLES}
         done = {r: _complete(d) for r, d in dirs.items()}
         if all(done.values()):
             return stage, dirs
@@ -144,7 +145,7 @@ def protocol_manifest(ids: dict[str, int]) -> dict:
 
 
 def _eval_summary(run_dir: Path) -> tuple[dict | None, str | None]:
-    results, table = run_dir / "eval" / "results.json", run_dir / "eval" / "table.md"
+    results, table = run_dir / rd.EVAL_RESULTS, run_dir / rd.EVAL_TABLE
     summary = None
     if results.is_file():
         try:
@@ -160,7 +161,7 @@ def run_export(cfg: ExportConfig, run_dir: str | Path, tracker=None) -> Path:
 
     run_dir = Path(run_dir)
     stage, sources = find_pair(run_dir, cfg.source)
-    out = Path(cfg.out) if cfg.out else run_dir / "export"
+    out = Path(cfg.out) if cfg.out else run_dir / rd.EXPORT
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".tmp-{out.name}"
     shutil.rmtree(tmp, ignore_errors=True)

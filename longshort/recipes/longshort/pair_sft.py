@@ -19,12 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from longshort.cluster.engine_pool import RolloutConfig, open_backend
+from longshort.core import run_dir as rd
 from longshort.core.config import PLACEMENT
 from longshort.core.errors import LongshortError
 from longshort.data.problems import ProblemSource, load_problems
 from longshort.data.protocol import MAX_TURNS
-from longshort.eval.runner import BOOTSTRAP_EVAL, judge, run_pair, run_single  # shared with `longshort eval`
-from longshort.recipes.longshort.chunking.thoughts import BASE_MODEL, resolve
+from longshort.eval.runner import judge, run_pair, run_single  # shared with `longshort eval`
 from longshort.tracking.tracker import OffsetTracker
 from longshort.training.sft import SFTConfig, run_sft
 from longshort.training.sft_data import SFTExample, load_sft_jsonl
@@ -146,7 +146,7 @@ class BufferedTracker:
 def run_pair_sft(cfg: PairSFTConfig, run_dir: str | Path, tracker=None, verifier=None) -> PairSFTResult:
     """Train ``run_dir/sft/long/model`` and ``run_dir/sft/short/model``; evaluate the pair (``sft/eval.json``)."""
     run_dir = Path(run_dir)
-    data = resolve(run_dir, cfg.data, "coldstart/dialogues.jsonl")
+    data = rd.resolve(run_dir, cfg.data, rd.DIALOGUES)
     if not data.exists():
         raise LongshortError(f"sft: {data} does not exist; run `longshort coldstart` first or set sft.data")
     jobs = {"long": (cfg.long, cfg.long_model), "short": (cfg.short, cfg.short_model)}
@@ -159,8 +159,8 @@ def run_pair_sft(cfg: PairSFTConfig, run_dir: str | Path, tracker=None, verifier
             ranks = cfg.long.num_ranks + cfg.short.num_ranks
             sft_cfg = replace(sft_cfg, threads_per_rank=max(1, (os.cpu_count() or 1) // ranks))
         t0 = time.perf_counter()
-        start_dir = resolve(run_dir, start, BASE_MODEL)
-        res = run_sft(sft_cfg, role_examples(data, role), start_dir, run_dir / "sft" / role, tracker=view,
+        start_dir = rd.resolve(run_dir, start, rd.BASE_MODEL)
+        res = run_sft(sft_cfg, role_examples(data, role), start_dir, run_dir / rd.role_dir("sft", role), tracker=view,
                       metric_prefix=f"sft_{role}/", in_process=False if cfg.parallel else None)
         models[role] = res.model_dir
         seconds[f"sft_{role}"] = time.perf_counter() - t0
@@ -197,16 +197,16 @@ def run_pair_eval(cfg: PairSFTConfig, run_dir: str | Path, tracker=None, verifie
     from longshort.data.verify import shared_verifier
 
     run_dir = Path(run_dir)
-    models = {role: run_dir / "sft" / role / "model" for role in ("long", "short")}
+    models = {role: run_dir / rd.role_model("sft", role) for role in ("long", "short")}
     for path in models.values():
         if not (path / "config.json").exists():
             raise LongshortError(f"sft eval: {path} does not exist; train the pair first (`longshort sft`)")
     ev = cfg.eval
-    src = replace(ev.source, path=str(resolve(run_dir, ev.source.path, BOOTSTRAP_EVAL)))
+    src = replace(ev.source, path=str(rd.resolve(run_dir, ev.source.path, rd.EVAL_DATA)))
     problems, _ = load_problems(src)
-    base = resolve(run_dir, None, BASE_MODEL)
+    base = rd.resolve(run_dir, None, rd.BASE_MODEL)
     result = evaluate_pair(ev, base, models["long"], models["short"], problems, verifier or shared_verifier())
-    (run_dir / "sft" / "eval.json").write_text(json.dumps(result, indent=2))
+    (run_dir / rd.SFT_EVAL).write_text(json.dumps(result, indent=2))
     log.info("pair vs base on %d held-out problems: accuracy %.3f vs %.3f (%.0f%% kept), tokens %.1f vs %.1f "
              "(%.0f%%)", result["problems"], result["pair_accuracy"], result["base_accuracy"],
              100 * (result["accuracy_kept"] or 0.0), result["pair_tokens"], result["base_tokens"],

@@ -20,7 +20,7 @@ RECIPE = Recipe(
     roles=ROLE_SPECS,
     sections={
         "bootstrap": "longshort.toy.bootstrap:BootstrapConfig",  # the embedded default's long-CoT base model
-        "chunk": "longshort.recipes.longshort.chunking.thoughts:ChunkConfig",
+        "chunk": "longshort.recipes.longshort.chunking.config:ChunkConfig",
         "score": "longshort.recipes.longshort.scoring.rollouts:ScoreConfig",
         "coldstart": "longshort.recipes.longshort.coldstart.dialogues:ColdstartConfig",
         "sft": "longshort.recipes.longshort.pair_sft:PairSFTConfig",  # SFT of the pair on the cold-start dialogues

@@ -14,7 +14,8 @@ from longshort.core.errors import LongshortError
 from longshort.data.protocol import Message, prompt_ids, render
 from longshort.engines.base import GenerationRequest, SamplingParams
 from longshort.engines.hf.engine import HFEngine
-from longshort.recipes.longshort.chunking.thoughts import ChunkConfig, chunk_text, run_chunk
+from longshort.recipes.longshort.chunking.config import ChunkConfig
+from longshort.recipes.longshort.chunking.thoughts import chunk_text, run_chunk
 from longshort.recipes.longshort.scoring.rollouts import (
     RolloutCache,
     ScoreConfig,

@@ -10,10 +10,9 @@ from builders import run_dir_with_task, task_records, tiny_model_dir
 
 from longshort.core.errors import LongshortError
 from longshort.data.problems import ProblemSource
+from longshort.recipes.longshort.chunking.config import ChunkConfig, ChunkStats
 from longshort.recipes.longshort.chunking.grouping import parse_groups
 from longshort.recipes.longshort.chunking.thoughts import (
-    ChunkConfig,
-    ChunkStats,
     chunk_many,
     chunk_text,
     run_chunk,

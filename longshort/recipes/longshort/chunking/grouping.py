@@ -7,13 +7,10 @@ step exactly once and in order; otherwise the CoT falls back to the rules and th
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING
 
 from longshort.data.protocol import THINK_CLOSE, Message, prompt_ids
 from longshort.engines.base import GenerationRequest, SamplingParams
-
-if TYPE_CHECKING:
-    from longshort.recipes.longshort.chunking.thoughts import ChunkConfig, ChunkStats
+from longshort.recipes.longshort.chunking.config import ChunkConfig, ChunkStats
 
 GROUP_PROMPT = (
     "Group the numbered reasoning steps below into thoughts. A thought is a run of consecutive steps that pursue "

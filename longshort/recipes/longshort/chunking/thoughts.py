@@ -22,76 +22,23 @@ import json
 import logging
 import re
 import time
-from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
-from longshort.cluster.engine_pool import RolloutConfig, open_backend
+from longshort.cluster.engine_pool import open_backend
+from longshort.core import run_dir as rd
 from longshort.core.errors import LongshortError
-from longshort.data.problems import ProblemSource, load_problems
+from longshort.data.problems import load_problems
 from longshort.data.protocol import THINK_CLOSE, THINK_OPEN
+from longshort.recipes.longshort.chunking.config import ChunkConfig, ChunkStats
 
 log = logging.getLogger("longshort")
-BOOTSTRAP_DATA = "bootstrap/data/train.jsonl"  # default input, relative to the run directory
-BASE_MODEL = "bootstrap/base_model"  # default model of every analysis stage, relative to the run directory
 
-_EN_CUES = [
-    r"Wait\b", r"But wait\b", r"Hold on\b", r"Alternatively\b", r"Another (?:way|approach|method)\b", r"Hmm+\b",
-    r"Let me (?:double[- ]check|check|verify|re-?\w+|recheck|reconsider|think|try|see|go|be|slow|restate|compute)\b",
-    r"Let's\b", r"Actually\b", r"So\b", r"Therefore\b", r"Thus\b", r"Hence\b", r"But\b", r"However\b",
-    r"Okay\b", r"OK\b", r"Alright\b", r"Now\b", r"Next\b", r"Then\b", r"First\b", r"Finally\b", r"Step \d+",
-    r"To (?:verify|check|confirm)\b", r"Double[- ]check", r"Maybe\b", r"Perhaps\b", r"Oh\b",
-]
-DEFAULT_CUES: dict[str, list[str]] = {
-    "en": _EN_CUES,
-    "zh": [r"等等", r"等一下", r"或者", r"嗯", r"所以", r"因此", r"让我(?:再)?(?:检查|验证|想想|算)", r"不过", r"但是", r"首先", r"然后", r"最后"],
-}
 # Markdown a step may open with before its cue: emphasis, list bullets, headings, quotes.
 _LEAD = r"[\s>#*_\-]*"
 _FENCE = re.compile(r"^\s*(```|~~~)")
 _MATH_OPEN = re.compile(r"\\begin\{([A-Za-z*]+)\}|\\\[")
 _MATH_CLOSE = re.compile(r"\\end\{([A-Za-z*]+)\}|\\\]")
-
-
-@dataclass
-class GroupingConfig:
-    """Model-based grouping: how the engine is asked (``chunk.mode: model``)."""
-
-    max_tokens: int = field(default=128, metadata={"ge": 1})
-    temperature: float = field(default=0.0, metadata={"ge": 0})
-    max_step_chars: int = field(default=400, metadata={"ge": 20})  # each step is shown cut to this many characters
-    max_steps: int = field(default=200, metadata={"ge": 2})  # more steps than this: rules, counted as too_many_steps
-    max_prompt_tokens: int = field(default=4096, metadata={"ge": 16})  # longer prompts: rules, counted
-
-
-@dataclass
-class ChunkConfig:
-    """How long CoTs become thoughts (config section ``chunk``)."""
-
-    mode: Literal["rules", "model"] = "rules"
-    language: str = "en"
-    # Cue regexes per language, matched at the start of a step (after markdown markers); a match starts a thought.
-    cues: dict[str, list[str]] = field(default_factory=lambda: {k: list(v) for k, v in DEFAULT_CUES.items()})
-    max_thought_chars: int = field(default=3000, metadata={"ge": 0})  # 0: no limit
-    think_open: str = THINK_OPEN
-    think_close: str = THINK_CLOSE
-    grouping: GroupingConfig = field(default_factory=GroupingConfig)
-    # CoTs to chunk: any problem source whose records have a long CoT; path "" = the bootstrap task data.
-    source: ProblemSource = field(default_factory=lambda: ProblemSource(path="", limit=64))
-    model: str | None = None  # grouping model (mode: model); None: the bootstrap base model
-    rollout: RolloutConfig = field(default_factory=RolloutConfig)
-
-    def validate(self) -> None:
-        if self.language not in self.cues:
-            raise ValueError(f"language: {self.language!r} has no cue list; accepted: {', '.join(sorted(self.cues))} "
-                             "(or add chunk.cues.<language>)")
-        for lang, pats in self.cues.items():
-            for p in pats:
-                try:
-                    re.compile(p)
-                except re.error as e:
-                    raise ValueError(f"cues: pattern {p!r} for {lang!r} is not a valid regex ({e})") from None
 
 
 @dataclass
@@ -120,20 +67,6 @@ class Chunked:
     @classmethod
     def from_json(cls, obj: dict) -> Chunked:
         return cls(obj["head"], list(obj["thoughts"]), obj["tail"], obj.get("method", "rules"))
-
-
-@dataclass
-class ChunkStats:
-    cots: int = 0
-    thoughts: int = 0
-    steps: int = 0
-    by_model: int = 0
-    fallbacks: Counter[str] = field(default_factory=Counter)  # reason -> count (model mode only)
-
-    def summary(self) -> dict:
-        return {"cots": self.cots, "thoughts": self.thoughts, "steps": self.steps,
-                "thoughts_per_cot": self.thoughts / max(self.cots, 1), "by_model": self.by_model,
-                "fallbacks": sum(self.fallbacks.values()), **{f"fallback_{k}": v for k, v in self.fallbacks.items()}}
 
 
 # ----------------------------------------------------------------------------------------------- splitting
@@ -292,11 +225,6 @@ class ChunkResult:
     stats: ChunkStats
 
 
-def resolve(run_dir: str | Path, path: str | None, default: str) -> Path:
-    """A configured path, or ``default`` inside the run directory when it is empty/None."""
-    return Path(path) if path else Path(run_dir) / default
-
-
 def run_chunk(cfg: ChunkConfig, run_dir: str | Path, tracker=None) -> ChunkResult:
     """Chunk every long CoT of ``cfg.source`` into ``run_dir/chunk/thoughts.jsonl`` (one CoT per line).
 
@@ -310,7 +238,7 @@ def run_chunk(cfg: ChunkConfig, run_dir: str | Path, tracker=None) -> ChunkResul
     except ValueError as e:
         raise LongshortError(f"chunk config: key 'chunk.{e}") from None
     t0 = time.perf_counter()
-    src = replace(cfg.source, path=str(resolve(run_dir, cfg.source.path, BOOTSTRAP_DATA)))
+    src = replace(cfg.source, path=str(rd.resolve(run_dir, cfg.source.path, rd.TRAIN_DATA)))
     if not Path(src.path).exists() and not cfg.source.path:
         raise LongshortError(f"chunk: {src.path} does not exist; run `longshort bootstrap` first or set "
                              "chunk.source.path to a file of problems with long CoTs (key long_cot)")
@@ -327,7 +255,7 @@ def run_chunk(cfg: ChunkConfig, run_dir: str | Path, tracker=None) -> ChunkResul
     if cfg.mode == "model":
         from transformers import AutoTokenizer
 
-        model = str(resolve(run_dir, cfg.model, BASE_MODEL))
+        model = str(rd.resolve(run_dir, cfg.model, rd.BASE_MODEL))
         backend = open_backend(cfg.rollout, model)
         tokenizer = AutoTokenizer.from_pretrained(model)
     try:
@@ -335,7 +263,7 @@ def run_chunk(cfg: ChunkConfig, run_dir: str | Path, tracker=None) -> ChunkResul
     finally:
         if backend is not None:
             backend.close()
-    out = Path(run_dir) / "chunk" / "thoughts.jsonl"
+    out = Path(run_dir) / rd.THOUGHTS
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
     with tmp.open("w", encoding="utf-8") as f:

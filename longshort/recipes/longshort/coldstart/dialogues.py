@@ -33,10 +33,10 @@ from pathlib import Path
 from typing import Literal
 
 from longshort.cluster.engine_pool import RolloutConfig, open_backend
+from longshort.core import run_dir as rd
 from longshort.core.errors import LongshortError
 from longshort.data.protocol import MAX_TURNS, THINK_CLOSE, Message, check_pair_dialogue, prompt_ids
 from longshort.engines.base import GenerationRequest, SamplingParams
-from longshort.recipes.longshort.chunking.thoughts import BASE_MODEL, resolve
 from longshort.recipes.longshort.coldstart.compression import (
     REWRITE_PROMPT,
     TeacherCompressor,
@@ -304,13 +304,13 @@ def run_coldstart(cfg: ColdstartConfig, run_dir: str | Path, tracker=None, verif
         raise LongshortError(f"coldstart config: key 'coldstart.{e}") from None
     t0 = time.perf_counter()
     run_dir = Path(run_dir)
-    scored = [rec for rec, _ in load_chunked(resolve(run_dir, cfg.data, "score/scores.jsonl"))]
-    tok_dir = resolve(run_dir, cfg.tokenizer, BASE_MODEL)
+    scored = [rec for rec, _ in load_chunked(rd.resolve(run_dir, cfg.data, rd.SCORES))]
+    tok_dir = rd.resolve(run_dir, cfg.tokenizer, rd.BASE_MODEL)
     tokenizer = AutoTokenizer.from_pretrained(str(tok_dir))
     stats = ColdstartStats()
     own = backend is None and cfg.compression == "engine"
     if own:
-        backend = open_backend(cfg.rewrite.rollout, resolve(run_dir, cfg.rewrite.model, BASE_MODEL), cfg.rewrite.seed)
+        backend = open_backend(cfg.rewrite.rollout, rd.resolve(run_dir, cfg.rewrite.model, rd.BASE_MODEL), cfg.rewrite.seed)
     try:
         rw_tok = tokenizer if cfg.compression == "teacher" or cfg.rewrite.model is None else \
             AutoTokenizer.from_pretrained(cfg.rewrite.model)
@@ -318,7 +318,7 @@ def run_coldstart(cfg: ColdstartConfig, run_dir: str | Path, tracker=None, verif
     finally:
         if own:
             backend.close()
-    out = run_dir / "coldstart" / "dialogues.jsonl"
+    out = run_dir / rd.DIALOGUES
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
     tmp.write_text("".join(json.dumps(d, ensure_ascii=False) + "\n" for d in dialogues), encoding="utf-8")

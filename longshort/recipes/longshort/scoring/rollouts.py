@@ -26,11 +26,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from longshort.cluster.engine_pool import RolloutConfig, open_backend
+from longshort.core import run_dir as rd
 from longshort.core.config import PLACEMENT
 from longshort.core.errors import LongshortError
 from longshort.data.protocol import Message, prompt_ids
 from longshort.engines.base import GenerationRequest, SamplingParams
-from longshort.recipes.longshort.chunking.thoughts import BASE_MODEL, Chunked, resolve
+from longshort.recipes.longshort.chunking.thoughts import Chunked
 from longshort.recipes.longshort.scoring.importance import ImportanceConfig, importance, roc_auc
 
 log = logging.getLogger("longshort")
@@ -331,10 +332,10 @@ def run_score(cfg: ScoreConfig, run_dir: str | Path, tracker=None, verifier=None
         raise LongshortError(f"score config: key 'score.importance.{e}") from None
     t_start = time.perf_counter()
     run_dir = Path(run_dir)
-    model_dir = resolve(run_dir, cfg.model, BASE_MODEL)
-    data = load_chunked(resolve(run_dir, cfg.data, "chunk/thoughts.jsonl"), cfg.limit)
-    out_dir = run_dir / "score"
-    cache = RolloutCache(resolve(run_dir, cfg.cache_dir, "score/cache") / "rollouts.jsonl")
+    model_dir = rd.resolve(run_dir, cfg.model, rd.BASE_MODEL)
+    data = load_chunked(rd.resolve(run_dir, cfg.data, rd.THOUGHTS), cfg.limit)
+    out_dir = (run_dir / rd.SCORES).parent
+    cache = RolloutCache(rd.resolve(run_dir, cfg.cache_dir, rd.SCORE_CACHE) / "rollouts.jsonl")
     if not (model_dir / "config.json").exists():
         raise LongshortError(f"score: model {model_dir} has no config.json; run `longshort bootstrap` or set score.model")
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
