@@ -35,7 +35,7 @@ from longshort.toy.tiny import (
     task_texts,
     train_tokenizer,
 )
-from longshort.training.trainer import Batch, EngineConfig
+from longshort.training.trainer import Batch, TrainerConfig
 
 
 def build_model_dir(out: Path, hidden: int, layers: int) -> tuple[Path, list[dict]]:
@@ -82,7 +82,7 @@ def main() -> None:
         res = RoleResources(colocate=not args.separate, reference=False)
         topo = PairTopology(long=res, short=res)
         t0 = time.perf_counter()
-        policies = Policies.start(topo, {"long": model_dir, "short": model_dir}, EngineConfig(lr=1e-4, total_steps=100))
+        policies = Policies.start(topo, {"long": model_dir, "short": model_dir}, TrainerConfig(lr=1e-4, total_steps=100))
         start_s = time.perf_counter() - t0
         rows = []
         with policies:

@@ -67,7 +67,7 @@ def main() -> None:
     from transformers import AutoModelForCausalLM
 
     from longshort.training.ranks import RankInfo, free_port, init_rank, shutdown_rank
-    from longshort.training.trainer import Batch, EngineConfig, Trainer, masked_nll_sum
+    from longshort.training.trainer import Batch, TrainerConfig, Trainer, masked_nll_sum
 
     model_dir = Path(tempfile.mkdtemp(prefix="sft-bench-"))
     build(model_dir, args)
@@ -79,7 +79,7 @@ def main() -> None:
 
     init_rank(RankInfo(0, 1, "127.0.0.1", free_port()))
     total = args.rounds * args.steps + 2
-    trainer = Trainer(model_dir, EngineConfig(lr=1e-4, grad_clip=1.0, total_steps=total, zero_stage=args.zero_stage,
+    trainer = Trainer(model_dir, TrainerConfig(lr=1e-4, grad_clip=1.0, total_steps=total, zero_stage=args.zero_stage,
                                               micro_batch_size=args.batch, precision="fp32"))
 
     bare = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)

@@ -25,7 +25,7 @@ from longshort.cluster.topology import RoleResources
 from longshort.recipes.longshort.recipe import PairTopology
 from longshort.toy.task import TaskConfig, generate
 from longshort.toy.tiny import TokenizerConfig, task_texts, train_tokenizer
-from longshort.training.trainer import EngineConfig
+from longshort.training.trainer import TrainerConfig
 
 
 def build(out: Path, hidden: int, layers: int, vocab: int, tok) -> int:
@@ -65,7 +65,7 @@ def main() -> None:
                 topo = PairTopology(long=RoleResources(colocate=True, reference=False),
                                       short=RoleResources(colocate=False, reference=False, weight_sync=standalone),
                                       bucket_mb=args.bucket_mb)
-                with Policies.start(topo, {"long": Path(tmp) / "m", "short": Path(tmp) / "m"}, EngineConfig()) as pol:
+                with Policies.start(topo, {"long": Path(tmp) / "m", "short": Path(tmp) / "m"}, TrainerConfig()) as pol:
                     for rep in range(args.repeats + 1):  # the first sync is a warm-up (and opens the broadcast group)
                         for role, key in (("long", "colocated"), ("short", standalone)):
                             if role == "long" and standalone == "collective":

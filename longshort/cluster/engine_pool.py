@@ -1,7 +1,7 @@
 """Where batched generation runs for the analysis stages (chunk grouping, scoring, rewriting, pair eval).
 
 A backend is a callable ``list[GenerationRequest] -> list[GenerationResult]`` (results in request order) with a
-``close()``. ``LocalBackend`` hosts one engine in this process (the tiny default); ``RayBackend`` spreads a batch
+``close()``. ``LocalEnginePool`` hosts one engine in this process (the tiny default); ``RayEnginePool`` spreads a batch
 over ``workers`` Ray actors (``engine_worker.EngineWorker``), each hosting one engine. Requests carry their own seeds, so
 the results do not depend on how a batch is split between actors.
 """
@@ -22,8 +22,9 @@ log = logging.getLogger("longshort")
 
 
 @dataclass
-class RolloutConfig:
-    """Engine placement for a stage's generation (a ``rollout`` sub-section of chunk/score/coldstart/pair)."""
+class EnginePoolConfig:
+    """Where a stage's generation runs: engine backend, workers, batch size (the ``engines`` key of chunk, score,
+    coldstart.rewrite, sft.eval and eval; called ``rollout`` before, which still loads with a warning)."""
 
     backend: str = "hf"  # engine registry name: hf | vllm
     workers: int = field(default=0, metadata={"ge": 0, PLACEMENT: True})  # 0: one engine in this process; N: N Ray actors
@@ -35,7 +36,7 @@ class RolloutConfig:
     engine_kwargs: dict[str, Any] = field(default_factory=dict)  # extra constructor arguments of the engine
 
 
-def engine_kwargs(cfg: RolloutConfig, model_dir: str | Path, seed: int = 0) -> dict[str, Any]:
+def engine_kwargs(cfg: EnginePoolConfig, model_dir: str | Path, seed: int = 0) -> dict[str, Any]:
     """Constructor arguments for ``make_engine(cfg.backend, **kwargs)``."""
     path = str(model_dir)
     if not (Path(path) / "config.json").exists():
@@ -49,7 +50,7 @@ def engine_kwargs(cfg: RolloutConfig, model_dir: str | Path, seed: int = 0) -> d
     return {**kw, **cfg.engine_kwargs}
 
 
-class LocalBackend:
+class LocalEnginePool:
     """One engine in this process."""
 
     def __init__(self, engine):
@@ -75,11 +76,11 @@ class LocalBackend:
             engine.close()  # vLLM: stop its engine processes now, not at interpreter exit
 
 
-class RayBackend:
+class RayEnginePool:
     """``workers`` Ray actors (``EngineWorker``, one engine each); a batch is cut into contiguous slices of about
     equal sample counts, one per actor."""
 
-    def __init__(self, cfg: RolloutConfig, model_dir: str | Path, seed: int = 0, name: str = "analysis"):
+    def __init__(self, cfg: EnginePoolConfig, model_dir: str | Path, seed: int = 0, name: str = "analysis"):
         import ray
 
         from longshort.cluster.workers.engine import EngineWorker
@@ -130,10 +131,10 @@ def split_even(weights: list[int], parts: int) -> list[tuple[int, int]]:
     return bounds
 
 
-def open_backend(cfg: RolloutConfig, model_dir: str | Path, seed: int = 0) -> LocalBackend | RayBackend:
+def open_engine_pool(cfg: EnginePoolConfig, model_dir: str | Path, seed: int = 0) -> LocalEnginePool | RayEnginePool:
     """The backend ``cfg`` asks for, hosting the model in ``model_dir``."""
     if cfg.workers == 0:
         log.info("rollouts: %s engine in this process (%s)", cfg.backend, model_dir)
-        return LocalBackend(make_engine(cfg.backend, **engine_kwargs(cfg, model_dir, seed)))
+        return LocalEnginePool(make_engine(cfg.backend, **engine_kwargs(cfg, model_dir, seed)))
     log.info("rollouts: %d Ray actors with a %s engine each (%s)", cfg.workers, cfg.backend, model_dir)
-    return RayBackend(cfg, model_dir, seed)
+    return RayEnginePool(cfg, model_dir, seed)

@@ -38,7 +38,7 @@ from longshort.cluster.topology import (
 )
 from longshort.core.errors import LongshortError
 from longshort.engines.base import GenerationRequest, GenerationResult
-from longshort.training.trainer import Batch, EngineConfig, LossFn, StepStats
+from longshort.training.trainer import Batch, LossFn, StepStats, TrainerConfig
 from longshort.weight_sync.base import SyncStats, make_weight_sync
 
 log = logging.getLogger(__name__)
@@ -47,7 +47,7 @@ log = logging.getLogger(__name__)
 class PolicyGroup:
     """The actors of one policy (``role``), built from ``topology.<role>``; see the module docstring."""
 
-    def __init__(self, role: str, model_dir: str | Path, topo: TopologyConfig, engine_cfg: EngineConfig | None = None,
+    def __init__(self, role: str, model_dir: str | Path, topo: TopologyConfig, trainer_cfg: TrainerConfig | None = None,
                  seed: int = 0):
         if role not in topo.role_names:
             raise LongshortError(f"unknown role {role!r}; accepted: {', '.join(topo.role_names)}")
@@ -56,7 +56,7 @@ class PolicyGroup:
                                  "model directory")
         self.role, self.model_dir, self.topo = role, str(model_dir), topo
         self.res: RoleResources = topo.role(role)
-        self.engine_cfg = engine_cfg or EngineConfig()
+        self.trainer_cfg = trainer_cfg or TrainerConfig()
         self.seed = seed
         self.call_timeout_s = topo.call_timeout_s
         self.ranks: list[Member] = []
@@ -84,9 +84,9 @@ class PolicyGroup:
 
     # ---- start / stop -------------------------------------------------------------------------------
     @classmethod
-    def start(cls, role: str, model_dir: str | Path, topo: TopologyConfig, engine_cfg: EngineConfig | None = None,
+    def start(cls, role: str, model_dir: str | Path, topo: TopologyConfig, trainer_cfg: TrainerConfig | None = None,
               seed: int = 0) -> PolicyGroup:
-        group = cls(role, model_dir, topo, engine_cfg, seed)
+        group = cls(role, model_dir, topo, trainer_cfg, seed)
         try:
             group.launch()
             group.wait_ready()
@@ -126,7 +126,7 @@ class PolicyGroup:
             ((addr, port),) = self.gather([(self.ranks[0].name, self.ranks[0].handle.address.remote())],
                                           collective=False, what="start", timeout_s=timeout)
         for m in self.ranks:
-            spec = WorkerSpec(self.model_dir, self.engine_cfg, res.num_ranks, addr, port,
+            spec = WorkerSpec(self.model_dir, self.trainer_cfg, res.num_ranks, addr, port,
                               threads=res.threads(res.cpus_per_rank),
                               engine_backend=res.engine_backend if res.colocate and m.index < res.num_engines else None,
                               engine_kwargs=res.engine_kwargs, reference=res.reference, seed=self.seed)
@@ -268,7 +268,7 @@ class PolicyGroup:
 
     # ---- training -----------------------------------------------------------------------------------
     def _per_rank(self, micro_batches: list) -> list[list[Batch]]:
-        n, ga = len(self.ranks), self.engine_cfg.grad_accum
+        n, ga = len(self.ranks), self.trainer_cfg.grad_accum
         if micro_batches and all(isinstance(x, list) for x in micro_batches):
             if len(micro_batches) != n:
                 raise LongshortError(f"policy '{self.role}': got micro-batches for {len(micro_batches)} ranks, the "
@@ -360,12 +360,12 @@ class Policies:
 
     @classmethod
     def start(cls, topo: TopologyConfig, model_dirs: dict[str, str | Path],
-              engine_cfgs: dict[str, EngineConfig] | EngineConfig | None = None, seed: int = 0) -> Policies:
+              trainer_cfgs: dict[str, TrainerConfig] | TrainerConfig | None = None, seed: int = 0) -> Policies:
         """Start the groups of the roles in ``model_dirs``; their actors load models concurrently."""
         groups: dict[str, PolicyGroup] = {}
         try:
             for role, model_dir in model_dirs.items():
-                cfg = engine_cfgs.get(role) if isinstance(engine_cfgs, dict) else engine_cfgs
+                cfg = trainer_cfgs.get(role) if isinstance(trainer_cfgs, dict) else trainer_cfgs
                 groups[role] = PolicyGroup(role, model_dir, topo, cfg, seed)
                 groups[role].launch()
             for g in groups.values():

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import logging
 import types
 import typing
 from collections.abc import Callable
@@ -197,6 +198,7 @@ def build(cls: type[T], data: dict, prefix: str = "", where: _Where | None = Non
     where = where or _Where()
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    data = _renamed(cls, data, prefix, where)
     for key in data:
         if key not in fields:
             path = f"{prefix}.{key}" if prefix else str(key)
@@ -234,6 +236,27 @@ def build(cls: type[T], data: dict, prefix: str = "", where: _Where | None = Non
             raise LongshortError(f"{where(path)}: key '{path}': {msg.strip()}") from None
         raise LongshortError(f"{where(prefix)}: section '{prefix or '<top level>'}': {e}") from None
     return obj
+
+
+def _renamed(cls: type, data: dict, prefix: str, where: _Where) -> dict:
+    """Old key names a section still reads (class attribute ``RENAMED_KEYS = {old: new}``), with a warning."""
+    renamed = getattr(cls, "RENAMED_KEYS", {})
+    if not any(old in data for old in renamed):
+        return data
+    data = dict(data)
+    for old, new in renamed.items():
+        if old not in data:
+            continue
+        at = lambda k: f"{prefix}.{k}" if prefix else k  # noqa: E731
+        origin = next((where.origin[k] for k in where.origin if k == at(old) or k.startswith(at(old) + ".")),
+                      where(at(old)))
+        value = data.pop(old)
+        both = isinstance(data.get(new), dict) and isinstance(value, dict)
+        data[new] = deep_merge(data[new], value) if both else value  # a file's new key + an old-named override
+        for key in [k for k in where.origin if k == at(old) or k.startswith(at(old) + ".")]:
+            where.origin[at(new) + key[len(at(old)):]] = where.origin[key]
+        logging.getLogger("longshort").warning("%s: key '%s' is now called '%s'; rename it", origin, at(old), at(new))
+    return data
 
 
 def load(cls: type[T] | Callable[[dict, Callable[[str], str]], type[T]], path: str | Path | None = None,

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
-from longshort.cluster.engine_pool import RolloutConfig, open_backend
+from longshort.cluster.engine_pool import EnginePoolConfig, open_engine_pool
 from longshort.core import run_dir as rd
 from longshort.core.errors import LongshortError
 from longshort.core.jsonl import write_jsonl
@@ -86,6 +86,8 @@ def _default_systems() -> list[SystemSpec]:
 class EvalConfig:
     """Benchmark evaluation (config section ``eval``)."""
 
+    RENAMED_KEYS = {"rollout": "engines"}  # old configs still load (with a warning)
+
     benchmarks: list[BenchmarkSpec] = field(
         default_factory=lambda: [BenchmarkSpec("tiny", ProblemSource(path="", limit=100))])
     systems: list[SystemSpec] = field(default_factory=_default_systems)
@@ -97,7 +99,7 @@ class EvalConfig:
     max_tokens: int = field(default=512, metadata={"ge": 1})  # a single model's whole answer
     max_turn_tokens: int = field(default=256, metadata={"ge": 1})  # one pair turn
     max_turns: int = field(default=MAX_TURNS, metadata={"ge": 2})  # pair turns (long and short together)
-    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    engines: EnginePoolConfig = field(default_factory=EnginePoolConfig)
 
     def validate(self) -> None:
         if self.k > 1 and self.temperature == 0:
@@ -198,7 +200,7 @@ class _Engines:
     def get(self, path: Path):
         key = path.resolve()
         if key not in self.open:
-            self.open[key] = open_backend(self.cfg.rollout, path, self.cfg.seed)
+            self.open[key] = open_engine_pool(self.cfg.engines, path, self.cfg.seed)
         return self.open[key]
 
     def tokenizer(self, path: Path):

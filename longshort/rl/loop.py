@@ -38,7 +38,7 @@ from longshort.rl.metrics import SAMPLE_COLUMNS, base_metrics, episode_metrics, 
 from longshort.rl.policy_loss import KLEstimator, LossSpec
 from longshort.rl.rewards import RewardTerm, compute_rewards
 from longshort.rl.update import UpdateSpec, train_role
-from longshort.training.trainer import EngineConfig
+from longshort.training.trainer import TrainerConfig
 
 log = logging.getLogger("longshort")
 Hook = Callable[[str, int, object], None]  # (event, step, Policies): "start", "after_generate", "after_train"
@@ -57,8 +57,8 @@ class RLOptimConfig:
     zero_stage: int = field(default=0, metadata={"ge": 0, "le": 3})
     precision: Literal["auto", "fp32", "bf16"] = "auto"
 
-    def engine_config(self, total_steps: int) -> EngineConfig:
-        return EngineConfig(lr=self.lr, min_lr=self.min_lr, schedule=self.schedule, warmup_steps=self.warmup_steps,
+    def trainer_config(self, total_steps: int) -> TrainerConfig:
+        return TrainerConfig(lr=self.lr, min_lr=self.min_lr, schedule=self.schedule, warmup_steps=self.warmup_steps,
                             total_steps=max(1, total_steps), weight_decay=self.weight_decay,
                             betas=(self.betas[0], self.betas[1]), grad_clip=self.grad_clip,
                             zero_stage=self.zero_stage, precision=self.precision, grad_accum=self.grad_accum)
@@ -209,7 +209,7 @@ def run_rl(cfg: RLConfig, run_dir: str | Path, topology: TopologyConfig | None =
         raise LongshortError(f"rl: {root} already holds checkpoints (latest {latest.name}); continue with "
                              "`longshort rl CONFIG --resume`, or delete that directory to start over")
     total_opt = cfg.steps * cfg.mini_batches
-    engine_cfgs = {r: cfg.optim.engine_config(total_opt) for r in PAIR_ROLES}
+    trainer_cfgs = {r: cfg.optim.trainer_config(total_opt) for r in PAIR_ROLES}
     spec = UpdateSpec(cfg.loss_spec(), recompute_old=cfg.logprobs == "recompute")
     state = ckpt.ControllerState(seed=cfg.seed)
     rng = random.Random(f"longshort-rl-samples/{cfg.seed}")
@@ -230,7 +230,7 @@ def run_rl(cfg: RLConfig, run_dir: str | Path, topology: TopologyConfig | None =
         return res
 
     bar = _Bar(cfg.progress, cfg.steps)
-    with Policies.start(topology, {r: str(p) for r, p in models.items()}, engine_cfgs, cfg.seed) as pol:
+    with Policies.start(topology, {r: str(p) for r, p in models.items()}, trainer_cfgs, cfg.seed) as pol:
         try:
             if resume and latest is not None:
                 state = ckpt.load(pol, latest, PAIR_ROLES)

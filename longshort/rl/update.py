@@ -30,7 +30,7 @@ def _logprobs(module, batch: Batch, device, temperature: float) -> torch.Tensor:
     b = batch.to(device)
     with torch.no_grad():
         logits = module(input_ids=b.input_ids, attention_mask=b.attention_mask, position_ids=b.position_ids,
-                        use_cache=False).logits
+                        use_cache=False, **b.model_inputs).logits
         lp = scaled_token_logprobs(logits, b.input_ids, temperature).cpu()
     return torch.cat([torch.zeros_like(lp[:, :1]), lp], dim=1)
 
@@ -66,7 +66,7 @@ def worker_update(worker, minibatches: list[list[Batch]], normalizers: list[floa
 def train_role(group, minis: list[MiniBatch], spec: UpdateSpec) -> dict:
     """Run ``worker_update`` on every rank of ``group`` (a ``PolicyGroup``); metrics summed over ranks and
     mini-batches. The engines keep the old weights until ``group.sync_weights()``."""
-    n, ga = len(group.ranks), group.engine_cfg.grad_accum
+    n, ga = len(group.ranks), group.trainer_cfg.grad_accum
     per_rank: list[list[list[Batch]]] = [[] for _ in range(n)]
     for mb in minis:
         if len(mb.micro_batches) != n * ga:

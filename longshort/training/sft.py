@@ -32,7 +32,7 @@ from longshort.training.sft_data import (
     tokenize_examples,
     validate_examples,
 )
-from longshort.training.trainer import Batch, EngineConfig, Trainer, masked_nll_sum
+from longshort.training.trainer import Batch, Trainer, TrainerConfig, masked_nll_sum
 
 log = logging.getLogger(__name__)
 
@@ -84,8 +84,8 @@ class SFTConfig:
     def row_tokens(self) -> int:
         return self.pack_tokens or self.max_len * self.micro_batch_size
 
-    def engine_config(self, total_steps: int) -> EngineConfig:
-        return EngineConfig(
+    def trainer_config(self, total_steps: int) -> TrainerConfig:
+        return TrainerConfig(
             lr=self.lr, min_lr=self.min_lr, schedule=self.schedule,
             warmup_steps=int(self.warmup_ratio * total_steps), total_steps=total_steps,
             weight_decay=self.weight_decay, betas=(self.betas[0], self.betas[1]), eps=self.eps,
@@ -159,7 +159,7 @@ def sft_rank(info: RankInfo, job: SFTJob, report: Report | None = None) -> dict[
         total = min(len(schedule), cfg.max_steps or len(schedule))
         tokenizer = AutoTokenizer.from_pretrained(job.model_dir)
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-        trainer = Trainer(job.model_dir, cfg.engine_config(total), device)
+        trainer = Trainer(job.model_dir, cfg.trainer_config(total), device)
         if cfg.batching == "pack":
             check_packing(trainer, len(tokenizer))
         ckpt_root = Path(job.out_dir) / "checkpoints"

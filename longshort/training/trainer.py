@@ -26,13 +26,15 @@ import torch.distributed as dist
 
 from longshort.core.checkpoint_io import replace_dir, rng_state, set_rng_state
 from longshort.core.errors import LongshortError
+from longshort.training.models import load_model
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
-class EngineConfig:
-    """What the engine needs; each stage's config section builds one (see ``SFTConfig.engine_config``)."""
+class TrainerConfig:
+    """What a trainer needs (optimizer, schedule, ZeRO, precision, which model); each stage's config section builds
+    one (``SFTConfig.trainer_config``, ``RLOptimConfig.trainer_config``)."""
 
     lr: float = 1e-4
     min_lr: float = 0.0
@@ -50,6 +52,7 @@ class EngineConfig:
     micro_batch_size: int = 1  # DeepSpeed bookkeeping only; batches may hold any number of rows
     gradient_checkpointing: bool = False
     attn_implementation: str | None = None
+    model_factory: str = "causal_lm"  # a name in training.models.MODEL_FACTORIES or package.module:function
 
 
 @dataclass
@@ -64,14 +67,15 @@ class Batch:
     loss_mask: torch.Tensor
     attention_mask: torch.Tensor | None = None
     position_ids: torch.Tensor | None = None
-    extras: dict[str, torch.Tensor] = field(default_factory=dict)
+    extras: dict[str, torch.Tensor] = field(default_factory=dict)  # per-token loss inputs (advantages, old logprobs)
+    model_inputs: dict[str, torch.Tensor] = field(default_factory=dict)  # more forward() inputs (composite models)
 
     def to(self, device: torch.device) -> Batch:
         def mv(t):
             return None if t is None else t.to(device, non_blocking=True)
 
         return Batch(mv(self.input_ids), mv(self.loss_mask), mv(self.attention_mask), mv(self.position_ids),
-                     {k: mv(v) for k, v in self.extras.items()})
+                     {k: mv(v) for k, v in self.extras.items()}, {k: mv(v) for k, v in self.model_inputs.items()})
 
     @property
     def num_tokens(self) -> int:
@@ -113,7 +117,7 @@ class StepStats:
     seconds: float
 
 
-def lr_factor(cfg: EngineConfig) -> Callable[[int], float]:
+def lr_factor(cfg: TrainerConfig) -> Callable[[int], float]:
     """Multiplier of ``cfg.lr`` for optimizer step ``s`` (0-based): linear warmup, then decay to ``min_lr``."""
     floor = cfg.min_lr / cfg.lr
 
@@ -135,7 +139,7 @@ def resolve_dtype(precision: str, device: torch.device) -> torch.dtype:
     return {"fp32": torch.float32, "bf16": torch.bfloat16}[precision]
 
 
-def zero_stage_for(cfg: EngineConfig, dtype: torch.dtype) -> int:
+def zero_stage_for(cfg: TrainerConfig, dtype: torch.dtype) -> int:
     """The ZeRO stage used: bf16 needs >= 1, as DeepSpeed's stage 0 accumulates and all-reduces bf16 gradients
     (ZeRO-1 keeps fp32 gradients and master weights, and on one rank costs nothing extra)."""
     if dtype == torch.bfloat16 and cfg.zero_stage == 0:
@@ -144,7 +148,7 @@ def zero_stage_for(cfg: EngineConfig, dtype: torch.dtype) -> int:
     return cfg.zero_stage
 
 
-def deepspeed_config(cfg: EngineConfig, world_size: int, dtype: torch.dtype, device: torch.device) -> dict:
+def deepspeed_config(cfg: TrainerConfig, world_size: int, dtype: torch.dtype, device: torch.device) -> dict:
     stage = zero_stage_for(cfg, dtype)
     zero: dict = {"stage": stage}
     if cfg.offload != "none" and device.type == "cuda":
@@ -173,9 +177,8 @@ def deepspeed_config(cfg: EngineConfig, world_size: int, dtype: torch.dtype, dev
 class Trainer:
     """A DeepSpeed engine for one rank of a data-parallel group (ZeRO stage from the config)."""
 
-    def __init__(self, model_dir: str | Path, cfg: EngineConfig, device: torch.device | None = None):
+    def __init__(self, model_dir: str | Path, cfg: TrainerConfig, device: torch.device | None = None):
         import deepspeed
-        from transformers import AutoModelForCausalLM
 
         if not dist.is_initialized():
             raise RuntimeError("call longshort.training.ranks.init_rank before building a Trainer")
@@ -190,10 +193,9 @@ class Trainer:
         if cfg.attn_implementation:
             kwargs["attn_implementation"] = cfg.attn_implementation
         self.zero_stage = self.ds_config["zero_optimization"]["stage"]
-        model = self._load_zero3(model_dir, kwargs) if self.zero_stage == 3 else None
-        if model is None:
-            model = AutoModelForCausalLM.from_pretrained(model_dir, **kwargs)
-        model.config.use_cache = False
+        model = load_model(cfg.model_factory, model_dir, self.ds_config if self.zero_stage == 3 else None, **kwargs)
+        if getattr(model, "config", None) is not None:
+            model.config.use_cache = False
         if cfg.gradient_checkpointing:
             ckpt = {"use_reentrant": False}
             if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.x name
@@ -210,23 +212,6 @@ class Trainer:
         )
         self.engine.train()
         self.module = self.engine.module
-
-    def _load_zero3(self, model_dir, kwargs: dict):
-        """Load under zero.Init (via transformers, which needs accelerate), so no rank holds the full weights;
-        None if that is unavailable: the full load is then partitioned by deepspeed.initialize instead."""
-        from transformers import AutoModelForCausalLM
-        from transformers.integrations.deepspeed import HfDeepSpeedConfig, unset_hf_deepspeed_config
-
-        try:
-            hf_ds = HfDeepSpeedConfig(self.ds_config)
-        except ImportError as e:
-            log.warning("ZeRO-3 loads the full model on every rank first (%s); install accelerate to avoid it", e)
-            return None
-        try:
-            return AutoModelForCausalLM.from_pretrained(model_dir, **kwargs)
-        finally:
-            unset_hf_deepspeed_config()  # later from_pretrained calls in this process load normally
-            del hf_ds
 
     def _param_groups(self, model) -> list[dict]:
         # No weight decay on biases and norm gains (1-D); ZeRO-3 params keep their real shape in ds_shape.
@@ -246,6 +231,7 @@ class Trainer:
             attention_mask=batch.attention_mask,
             position_ids=batch.position_ids,
             use_cache=False,
+            **batch.model_inputs,
         ).logits
 
     def _all_sum(self, values: list[float]) -> list[float]:
@@ -331,7 +317,13 @@ class Trainer:
         if self.rank == 0:
             tmp = out_dir.parent / f".tmp-{out_dir.name}"
             shutil.rmtree(tmp, ignore_errors=True)
-            self.module.save_pretrained(tmp, state_dict=sd)
+            if hasattr(self.module, "save_pretrained"):
+                self.module.save_pretrained(tmp, state_dict=sd)
+            else:  # a composite model from a factory: its weights, for the factory to load again
+                from safetensors.torch import save_file
+
+                tmp.mkdir(parents=True)
+                save_file({k: v.contiguous() for k, v in sd.items()}, str(tmp / "model.safetensors"))
             if tokenizer is not None:
                 tokenizer.save_pretrained(tmp)
             replace_dir(tmp, out_dir)

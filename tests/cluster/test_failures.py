@@ -22,7 +22,7 @@ from longshort.cluster.policy_group import ActorFailure, PolicyGroup
 from longshort.cluster.topology import RoleResources
 from longshort.core.errors import LongshortError
 from longshort.recipes.longshort.recipe import PairTopology
-from longshort.training.trainer import Batch, EngineConfig, masked_nll_sum
+from longshort.training.trainer import Batch, TrainerConfig, masked_nll_sum
 
 torch.set_num_threads(1)
 
@@ -62,7 +62,7 @@ def _topology(colocate: bool) -> PairTopology:
 def test_dead_rank_is_named_and_a_fresh_group_resumes_from_the_checkpoint(ray_local, model_dir, tmp_path):
     """The first group hosts its engine inside rank 0; the one that resumes has a standalone engine actor (a
     checkpoint holds only trainer state, so the engine layout may change across a restart)."""
-    tok, cfg = build_tokenizer(), EngineConfig(lr=1e-2, total_steps=10)
+    tok, cfg = build_tokenizer(), TrainerConfig(lr=1e-2, total_steps=10)
     batches = _batches(tok)
     group = PolicyGroup.start("long", model_dir, _topology(colocate=True), cfg)
     group.train_step(batches)
@@ -156,7 +156,7 @@ def test_engine_that_dies_while_rank0_broadcasts_is_named_and_nothing_hangs(ray_
     group names the dead engine and stops every actor, the blocked rank 0 included."""
     topo = PairTopology(long=RoleResources(colocate=False, reference=False, weight_sync="collective"),
                           call_timeout_s=20)
-    group = PolicyGroup.start("long", model_dir, topo, EngineConfig(lr=1e-2, total_steps=10))
+    group = PolicyGroup.start("long", model_dir, topo, TrainerConfig(lr=1e-2, total_steps=10))
     try:
         assert group.sync_weights().extra["backend"] == "gloo"  # opens the broadcast group
         rank0, engine = group.ranks[0], group.engines[0]

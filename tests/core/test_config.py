@@ -114,3 +114,17 @@ def test_tiny_config_keeps_the_bootstrap_sft_defaults():
 
     tiny = load_run_config(ROOT / "ray_configs" / "tiny.yaml")
     assert tiny.bootstrap.sft.lr == BootstrapConfig().sft.lr
+
+
+def test_renamed_engine_pool_key_still_loads_with_a_warning(tmp_path, caplog):
+    """`rollout:` (engine placement) is now `engines:`; old configs load, merged with a file's new key, and say so."""
+    from longshort.pipeline.run_config import load_run_config
+
+    path = tmp_path / "old.yaml"
+    path.write_text(f"base: {ROOT / 'ray_configs' / 'tiny.yaml'}\neval:\n  rollout: {{max_batch_size: 5}}\n")
+    with caplog.at_level("WARNING", logger="longshort"):
+        cfg = load_run_config(path, ["score.rollout.workers=3"])
+    assert cfg.eval.engines.max_batch_size == 5
+    assert cfg.score.engines.workers == 3 and cfg.score.engines.max_batch_size == 256  # tiny.yaml's engines kept
+    assert f"{path}:3: key 'eval.rollout' is now called 'eval.engines'" in caplog.text
+    assert "command line (score.rollout.workers=3): key 'score.rollout' is now called 'score.engines'" in caplog.text

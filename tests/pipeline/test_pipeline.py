@@ -98,7 +98,7 @@ def test_a_config_change_reruns_exactly_the_stages_downstream(run):
     assert [s for s, st in plan(cfg, d) if st == "done"] == ["bootstrap", "chunk"]
     assert [s for s, st in plan(run["cfg"], d, restart_from="eval") if st != "done"] == ["eval", "export"]
     # knobs of where and how fast a stage runs (workers, batch sizes, parallel pair SFT, progress bars) rerun nothing
-    cfg = load_run_config(SMOKE, [*run["overrides"], "score.rollout.max_batch_size=7", "score.batch_cots=3",
+    cfg = load_run_config(SMOKE, [*run["overrides"], "score.engines.max_batch_size=7", "score.batch_cots=3",
                                   "sft.parallel=true", "sft.long.progress=false", "rl.progress=false"])
     assert {st for _, st in plan(cfg, d)} == {"done"}
 

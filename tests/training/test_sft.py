@@ -15,7 +15,7 @@ from longshort.data.protocol import Message
 from longshort.training.ranks import RankInfo, free_port, init_rank, launch, shutdown_rank
 from longshort.training.sft import SFTConfig, _checkpoints, check_packing, run_sft
 from longshort.training.sft_data import SFTExample, collate, tokenize_examples
-from longshort.training.trainer import EngineConfig, Trainer, masked_nll_sum
+from longshort.training.trainer import TrainerConfig, Trainer, masked_nll_sum
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +34,7 @@ def tok(model_dir):
 def trainer(model_dir):
     """A one-rank Trainer in this process."""
     init_rank(RankInfo(0, 1, "127.0.0.1", free_port()))
-    t = Trainer(model_dir, EngineConfig(lr=1e-3, total_steps=10, grad_accum=1))
+    t = Trainer(model_dir, TrainerConfig(lr=1e-3, total_steps=10, grad_accum=1))
     yield t
     t.close()
     shutdown_rank()
@@ -240,7 +240,7 @@ def test_bf16_keeps_fp32_master_weights(model_dir, tok, tmp_path):
     losses = {}
     for precision in ("fp32", "bf16"):
         init_rank(RankInfo(0, 1, "127.0.0.1", free_port()))
-        t = Trainer(model_dir, EngineConfig(lr=1e-3, total_steps=3, precision=precision))
+        t = Trainer(model_dir, TrainerConfig(lr=1e-3, total_steps=3, precision=precision))
         losses[precision] = [t.step([batch]).loss for _ in range(3)]
         if precision == "bf16":
             assert t.zero_stage == 1 and t.module.dtype == torch.bfloat16

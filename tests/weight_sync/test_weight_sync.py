@@ -17,7 +17,7 @@ from longshort.cluster.topology import RoleResources
 from longshort.engines.base import GenerationRequest, SamplingParams
 from longshort.engines.hf.engine import HFEngine
 from longshort.recipes.longshort.recipe import PairTopology
-from longshort.training.trainer import Batch, EngineConfig
+from longshort.training.trainer import Batch, TrainerConfig
 from longshort.weight_sync.base import (
     ALIGN,
     StaleWeightsError,
@@ -164,7 +164,7 @@ def pair(ray_local, tmp_path_factory):
     paths = {"long": make_model_dir(root / "tied", tie=True), "short": make_model_dir(root / "untied", tie=False)}
     topo = PairTopology(long=RoleResources(colocate=True, reference=False),
                           short=RoleResources(colocate=False, reference=False), call_timeout_s=300)
-    policies = Policies.start(topo, paths, EngineConfig(lr=3e-2, total_steps=10))
+    policies = Policies.start(topo, paths, TrainerConfig(lr=3e-2, total_steps=10))
     yield policies
     policies.close()
 
@@ -212,7 +212,7 @@ def test_zero3_group_syncs_full_params_to_every_engine(ray_local, tmp_path, stra
     path = make_model_dir(tmp_path / "m", tie=True, seed=1)
     res = RoleResources(num_ranks=2, colocate=False, num_engines=2, reference=True, weight_sync=strategy)
     topo = PairTopology(long=res, bucket_mb=0.125, call_timeout_s=300)
-    group = PolicyGroup.start("long", path, topo, EngineConfig(lr=3e-2, total_steps=10, zero_stage=3))
+    group = PolicyGroup.start("long", path, topo, TrainerConfig(lr=3e-2, total_steps=10, zero_stage=3))
     try:
         tok = build_tokenizer()
         batches = [_batch(tok.encode(TRAIN_TEXT)), _batch(tok.encode("the cat sat on the mat ."))]

@@ -20,8 +20,9 @@ import torch
 
 from longshort.core.errors import LongshortError
 from longshort.engines.base import GenerationRequest
+from longshort.training.models import load_model
 from longshort.training.ranks import RankInfo, free_port, init_rank, shutdown_rank
-from longshort.training.trainer import Batch, EngineConfig, LossFn, Trainer, masked_nll_sum, token_logprobs
+from longshort.training.trainer import Batch, LossFn, Trainer, TrainerConfig, masked_nll_sum, token_logprobs
 from longshort.weight_sync.base import (
     Bucket,
     TensorMeta,
@@ -39,7 +40,7 @@ class WorkerSpec:
     """Everything a rank needs to start (picklable)."""
 
     model_dir: str
-    engine_cfg: EngineConfig
+    trainer_cfg: TrainerConfig
     world_size: int
     master_addr: str
     master_port: int
@@ -55,25 +56,17 @@ class Reference:
     optimizer), otherwise each rank holds a full copy."""
 
     def __init__(self, model_dir: str, trainer: Trainer):
-        from transformers import AutoModelForCausalLM
-
         cfg = trainer.cfg
         if cfg.zero_stage == 3:
             import deepspeed
-            from transformers.integrations.deepspeed import HfDeepSpeedConfig, unset_hf_deepspeed_config
 
             ds = {"train_micro_batch_size_per_gpu": 1, "train_batch_size": trainer.world_size,
                   "zero_optimization": {"stage": 3}, "bf16": {"enabled": trainer.dtype == torch.bfloat16},
                   "steps_per_print": 2**62}
-            hf_ds = HfDeepSpeedConfig(ds)
-            try:
-                model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=trainer.dtype)
-            finally:
-                unset_hf_deepspeed_config()
-                del hf_ds
+            model = load_model(cfg.model_factory, model_dir, ds, dtype=trainer.dtype)
             self.module = deepspeed.initialize(model=model, config=ds)[0]
         else:
-            model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=trainer.dtype)
+            model = load_model(cfg.model_factory, model_dir, dtype=trainer.dtype)
             self.module = model.to(trainer.device)
         self.module.eval()
         self.module.requires_grad_(False)
@@ -83,7 +76,7 @@ class Reference:
     def logprobs(self, batch: Batch) -> torch.Tensor:
         batch = batch.to(self.device)
         logits = self.module(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
-                             position_ids=batch.position_ids, use_cache=False).logits
+                             position_ids=batch.position_ids, use_cache=False, **batch.model_inputs).logits
         return token_logprobs(logits, batch.input_ids)
 
 
@@ -125,7 +118,7 @@ class PolicyWorker:
         torch.manual_seed(spec.seed + self.rank)
         # Ray gives each GPU actor only its own device (CUDA_VISIBLE_DEVICES), so the local device is always 0.
         device = init_rank(RankInfo(self.rank, spec.world_size, spec.master_addr, spec.master_port, local_rank=0))
-        self.trainer = Trainer(spec.model_dir, spec.engine_cfg, device)
+        self.trainer = Trainer(spec.model_dir, spec.trainer_cfg, device)
         if spec.reference:
             self.reference = Reference(spec.model_dir, self.trainer)
         if spec.engine_backend is not None:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from longshort.cluster.engine_pool import RolloutConfig, open_backend
+from longshort.cluster.engine_pool import EnginePoolConfig, open_engine_pool
 from longshort.core import run_dir as rd
 from longshort.core.config import PLACEMENT
 from longshort.core.errors import LongshortError
@@ -36,13 +36,15 @@ log = logging.getLogger("longshort")
 class PairEvalConfig:
     """Held-out evaluation of the pair against the base model."""
 
+    RENAMED_KEYS = {"rollout": "engines"}  # old configs still load (with a warning)
+
     source: ProblemSource = field(default_factory=lambda: ProblemSource(path="", limit=100))  # "": bootstrap eval
     temperature: float = field(default=0.0, metadata={"ge": 0})
     max_turn_tokens: int = field(default=256, metadata={"ge": 1})  # per pair turn
     max_tokens: int = field(default=512, metadata={"ge": 1})  # the base model's whole answer
     max_turns: int = field(default=MAX_TURNS, metadata={"ge": 2})
     seed: int = 0
-    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    engines: EnginePoolConfig = field(default_factory=EnginePoolConfig)
 
 
 def _pair_sft_default() -> SFTConfig:
@@ -76,13 +78,13 @@ def evaluate_pair(cfg: PairEvalConfig, base_dir: Path, long_dir: Path, short_dir
     tok = AutoTokenizer.from_pretrained(str(base_dir))
     texts, golds = [p.problem for p in problems], [p.answer for p in problems]
     t0 = time.perf_counter()
-    base = open_backend(cfg.rollout, base_dir, cfg.seed)
+    base = open_engine_pool(cfg.engines, base_dir, cfg.seed)
     try:
         single = run_single(base, tok, texts, max_tokens=cfg.max_tokens, temperature=cfg.temperature, seed=cfg.seed)
     finally:
         base.close()
     t1 = time.perf_counter()
-    long_b, short_b = open_backend(cfg.rollout, long_dir, cfg.seed), open_backend(cfg.rollout, short_dir, cfg.seed)
+    long_b, short_b = open_engine_pool(cfg.engines, long_dir, cfg.seed), open_engine_pool(cfg.engines, short_dir, cfg.seed)
     try:
         pair = run_pair(long_b, short_b, tok, texts, max_turns=cfg.max_turns, max_turn_tokens=cfg.max_turn_tokens,
                         temperature=cfg.temperature, seed=cfg.seed)

@@ -1,6 +1,6 @@
 """``longshort solve PAIR_DIR [PROBLEM]``: run an exported pair on problems; print each turn and the final answer.
 
-The export is checked with ``export.load_pair``, each model gets one engine (``rollout_backend.open_backend``: HF or
+The export is checked with ``export.load_pair``, each model gets one engine (``rollout_backend.open_engine_pool``: HF or
 vLLM) and the dialogue runs through ``pair.run_pair``, the same token-in/token-out loop the pair was trained and
 evaluated with. Takes no run config. Imports stay light (no Ray, DeepSpeed or W&B at import time) so the command
 also runs inside the vLLM venv.
@@ -127,12 +127,12 @@ def solve(args: argparse.Namespace, stdin: TextIO | None = None) -> list[dict]:
         os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")  # also in vLLM's engine processes
     from transformers import AutoTokenizer
 
-    from longshort.cluster.engine_pool import RolloutConfig, open_backend
+    from longshort.cluster.engine_pool import EnginePoolConfig, open_engine_pool
     from longshort.data.verify import extract_answer
     from longshort.recipes.longshort.pair_sft import run_pair
 
     tok = AutoTokenizer.from_pretrained(str(long_dir))
-    cfg = RolloutConfig(backend=backend, device=args.device, dtype=args.dtype,
+    cfg = EnginePoolConfig(backend=backend, device=args.device, dtype=args.dtype,
                         engine_kwargs=_engine_args(args.engine_arg))
     max_turns = args.max_turns or int(manifest["protocol"]["max_turns"])
     opened = []
@@ -140,7 +140,7 @@ def solve(args: argparse.Namespace, stdin: TextIO | None = None) -> list[dict]:
     with contextlib.redirect_stdout(sys.stderr):
         try:
             for d in (long_dir, short_dir):
-                opened.append(open_backend(cfg, d, args.seed))
+                opened.append(open_engine_pool(cfg, d, args.seed))
             outcomes = run_pair(*opened, tok, problems, max_turns=max_turns, max_turn_tokens=args.max_turn_tokens,
                                 temperature=args.temperature, seed=args.seed)
         finally:

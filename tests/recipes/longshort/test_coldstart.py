@@ -8,7 +8,7 @@ import pytest
 from builders import run_dir_with_task, task_records, tiny_model_dir
 from transformers import AutoTokenizer
 
-from longshort.cluster.engine_pool import LocalBackend
+from longshort.cluster.engine_pool import LocalEnginePool
 from longshort.core.errors import LongshortError
 from longshort.data.protocol import (
     END_TURN,
@@ -172,7 +172,7 @@ def test_engine_rewrites_that_drop_numbers_are_rejected_and_counted(model, tok):
     cfg = ColdstartConfig(compression="engine", select="threshold", threshold=0.0)
     cfg.rewrite.max_tokens, cfg.rewrite.attempts = 12, 2
     stats = ColdstartStats()
-    backend = LocalBackend(HFEngine(str(model), seed=0))
+    backend = LocalEnginePool(HFEngine(str(model), seed=0))
     out = synthesize(scored, cfg, shared_verifier(), backend, tok, stats)
     # a random model's rewrites never keep the equations' results
     assert out == [] and stats.dropped["rewrite_rejected"] == 4
@@ -212,7 +212,7 @@ def test_protocol_turn_rules(tok):
 
 
 def test_run_pair_keeps_the_rendered_layout(model, tok):
-    engine = LocalBackend(HFEngine(str(model), seed=0))
+    engine = LocalEnginePool(HFEngine(str(model), seed=0))
     problems = [r["problem"] for r in task_records(4)]
     outs = run_pair(engine, engine, tok, problems, max_turns=4, max_turn_tokens=6)
     for o in outs:

@@ -9,7 +9,7 @@ import pytest
 from builders import run_dir_with_task, task_records, tiny_model_dir
 from transformers import AutoTokenizer
 
-from longshort.cluster.engine_pool import LocalBackend, RolloutConfig, open_backend, split_even
+from longshort.cluster.engine_pool import LocalEnginePool, EnginePoolConfig, open_engine_pool, split_even
 from longshort.core.errors import LongshortError
 from longshort.data.protocol import Message, prompt_ids, render
 from longshort.engines.base import GenerationRequest, SamplingParams
@@ -98,7 +98,7 @@ def test_score_end_to_end_then_cache_hit(chunked_run, model, tmp_path):
     html = (run / "score" / "report.html").read_text()
     assert html.count('class="cot"') == 3 and html.count("data:image/png;base64") == 2 and "Step 1:" in html
     # a re-run generates nothing and writes the same scores
-    engine = LocalBackend(HFEngine(str(model), seed=0))
+    engine = LocalEnginePool(HFEngine(str(model), seed=0))
     again = run_score(small(), run, backend=engine)
     assert engine.calls == 0 and again.stats.cached == N_COTS and again.stats.rollouts == 0
     assert again.path.read_text() == first.path.read_text()
@@ -112,7 +112,7 @@ def test_score_end_to_end_then_cache_hit(chunked_run, model, tmp_path):
 def test_killed_run_resumes_where_it_stopped(chunked_run, model, tmp_path):
     reference = run_score(small(), copy_run(chunked_run, tmp_path / "ref"))
     run = copy_run(chunked_run, tmp_path / "run")
-    engine = LocalBackend(HFEngine(str(model), seed=0))
+    engine = LocalEnginePool(HFEngine(str(model), seed=0))
     with pytest.raises(Interrupted):
         run_score(small(), run, backend=KillAfter(engine, after=1))  # dies in the second batch of 2 CoTs
     cache = RolloutCache(run / "score" / "cache" / "rollouts.jsonl")
@@ -161,11 +161,11 @@ def test_ray_actors_give_the_same_results_as_local(model):
     reqs = [GenerationRequest(prompt_ids([Message("user", r["problem"])], tok, "assistant"),
                               SamplingParams(n=2, temperature=1.0, max_tokens=8, seed=i), request_id=str(i))
             for i, r in enumerate(task_records(5))]
-    local = open_backend(RolloutConfig(), model)
+    local = open_engine_pool(EnginePoolConfig(), model)
     want = [[s.token_ids for s in r.samples] for r in local(reqs)]
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
-        remote = open_backend(RolloutConfig(workers=2, threads_per_worker=1), model)
+        remote = open_engine_pool(EnginePoolConfig(workers=2, threads_per_worker=1), model)
         got = remote(reqs)
         assert [r.request_id for r in got] == [str(i) for i in range(5)]
         assert [[s.token_ids for s in r.samples] for r in got] == want

@@ -173,12 +173,12 @@ def test_parse_groups_validation():
 def test_model_grouping_with_invalid_output_falls_back_and_counts(tmp_path):
     from transformers import AutoTokenizer
 
-    from longshort.cluster.engine_pool import LocalBackend
+    from longshort.cluster.engine_pool import LocalEnginePool
     from longshort.engines.hf.engine import HFEngine
 
     model = tiny_model_dir(tmp_path / "m")
     tok = AutoTokenizer.from_pretrained(str(model))
-    backend = LocalBackend(HFEngine(str(model), seed=0))
+    backend = LocalEnginePool(HFEngine(str(model), seed=0))
     recs = task_records(6)
     texts = [r["long_cot"] for r in recs] + ["<think>\nonly one step\n</think>"]
     cfg = ChunkConfig(mode="model")

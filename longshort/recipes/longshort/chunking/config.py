@@ -7,7 +7,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Literal
 
-from longshort.cluster.engine_pool import RolloutConfig
+from longshort.cluster.engine_pool import EnginePoolConfig
 from longshort.data.problems import ProblemSource
 from longshort.data.protocol import THINK_CLOSE, THINK_OPEN
 
@@ -38,6 +38,8 @@ class GroupingConfig:
 class ChunkConfig:
     """How long CoTs become thoughts (config section ``chunk``)."""
 
+    RENAMED_KEYS = {"rollout": "engines"}  # old configs still load (with a warning)
+
     mode: Literal["rules", "model"] = "rules"
     language: str = "en"
     # Cue regexes per language, matched at the start of a step (after markdown markers); a match starts a thought.
@@ -49,7 +51,7 @@ class ChunkConfig:
     # CoTs to chunk: any problem source whose records have a long CoT; path "" = the bootstrap task data.
     source: ProblemSource = field(default_factory=lambda: ProblemSource(path="", limit=64))
     model: str | None = None  # grouping model (mode: model); None: the bootstrap base model
-    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    engines: EnginePoolConfig = field(default_factory=EnginePoolConfig)
 
     def validate(self) -> None:
         if self.language not in self.cues:

@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from longshort.cluster.engine_pool import open_backend
+from longshort.cluster.engine_pool import open_engine_pool
 from longshort.core import run_dir as rd
 from longshort.core.errors import LongshortError
 from longshort.data.problems import load_problems
@@ -256,7 +256,7 @@ def run_chunk(cfg: ChunkConfig, run_dir: str | Path, tracker=None) -> ChunkResul
         from transformers import AutoTokenizer
 
         model = str(rd.resolve(run_dir, cfg.model, rd.BASE_MODEL))
-        backend = open_backend(cfg.rollout, model)
+        backend = open_engine_pool(cfg.engines, model)
         tokenizer = AutoTokenizer.from_pretrained(model)
     try:
         chunks = chunk_many([p.long_cot for p in usable], cfg, backend, tokenizer, stats)

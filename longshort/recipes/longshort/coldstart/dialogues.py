@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from longshort.cluster.engine_pool import RolloutConfig, open_backend
+from longshort.cluster.engine_pool import EnginePoolConfig, open_engine_pool
 from longshort.core import run_dir as rd
 from longshort.core.errors import LongshortError
 from longshort.data.protocol import MAX_TURNS, THINK_CLOSE, Message, check_pair_dialogue, prompt_ids
@@ -50,13 +50,15 @@ log = logging.getLogger("longshort")
 class RewriteConfig:
     """The engine that compresses stretches (``compression: engine``)."""
 
+    RENAMED_KEYS = {"rollout": "engines"}  # old configs still load (with a warning)
+
     model: str | None = None  # None: the bootstrap base model
     prompt: str = REWRITE_PROMPT  # must contain {text}
     max_tokens: int = field(default=256, metadata={"ge": 1})
     temperature: float = field(default=0.7, metadata={"ge": 0})
     attempts: int = field(default=2, metadata={"ge": 1})  # samples per stretch; the shortest valid one is kept
     seed: int = 0
-    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    engines: EnginePoolConfig = field(default_factory=EnginePoolConfig)
 
 
 @dataclass
@@ -310,7 +312,7 @@ def run_coldstart(cfg: ColdstartConfig, run_dir: str | Path, tracker=None, verif
     stats = ColdstartStats()
     own = backend is None and cfg.compression == "engine"
     if own:
-        backend = open_backend(cfg.rewrite.rollout, rd.resolve(run_dir, cfg.rewrite.model, rd.BASE_MODEL), cfg.rewrite.seed)
+        backend = open_engine_pool(cfg.rewrite.engines, rd.resolve(run_dir, cfg.rewrite.model, rd.BASE_MODEL), cfg.rewrite.seed)
     try:
         rw_tok = tokenizer if cfg.compression == "teacher" or cfg.rewrite.model is None else \
             AutoTokenizer.from_pretrained(cfg.rewrite.model)

@@ -25,7 +25,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from longshort.cluster.engine_pool import RolloutConfig, open_backend
+from longshort.cluster.engine_pool import EnginePoolConfig, open_engine_pool
 from longshort.core import run_dir as rd
 from longshort.core.config import PLACEMENT
 from longshort.core.errors import LongshortError
@@ -42,6 +42,8 @@ _CACHE_VERSION = 1
 @dataclass
 class ScoreConfig:
     """Prefix rollouts and the importance metric (config section ``score``)."""
+
+    RENAMED_KEYS = {"rollout": "engines"}  # old configs still load (with a warning)
 
     n_rollouts: int = field(default=8, metadata={"ge": 1})  # N samples per prefix
     max_tokens: int = field(default=320, metadata={"ge": 1})  # per continuation
@@ -60,7 +62,7 @@ class ScoreConfig:
     data: str | None = None  # chunked CoTs (JSONL); None: run_dir/chunk/thoughts.jsonl
     cache_dir: str | None = None  # None: run_dir/score/cache (point several runs at one dir to share it)
     importance: ImportanceConfig = field(default_factory=ImportanceConfig)
-    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    engines: EnginePoolConfig = field(default_factory=EnginePoolConfig)
     report: bool = True  # write report.html
     report_cots: int = field(default=30, metadata={"ge": 0})  # CoTs drawn in report.html
 
@@ -69,7 +71,7 @@ class ScoreConfig:
         """Context tokens that key the coupled sampler (``couple_context`` resolved; 0: off)."""
         if self.couple_context is not None:
             return self.couple_context
-        return 8 if self.rollout.backend == "hf" else 0
+        return 8 if self.engines.backend == "hf" else 0
 
 
 # ------------------------------------------------------------------------------------------- identities
@@ -319,7 +321,7 @@ def load_chunked(path: Path, limit: int | None = None) -> list[tuple[dict, Chunk
 def run_score(cfg: ScoreConfig, run_dir: str | Path, tracker=None, verifier=None, backend=None) -> ScoreResult:
     """Score every chunked CoT into ``run_dir/score/scores.jsonl`` (+ ``summary.json``, ``report.html``).
 
-    ``backend`` overrides ``cfg.rollout`` (any callable ``list[GenerationRequest] -> list[GenerationResult]``).
+    ``backend`` overrides ``cfg.engines`` (any callable ``list[GenerationRequest] -> list[GenerationResult]``).
     """
     from transformers import AutoTokenizer
 
@@ -345,7 +347,7 @@ def run_score(cfg: ScoreConfig, run_dir: str | Path, tracker=None, verifier=None
     verifier = verifier or shared_verifier()
     own_backend = backend is None and any(key not in cache.entries for key, _, _ in items)
     if own_backend:
-        backend = open_backend(cfg.rollout, model_dir, cfg.seed)
+        backend = open_engine_pool(cfg.engines, model_dir, cfg.seed)
     try:
         rollout_cots(items, backend, tokenizer, verifier, cfg, cache, stats)
     finally:
