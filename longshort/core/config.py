@@ -6,13 +6,15 @@ any work starts and names the YAML file, line, key path and accepted values when
 
 Conventions for section dataclasses: `Literal[...]` for choices, `field(metadata={"ge": 0})` (also
 "gt", "le", "lt") for ranges, `X | None` for optional values, and an optional ``validate(self)``
-raising ``ValueError("field: what is wrong")`` for checks across fields.
+raising ``ValueError("field: what is wrong")`` for checks across fields (``validate(self, where)`` also gets a
+function that names where a dotted key came from, for checks of nested keys).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import inspect
 import logging
 import types
 import typing
@@ -226,7 +228,10 @@ def build(cls: type[T], data: dict, prefix: str = "", where: _Where | None = Non
     try:
         obj = cls(**kwargs)
         if hasattr(obj, "validate"):
-            obj.validate()
+            if "where" in inspect.signature(obj.validate).parameters:  # a check that names a nested key's origin
+                obj.validate(where=lambda key: where(f"{prefix}.{key}" if prefix else key))
+            else:
+                obj.validate()
     except (ValueError, TypeError) as e:
         if isinstance(e, LongshortError):
             raise

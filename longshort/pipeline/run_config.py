@@ -10,6 +10,7 @@ checked before any work starts.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass, field, make_dataclass
 from pathlib import Path
 from typing import Any
@@ -37,17 +38,17 @@ class CommonConfig:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     verify: VerifyConfig = field(default_factory=VerifyConfig)
 
-    def validate(self) -> None:
+    def validate(self, where: Callable[[str], str] = lambda key: "<config>") -> None:
         if not self.name or "/" in self.name or self.name in (".", ".."):
             raise ValueError(f"name: {self.name!r} is not a usable directory name; accepted: e.g. 'tiny' or 'qwen7b-pair'")
         recipe = RECIPES.get(self.recipe)
         if self.pipeline.stages is None:
             self.pipeline.stages = list(recipe.stage_names)
-        unknown = [s for s in self.pipeline.stages if s not in recipe.stage_names]
         order = [s for s in recipe.stage_names if s in self.pipeline.stages]
-        if unknown or order != list(self.pipeline.stages):
-            raise ValueError(f"pipeline: stages {self.pipeline.stages} are not a subsequence of the {recipe.name} "
-                             f"recipe's stages; accepted: a subsequence of {recipe.stage_names}")
+        if order != list(self.pipeline.stages):
+            raise LongshortError(f"{where('pipeline.stages')}: key 'pipeline.stages' is {self.pipeline.stages}, out of "
+                                 f"order, repeated or unknown; accepted: a subsequence of the {recipe.name} recipe's "
+                                 f"stages {recipe.stage_names}")
 
 
 @functools.cache

@@ -4,28 +4,24 @@
   ``begin(v)``, loads any number of buckets, and only ``finish(v)`` (all tensors arrived) advertises ``v``.
   Between ``begin`` and ``finish``, or after an interrupted sync, the engine serves nothing: its weights are a
   mix of two versions. ``generate(..., min_version=v)`` refuses to serve anything older than ``v``.
-* Buckets: full parameters packed into flat byte buffers of ~``bucket_bytes`` (numpy, so Ray's object store
-  hands every reader on a node a zero-copy view of one shared copy); ``unpack`` gives tensor views into it.
 * ``WeightSync``: a strategy (colocated in place, object store, collective broadcast) that a ``PolicyGroup`` runs
-  after each update; one file per strategy, chosen by ``topology.<role>.weight_sync``.
+  after each update; one file per strategy holding its driver, sender (trainer rank) and receiver (engine) side,
+  chosen by ``topology.<role>.weight_sync``. Bucket layout and packing are in ``buckets.py``.
 """
 
 from __future__ import annotations
 
 import time
-import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
 
 from longshort.core.errors import LongshortError
+from longshort.core.registry import Registry
 from longshort.engines.base import Engine, GenerationRequest, GenerationResult
-
-ALIGN = 64  # bytes; every tensor starts on this boundary so a byte view can be re-viewed as any dtype
 
 
 class StaleWeightsError(LongshortError):
@@ -84,24 +80,16 @@ class VersionedEngine:
         self._loaded += len(items)
         return len(items)
 
-    def receive(self, metas: list[TensorMeta], group) -> int:
-        """Load one broadcast bucket laid out by ``metas`` from ``group`` (a ``process_group.SyncGroup``).
-
-        A backend with its own receivers (vLLM: one per tensor-parallel worker process) takes the bucket there
-        (``receive_bucket``); any other engine gets the bytes in this process and loads views of them.
-        """
+    def pending(self) -> int:
+        """The version being synced; a ``SyncError`` outside a sync (a strategy's receiver checks before loading)."""
         if self._pending is None:
-            raise SyncError(f"engine {self.name}: receive() outside a sync; call begin(version) first")
-        own = getattr(self.engine, "receive_bucket", None)
-        if own is not None:
-            own(metas, self._pending)
-        else:
-            if group is None:
-                raise SyncError(f"engine {self.name}: no weight-sync group is open; open_sync_group() first")
-            flat = group.receive(layout_bytes(metas))
-            self.engine.update_weights(unpack_flat(flat, metas), self._pending)
-        self._loaded += len(metas)
-        return len(metas)
+            raise SyncError(f"engine {self.name}: weights arrived outside a sync; call begin(version) first")
+        return self._pending
+
+    def count(self, tensors: int) -> None:
+        """Tensors a backend loaded by itself (vLLM's workers receive broadcasts in their own processes)."""
+        self.pending()
+        self._loaded += tensors
 
     def finish(self, version: int, expected_tensors: int | None = None) -> None:
         if self._pending != version:
@@ -130,137 +118,6 @@ class VersionedEngine:
         self._version = None
 
 
-# ---------------------------------------------------------------------------------------------------- buckets
-
-
-@dataclass(frozen=True)
-class TensorMeta:
-    name: str
-    dtype: str  # torch dtype name without the "torch." prefix
-    shape: tuple[int, ...]
-    offset: int
-    nbytes: int
-
-
-@dataclass
-class Bucket:
-    """Several full tensors in one flat uint8 buffer (``data``), described by ``metas``."""
-
-    metas: list[TensorMeta]
-    data: np.ndarray
-
-    @property
-    def nbytes(self) -> int:
-        return int(self.data.nbytes)
-
-
-def _aligned(n: int) -> int:
-    return (n + ALIGN - 1) // ALIGN * ALIGN
-
-
-def _as_bytes(t: torch.Tensor) -> torch.Tensor:
-    # Stays on its device: copy_ into the CPU bucket is then the one device-to-host copy.
-    return t.detach().contiguous().reshape(-1).view(torch.uint8)
-
-
-def _nbytes(t: torch.Tensor) -> int:
-    return t.numel() * t.element_size()
-
-
-def plan_buckets(sizes: list[int], bucket_bytes: int) -> list[int]:
-    """How many tensors (of ``sizes`` bytes, in order) go in each bucket of at most ``bucket_bytes`` (a larger
-    tensor gets a bucket of its own).
-
-    Every rank of a ZeRO-3 group computes the same plan from the parameter shapes, so all of them gather
-    exactly the same parameters for each bucket.
-    """
-    counts: list[int] = []
-    used = -1  # -1: no open bucket
-    for size in sizes:
-        if used < 0 or (used > 0 and _aligned(used) + size > bucket_bytes):
-            counts.append(0)
-            used = 0
-        used = (_aligned(used) if used else 0) + size
-        counts[-1] += 1
-    return counts
-
-
-def pack_bucket(named_tensors: Iterable[tuple[str, torch.Tensor]], capacity: int,
-                buffer: np.ndarray | None = None) -> Bucket:
-    """Copy tensors (each once, while it is valid: it may be a ZeRO-3 gather) into one buffer of ``capacity``
-    bytes or more. ``buffer`` (uint8) is reused when it is large enough: pass one only if the previous bucket
-    packed into it has been consumed (e.g. serialized into the object store as a Ray return value)."""
-    buf: np.ndarray | None = buffer if buffer is not None and buffer.nbytes >= capacity else None
-    metas: list[TensorMeta] = []
-    used = 0
-    for name, t in named_tensors:
-        size = _nbytes(t)
-        off = _aligned(used) if metas else 0
-        if buf is None or off + size > buf.nbytes:
-            grown = np.empty(max(capacity, off + size), dtype=np.uint8)
-            if buf is not None:
-                grown[:used] = buf[:used]
-            buf = grown
-        torch.from_numpy(buf[off : off + size]).copy_(_as_bytes(t))
-        metas.append(TensorMeta(name, str(t.dtype).removeprefix("torch."), tuple(t.shape), off, size))
-        used = off + size
-    return Bucket(metas, (buf if buf is not None else np.empty(0, dtype=np.uint8))[:used])
-
-
-def unpack(bucket: Bucket) -> list[tuple[str, torch.Tensor]]:
-    """Tensor views into ``bucket.data`` (no copy; read-only when it comes from the object store)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # non-writable buffer: we only read from it
-        flat = torch.from_numpy(bucket.data)
-    return unpack_flat(flat, bucket.metas)
-
-
-def unpack_flat(flat: torch.Tensor, metas: list[TensorMeta]) -> list[tuple[str, torch.Tensor]]:
-    """Tensor views into one flat uint8 tensor laid out by ``metas`` (any device)."""
-    return [(m.name, flat[m.offset : m.offset + m.nbytes].view(getattr(torch, m.dtype)).view(m.shape))
-            for m in metas]
-
-
-def plan_layout(params: list[tuple[str, torch.dtype, tuple[int, ...]]], bucket_bytes: int) -> list[list[TensorMeta]]:
-    """The buckets of full parameters ``(name, dtype, full shape)``, in order, with every tensor's offset.
-
-    Computed from shapes alone (``ds_shape`` under ZeRO-3), so a receiver can allocate and unpack a bucket before
-    any parameter is gathered; ``pack_into`` fills exactly this layout (``pack_bucket`` lays out the same way).
-    """
-    sizes = [int(torch.Size(shape).numel()) * torch.empty(0, dtype=dtype).element_size() for _, dtype, shape in params]
-    layout, i = [], 0
-    for count in plan_buckets(sizes, bucket_bytes):
-        metas, used = [], 0
-        for (name, dtype, shape), size in zip(params[i : i + count], sizes[i : i + count], strict=True):
-            off = _aligned(used) if metas else 0
-            metas.append(TensorMeta(name, str(dtype).removeprefix("torch."), tuple(shape), off, size))
-            used = off + size
-        layout.append(metas)
-        i += count
-    return layout
-
-
-def layout_bytes(metas: list[TensorMeta]) -> int:
-    return metas[-1].offset + metas[-1].nbytes if metas else 0
-
-
-def pack_into(named_tensors: Iterable[tuple[str, torch.Tensor]], metas: list[TensorMeta], out: torch.Tensor) -> None:
-    """Copy tensors (each once, while it is valid) into ``out`` (uint8, any device) at the offsets of ``metas``;
-    a tensor whose name, dtype or shape differs from the plan is a ``SyncError`` (the receivers would misread it)."""
-    n = 0
-    for (name, t), m in zip(named_tensors, metas, strict=False):
-        if (name, str(t.dtype).removeprefix("torch."), tuple(t.shape)) != (m.name, m.dtype, m.shape):
-            raise SyncError(f"weight sync: parameter {name} {t.dtype} {tuple(t.shape)} does not match the planned "
-                            f"{m.name} {m.dtype} {m.shape}; the trainer's parameters changed after the plan")
-        out[m.offset : m.offset + m.nbytes].copy_(_as_bytes(t))
-        n += 1
-    if n != len(metas):
-        raise SyncError(f"weight sync: {n} tensors for a bucket planned with {len(metas)}")
-
-
-# ---------------------------------------------------------------------------------------------------- strategies
-
-
 @dataclass
 class SyncStats:
     version: int
@@ -283,25 +140,20 @@ class WeightSync(ABC):
         """``group`` is a ``longshort.cluster.policy_group.PolicyGroup``."""
 
 
-_STRATEGIES: dict[str, str] = {
+STRATEGIES: Registry[type[WeightSync]] = Registry("weight sync", {
     "colocated": "longshort.weight_sync.colocated:ColocatedSync",
     "object_store": "longshort.weight_sync.object_store:ObjectStoreSync",
     "collective": "longshort.weight_sync.collective:CollectiveSync",
-}
+}, check=lambda c: isinstance(c, type) and issubclass(c, WeightSync))
 
 
-def register_weight_sync(name: str, target: str) -> None:
-    """Add a strategy as a lazy ``package.module:ClassName`` path (e.g. an NCCL broadcast)."""
-    _STRATEGIES[name] = target
+def register_weight_sync(name: str, target: str | type[WeightSync]) -> None:
+    """Add a strategy: a ``WeightSync`` subclass or its lazy ``package.module:ClassName`` path."""
+    STRATEGIES.register(name, target)
 
 
 def make_weight_sync(name: str) -> WeightSync:
-    import importlib
-
-    if name not in _STRATEGIES:
-        raise LongshortError(f"weight sync {name!r} is unknown; accepted: {', '.join(sorted(_STRATEGIES))}")
-    module, _, attr = _STRATEGIES[name].partition(":")
-    return getattr(importlib.import_module(module), attr)()
+    return STRATEGIES.get(name)()
 
 
 class Stopwatch:

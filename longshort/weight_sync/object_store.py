@@ -5,13 +5,18 @@ the same bucket plan), rank 0 returns the packed bucket as a second return value
 store once and the driver only holds its reference; each engine is handed that reference and maps the shared
 copy zero-copy on its node. Rank 0 packs bucket ``k+1`` while the engines load bucket ``k``; at most two buckets
 are alive at a time. Engines advertise the new version only after ``finish_sync`` confirms every tensor arrived.
-The CPU transport of the issue; GPU clusters would add an NCCL broadcast strategy under the same interface
-(``register_weight_sync``).
+The CPU transport (GPU engines take ``collective``). Sender: ``pack_next`` on every trainer rank; receiver:
+``load_bucket`` on every engine.
 """
 
 from __future__ import annotations
 
-from longshort.weight_sync.base import Stopwatch, SyncStats, WeightSync
+import time
+
+import numpy as np
+
+from longshort.weight_sync.base import Stopwatch, SyncStats, VersionedEngine, WeightSync
+from longshort.weight_sync.buckets import Bucket, Publisher, pack_bucket, unpack
 
 _IN_FLIGHT = 2  # buckets whose engine loads may be outstanding at once (bounds object-store memory)
 
@@ -53,3 +58,29 @@ class ObjectStoreSync(WeightSync):
                      what=f"finish weight sync {version}")
         return SyncStats(version, watch(), tensors=tensors, bytes=nbytes, buckets=n_buckets, engines=len(engines),
                          extra={"pack_s": pack_s, "load_s": load_s})
+
+
+def pack_next(publisher: Publisher, index: int, root: bool, bucket_bytes: int,
+              staging: np.ndarray | None) -> tuple[dict, Bucket | None, np.ndarray | None]:
+    """Sender, on every trainer rank: gather bucket ``index`` (collective); the root packs it. Returns the info for
+    the driver, the bucket (root only) and the staging buffer to reuse: Ray copies a return value into the object
+    store as the call returns, so one buffer serves every bucket (fresh pages would cost a fault per 4 KiB)."""
+    t0 = time.perf_counter()
+    items = publisher.take(index, "next_bucket")
+    if root:
+        bucket = pack_bucket(items, bucket_bytes, staging)
+        staging = bucket.data.base if isinstance(bucket.data.base, np.ndarray) else None
+    else:
+        bucket = None
+        for _ in items:
+            pass
+    info = {"tensors": len(publisher.layout[index]),
+            "bytes": 0 if bucket is None else bucket.nbytes, "seconds": time.perf_counter() - t0}
+    return info, bucket, staging
+
+
+def load_bucket(engine: VersionedEngine, bucket: Bucket) -> float:
+    """Receiver, on every engine: load views of the shared bucket; returns the seconds it took."""
+    t0 = time.perf_counter()
+    engine.load(unpack(bucket))
+    return time.perf_counter() - t0

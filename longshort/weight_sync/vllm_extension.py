@@ -25,13 +25,13 @@ class WeightSyncExtension:
                                   timeout_s: float) -> None:
         """Collective transport: join the trainer's weight-broadcast group as rank ``first_rank`` + this worker's
         rank (one member per tensor-parallel worker; each receives full tensors and its loaders shard them)."""
-        from longshort.weight_sync.process_group import SyncGroup
+        from longshort.weight_sync.collective import SyncGroup
 
         self._longshort_sync = SyncGroup(host, port, first_rank + self.rank, world, backend, self.device, timeout_s)
 
     def longshort_receive_bucket(self, metas: list, tied_embed: str | None) -> int:
         """Receive one broadcast bucket on this worker's device and load it (inside an open reload session)."""
-        from longshort.weight_sync.base import TensorMeta, layout_bytes, unpack_flat
+        from longshort.weight_sync.buckets import TensorMeta, layout_bytes, unpack_flat
 
         group = getattr(self, "_longshort_sync", None)
         if group is None:

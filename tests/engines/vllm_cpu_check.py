@@ -177,8 +177,8 @@ def _broadcast_sender(path: str, port: int, bucket_bytes: int) -> None:
     """Trainer rank 0 of the collective weight sync, in a process of its own: broadcast every bucket over gloo."""
     import torch
 
-    from longshort.weight_sync.base import layout_bytes, pack_into, plan_layout
-    from longshort.weight_sync.process_group import SyncGroup
+    from longshort.weight_sync.buckets import layout_bytes, pack_into, plan_layout
+    from longshort.weight_sync.collective import SyncGroup
 
     params = [(n, p.data) for n, p in reference(path).named_parameters()]
     layout = plan_layout([(n, t.dtype, tuple(t.shape)) for n, t in params], bucket_bytes)
@@ -196,7 +196,9 @@ def run_broadcast_check(results: dict, engine, tag: str, path_d: str, prompts) -
     import multiprocessing
     import socket
 
-    from longshort.weight_sync.base import VersionedEngine, plan_layout
+    from longshort.weight_sync.base import VersionedEngine
+    from longshort.weight_sync.buckets import plan_layout
+    from longshort.weight_sync.collective import receive_bucket
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -212,7 +214,7 @@ def run_broadcast_check(results: dict, engine, tag: str, path_d: str, prompts) -
         versioned = VersionedEngine(engine, tag, version=engine.weight_version)
         versioned.begin(5)
         for metas in layout:
-            versioned.receive(metas, None)
+            receive_bucket(versioned, metas, None)
         versioned.finish(5, sum(len(m) for m in layout))
     finally:
         sender.join(120)

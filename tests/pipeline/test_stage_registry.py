@@ -63,7 +63,9 @@ def test_a_recipe_brings_its_own_sections_and_stages(probe_recipe, capsys):
         load_run_config(None, ["recipe=probe", "rl.steps=3"])
     with pytest.raises(LongshortError, match="'recipe' is 'nope'; accepted: longshort, probe"):
         load_run_config(None, ["recipe=nope"])
-    with pytest.raises(LongshortError, match="not a subsequence"):
+    with pytest.raises(LongshortError, match=r"command line \(pipeline.stages=\[probe-stage\]\): key 'pipeline.stages' "
+                       r"is \['probe-stage'\], out of order, repeated or unknown; accepted: a subsequence of the "
+                       "longshort recipe's stages"):
         load_run_config(None, ["pipeline.stages=[probe-stage]"])  # a longshort run has no such stage
     assert cli.main(["probe-stage", "tracking.mode=disabled"]) == 2
     assert "'probe-stage' is not a stage of the longshort recipe" in capsys.readouterr().err

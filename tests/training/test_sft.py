@@ -15,7 +15,7 @@ from longshort.data.protocol import Message
 from longshort.training.ranks import RankInfo, free_port, init_rank, launch, shutdown_rank
 from longshort.training.sft import SFTConfig, _checkpoints, check_packing, run_sft
 from longshort.training.sft_data import SFTExample, collate, tokenize_examples
-from longshort.training.trainer import TrainerConfig, Trainer, masked_nll_sum
+from longshort.training.trainer import Trainer, TrainerConfig, masked_nll_sum
 
 
 @pytest.fixture(scope="module")

@@ -18,11 +18,9 @@ from longshort.engines.base import GenerationRequest, SamplingParams
 from longshort.engines.hf.engine import HFEngine
 from longshort.recipes.longshort.recipe import PairTopology
 from longshort.training.trainer import Batch, TrainerConfig
-from longshort.weight_sync.base import (
+from longshort.weight_sync.base import StaleWeightsError, SyncError, VersionedEngine
+from longshort.weight_sync.buckets import (
     ALIGN,
-    StaleWeightsError,
-    SyncError,
-    VersionedEngine,
     pack_bucket,
     plan_buckets,
     unpack,

@@ -14,7 +14,9 @@ from typing import Any
 
 from longshort.core.errors import LongshortError
 from longshort.engines.base import GenerationRequest
-from longshort.weight_sync.base import Bucket, VersionedEngine, unpack
+from longshort.weight_sync import collective, object_store
+from longshort.weight_sync.base import VersionedEngine
+from longshort.weight_sync.buckets import Bucket
 
 
 def build_engine(backend: str, model_dir: str, kwargs: dict[str, Any], name: str) -> VersionedEngine:
@@ -51,7 +53,7 @@ class EngineWorker:
     def __init__(self, role: str, index: int, name: str):
         self.role, self.index, self.name = role, index, name
         self.engine: VersionedEngine | None = None
-        self._sync_group = None  # weight_sync.process_group.SyncGroup, for HF-style engines on the collective path
+        self._sync_group = None  # weight_sync.collective.SyncGroup, for HF-style engines on the collective path
 
     def ping(self) -> str:
         return self.name
@@ -85,9 +87,7 @@ class EngineWorker:
         self._need().begin(version)
 
     def load_bucket(self, bucket: Bucket) -> float:
-        t0 = time.perf_counter()
-        self._need().load(unpack(bucket))
-        return time.perf_counter() - t0
+        return object_store.load_bucket(self._need(), bucket)
 
     # collective transport (``weight_sync.collective``)
     def sync_receivers(self) -> int:
@@ -96,21 +96,11 @@ class EngineWorker:
 
     def open_sync_group(self, host: str, port: int, rank: int, world: int, backend: str, timeout_s: float) -> None:
         """Join the broadcast group as ranks ``rank ..`` (blocks until every member has joined)."""
-        engine = self._need().engine
-        own = getattr(engine, "open_sync_group", None)
-        if own is not None:  # vLLM: its worker processes join, each as rank + its tensor-parallel rank
-            own(host, port, rank, world, backend, timeout_s)
-            return
-        import torch
-
-        from longshort.weight_sync.process_group import SyncGroup
-
-        device = getattr(engine, "device", torch.device("cpu"))
-        self._sync_group = SyncGroup(host, port, rank, world, backend, device, timeout_s)
+        self._sync_group = collective.open_receiver(self._need(), host, port, rank, world, backend, timeout_s)
 
     def receive_bucket(self, metas: list) -> float:
         t0 = time.perf_counter()
-        self._need().receive(metas, self._sync_group)
+        collective.receive_bucket(self._need(), metas, self._sync_group)
         return time.perf_counter() - t0
 
     def finish_sync(self, version: int, expected_tensors: int) -> int | None:

@@ -10,7 +10,6 @@ place from ``iter_full_params`` (no serialization, no second process).
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -23,16 +22,9 @@ from longshort.engines.base import GenerationRequest
 from longshort.training.models import load_model
 from longshort.training.ranks import RankInfo, free_port, init_rank, shutdown_rank
 from longshort.training.trainer import Batch, LossFn, Trainer, TrainerConfig, masked_nll_sum, token_logprobs
-from longshort.weight_sync.base import (
-    Bucket,
-    TensorMeta,
-    VersionedEngine,
-    layout_bytes,
-    pack_bucket,
-    pack_into,
-    plan_layout,
-)
-from longshort.weight_sync.process_group import SyncGroup
+from longshort.weight_sync import collective, colocated, object_store
+from longshort.weight_sync.base import VersionedEngine
+from longshort.weight_sync.buckets import Bucket, Publisher, TensorMeta
 
 
 @dataclass
@@ -88,13 +80,10 @@ class PolicyWorker:
         self.trainer: Trainer | None = None
         self.engine: VersionedEngine | None = None
         self.reference: Reference | None = None
-        self._publish: Iterator | None = None
-        self._plan: list[int] = []
+        self._publisher = Publisher()
         self._bucket_bytes = 0
         self._staging: np.ndarray | None = None
-        self._layout: list[list[TensorMeta]] = []
-        self._sync_group: SyncGroup | None = None
-        self._send_buf: torch.Tensor | None = None
+        self._broadcaster = collective.Broadcaster()
 
     # ---- lifecycle ----------------------------------------------------------------------------------
     def ping(self) -> str:
@@ -128,15 +117,15 @@ class PolicyWorker:
         return {"seconds": time.perf_counter() - t0, "params": n, "device": str(device)}
 
     def shutdown(self) -> None:
-        if self._publish is not None:
-            self._publish.close()
+        self._publisher.close()
         if self.engine is not None:
             close = getattr(self.engine.engine, "close", None)
             if close is not None:
                 close()
         if self.trainer is not None:
             self.trainer.close()
-        self.trainer = self.engine = self.reference = self._sync_group = None
+        self.trainer = self.engine = self.reference = None
+        self._broadcaster = collective.Broadcaster()
         shutdown_rank()
 
     def _need(self) -> Trainer:
@@ -188,77 +177,22 @@ class PolicyWorker:
     # ---- weight sync ----------------------------------------------------------------------------------
     def sync_colocated(self, version: int) -> dict:
         """Copy the full parameters into this process's engine in place (collective: ZeRO-3 gathers)."""
-        trainer = self._need()
-        t0 = time.perf_counter()
-        tensors = nbytes = 0
-        if self.engine is not None:
-            self.engine.engine.wake()
-            self.engine.begin(version)
-        try:
-            for name, t in trainer.iter_full_params():
-                if self.engine is not None:
-                    self.engine.load([(name, t)])
-                tensors += 1
-                nbytes += t.numel() * t.element_size()
-        except BaseException:
-            if self.engine is not None:
-                self.engine.abort()
-            raise
-        if self.engine is not None:
-            self.engine.finish(version, tensors)
-        return {"tensors": tensors, "bytes": nbytes, "seconds": time.perf_counter() - t0,
-                "engine": self.engine is not None}
+        return colocated.copy_in_place(self._need(), self.engine, version)
 
     def begin_publish(self, bucket_bytes: int) -> list[list[TensorMeta]]:
         """Start streaming full parameters in buckets (collective); returns the bucket layout (from the shapes
         alone, so a broadcast's receivers can allocate and unpack each bucket before it is gathered)."""
-        trainer = self._need()
-        if self._publish is not None:
-            self._publish.close()
-        params = [(name, p.dtype, tuple(getattr(p, "ds_shape", p.shape)))
-                  for name, p in trainer.module.named_parameters()]
-        self._layout = plan_layout(params, bucket_bytes)
-        self._plan = [len(metas) for metas in self._layout]
         self._bucket_bytes = bucket_bytes
-        self._publish = iter(trainer.iter_full_params())
-        return self._layout
-
-    def _end_publish(self, index: int) -> None:
-        if index == len(self._plan) - 1 and self._publish is not None:
-            self._publish.close()
-            self._publish = None
+        return self._publisher.begin(self._need(), bucket_bytes)
 
     # collective transport: rank 0 broadcasts each bucket over a process group of its own to every engine
     def open_sync_group(self, host: str, port: int, world: int, backend: str, timeout_s: float) -> str | None:
         """Rank 0 joins the weight-broadcast group as its root (it blocks until every receiver has joined)."""
-        if self.rank != 0:
-            return None
-        self._sync_group = SyncGroup(host, port, 0, world, backend, self._need().device, timeout_s)
-        return self._sync_group.backend
+        return self._broadcaster.open(self.rank, host, port, world, backend, self._need().device, timeout_s)
 
     def broadcast_bucket(self, index: int) -> dict:
         """Gather bucket ``index`` (all ranks, collective); rank 0 packs it on its device and broadcasts it."""
-        if self._publish is None or index >= len(self._plan):
-            raise LongshortError(f"{self.name}: broadcast_bucket({index}) outside a publish of {len(self._plan)} "
-                                 "buckets")
-        t0 = time.perf_counter()
-        items = (next(self._publish) for _ in range(self._plan[index]))
-        nbytes = 0
-        if self.rank == 0:
-            if self._sync_group is None:
-                raise LongshortError(f"{self.name}: broadcast_bucket before open_sync_group")
-            metas = self._layout[index]
-            nbytes = layout_bytes(metas)
-            if self._send_buf is None or self._send_buf.numel() < nbytes:  # one buffer serves every bucket
-                self._send_buf = torch.empty(nbytes, dtype=torch.uint8, device=self._need().device)
-            buf = self._send_buf[:nbytes]
-            pack_into(items, metas, buf)
-            self._sync_group.broadcast(buf)
-        else:
-            for _ in items:
-                pass
-        self._end_publish(index)
-        return {"tensors": self._plan[index], "bytes": nbytes, "seconds": time.perf_counter() - t0}
+        return self._broadcaster.send(self._publisher, index, self.rank, self._need().device, self.name)
 
     def next_bucket(self, index: int) -> tuple[dict, Bucket | None]:
         """Gather the parameters of bucket ``index`` (all ranks, collective); rank 0 returns them packed.
@@ -266,22 +200,8 @@ class PolicyWorker:
         Called with ``num_returns=2``: the small info goes to the driver, the bucket stays in the object store
         and is handed to the engines by reference.
         """
-        if self._publish is None or index >= len(self._plan):
-            raise LongshortError(f"{self.name}: next_bucket({index}) outside a publish of {len(self._plan)} buckets")
-        t0 = time.perf_counter()
-        items = (next(self._publish) for _ in range(self._plan[index]))
-        if self.rank == 0:
-            # Ray copies a return value into the object store as the call returns, so one staging buffer serves
-            # every bucket (fresh pages for each would cost a page fault per 4 KiB).
-            bucket = pack_bucket(items, self._bucket_bytes, self._staging)
-            self._staging = bucket.data.base if isinstance(bucket.data.base, np.ndarray) else None
-        else:
-            bucket = None
-            for _ in items:
-                pass
-        self._end_publish(index)
-        info = {"tensors": self._plan[index], "bytes": 0 if bucket is None else bucket.nbytes,
-                "seconds": time.perf_counter() - t0}
+        info, bucket, self._staging = object_store.pack_next(self._publisher, index, self.rank == 0,
+                                                             self._bucket_bytes, self._staging)
         return info, bucket
 
     # ---- checkpoints / export -------------------------------------------------------------------------

@@ -9,7 +9,7 @@ import pytest
 from builders import run_dir_with_task, task_records, tiny_model_dir
 from transformers import AutoTokenizer
 
-from longshort.cluster.engine_pool import LocalEnginePool, EnginePoolConfig, open_engine_pool, split_even
+from longshort.cluster.engine_pool import EnginePoolConfig, LocalEnginePool, open_engine_pool, split_even
 from longshort.core.errors import LongshortError
 from longshort.data.protocol import Message, prompt_ids, render
 from longshort.engines.base import GenerationRequest, SamplingParams
