@@ -69,6 +69,7 @@ def _config_cmd_args(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     show = sub.add_parser("show", help="print the fully resolved config (defaults + file + overrides)")
     _config_args(show)
+    _recipe_arg(show)
 
 
 def _all_stages() -> dict[str, Stage]:
