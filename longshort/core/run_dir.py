@@ -18,7 +18,9 @@ SCORE_CACHE = "score/cache"
 DIALOGUES = "coldstart/dialogues.jsonl"
 # training stages
 SFT_EVAL = "sft/eval.json"
+RL = "rl"
 RL_CHECKPOINTS = "rl/checkpoints"
+RL_EVAL = "rl/eval.json"
 # evaluation and export
 EVAL = "eval"
 EVAL_RESULTS = "eval/results.json"

@@ -192,7 +192,7 @@ def run_rl(cfg: RLConfig, run_dir: str | Path, topology: TopologyConfig | None =
     topology = topology or topology_config_class({r: RoleSpec() for r in PAIR_ROLES})()
     if not cfg.loss_spec().uses_kl:  # no KL term: the frozen references would only take memory
         topology = replace(topology, **{r: replace(topology.role(r), reference=False) for r in topology.role_names})
-    out = run_dir / "rl"
+    out = run_dir / rd.RL
     models = {r: _model_dir(run_dir, getattr(cfg, f"{r}_model"), r) for r in PAIR_ROLES}
     tok = AutoTokenizer.from_pretrained(str(models["long"]))
     if AutoTokenizer.from_pretrained(str(models["short"])).get_vocab() != tok.get_vocab():
@@ -203,7 +203,7 @@ def run_rl(cfg: RLConfig, run_dir: str | Path, topology: TopologyConfig | None =
     verifier = verifier or shared_verifier()
     limit, base = _context_limit(models), base_metrics(run_dir)
     eval_cfg = replace(cfg.episode, temperature=0.0)
-    root = out / "checkpoints"
+    root = run_dir / rd.RL_CHECKPOINTS
     latest = ckpt.checkpoints(root)[-1] if ckpt.checkpoints(root) else None
     if latest is not None and not resume:
         raise LongshortError(f"rl: {root} already holds checkpoints (latest {latest.name}); continue with "
@@ -269,7 +269,7 @@ def run_rl(cfg: RLConfig, run_dir: str | Path, topology: TopologyConfig | None =
         last_eval = state.evals[-1]
     if last_eval is not None:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "eval.json").write_text(json.dumps({**last_eval, "history": state.evals}, indent=2))
+        (run_dir / rd.RL_EVAL).write_text(json.dumps({**last_eval, "history": state.evals}, indent=2))
     return RLResult(state.step, last_ckpt, last_eval, exported, resumed_from)
 
 

@@ -81,7 +81,7 @@ def _rl_report(cfg, run_dir: Path) -> str:
 
     done = checkpoint.checkpoints(run_dir / rd.RL_CHECKPOINTS)
     text = f"RL done: {cfg.rl.steps} steps; checkpoint {done[-1] if done else None}"
-    path = run_dir / "rl" / "eval.json"
+    path = run_dir / rd.RL_EVAL
     if path.exists():
         ev = json.loads(path.read_text())
         text += "\n" + format_table({k: v for k, v in ev.items() if k != "history"})
