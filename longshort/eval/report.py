@@ -6,14 +6,15 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-CSV_COLUMNS = ["system", "kind", "benchmark", "n", "k", "accuracy", "accuracy_std", "mean_tokens", "median_tokens",
+CSV_COLUMNS = ["system", "kind", "benchmark", "n", "k", "accuracy", "accuracy_se", "accuracy_std", "mean_tokens", "median_tokens",
                "tokens_long", "tokens_short", "mean_turns", "truncated", "seconds"]
 _MARKERS = "osD^vP*Xph"
 
 
 def _acc(m: dict) -> str:
+    """Accuracy ± its standard error over problems (older results files without it: the accuracy alone)."""
     text = f"{100 * m['accuracy']:.1f}"
-    return text + (f" ± {100 * m['accuracy_std']:.1f}" if m["k"] > 1 else "")
+    return text + (f" ± {100 * m['accuracy_se']:.1f}" if "accuracy_se" in m else "")
 
 
 def table_md(summary: dict) -> str:
@@ -29,9 +30,9 @@ def table_md(summary: dict) -> str:
         cells += [f"{100 * sum(accs) / len(accs):.1f}", f"{sum(toks) / len(toks):.0f}"]
         lines.append("| " + " | ".join(cells) + " |")
     s = summary["settings"]
-    lines += ["", f"Acc: pass@1 in %, mean over k={s['k']} sample(s) per problem (temperature {s['temperature']}"
-                  f"{', ± std over the k runs' if s['k'] > 1 else ''}). Tokens: mean generated tokens per answer "
-                  "(a pair: both roles). Avg: unweighted mean over the benchmarks."]
+    lines += ["", f"Acc: pass@1 in %, mean over k={s['k']} sample(s) per problem (temperature {s['temperature']}), "
+                  "± one standard error over problems (a 95% interval is about ± 2 SE). Tokens: mean generated "
+                  "tokens per answer (a pair: both roles). Avg: unweighted mean over the benchmarks."]
     if not summary["results"]:
         lines.insert(2, "| (no system ran) |" + " |" * (len(head) - 1))
     for system, why in summary.get("skipped", {}).items():

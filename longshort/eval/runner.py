@@ -254,10 +254,21 @@ def _generate(system: SystemSpec, engines: _Engines, run_dir: Path, texts: list[
                     max_turn_tokens=cfg.max_turn_tokens, **common)
 
 
+def accuracy_se(correct: list[bool], n: int, k: int) -> float:
+    """Standard error of pass@1 over problems: the spread of each problem's mean correctness (over its k samples)
+    divided by sqrt(n). Problems are the unit that varies between benchmark draws; with k = 1 this is the binomial
+    sqrt(p (1 - p) / (n - 1))."""
+    if n < 2:
+        return 0.0
+    per_problem = [sum(correct[j * n + i] for j in range(k)) / k for i in range(n)]
+    return statistics.stdev(per_problem) / n**0.5
+
+
 def _metrics(answers: list[Answer], correct: list[bool], n: int, k: int, pair: bool) -> dict:
     runs = [sum(correct[j * n : (j + 1) * n]) / n for j in range(k)]
     totals = [a.total for a in answers]
-    m = {"n": n, "k": k, "accuracy": sum(runs) / k, "accuracy_std": statistics.pstdev(runs), "accuracy_runs": runs,
+    m = {"n": n, "k": k, "accuracy": sum(runs) / k, "accuracy_se": accuracy_se(correct, n, k),
+         "accuracy_std": statistics.pstdev(runs), "accuracy_runs": runs,
          "mean_tokens": statistics.fmean(totals), "median_tokens": float(statistics.median(totals))}
     if pair:
         for role in ("long", "short"):

@@ -173,6 +173,8 @@ def test_k_samples_average_different_sample_sets(run, half, tmp_path):
     runs = [sum(r["correct"] for r in rows[j * N : (j + 1) * N]) / N for j in range(2)]
     assert m["k"] == 2 and m["accuracy_runs"] == runs and 0 < m["accuracy"] < 1
     assert m["accuracy"] == pytest.approx(sum(runs) / 2) and m["accuracy_std"] == pytest.approx(abs(runs[0] - runs[1]) / 2)
+    per_problem = [(rows[i]["correct"] + rows[N + i]["correct"]) / 2 for i in range(N)]  # problems are the unit
+    assert m["accuracy_se"] == pytest.approx(statistics.stdev(per_problem) / N**0.5)
     assert m["mean_tokens"] == pytest.approx(statistics.fmean(sum(r["tokens"].values()) for r in rows))
     assert m["tokens_long"] + m["tokens_short"] == pytest.approx(m["mean_tokens"])
     assert "±" in (tmp_path / "eval" / "table.md").read_text().splitlines()[2]
@@ -224,3 +226,16 @@ def test_cli_eval_prints_the_table(run, capsys):
     printed = capsys.readouterr().out
     assert "| System | tiny Acc | tiny Tokens | Avg Acc | Avg Tokens |" in printed and "| sft-pair |" in printed
     assert "Skipped rl-pair" in printed
+
+
+def test_standard_error_is_over_problems():
+    from longshort.eval.runner import accuracy_se
+
+    # k = 1: the binomial standard error sqrt(p (1 - p) / (n - 1)); 65% of 200 problems -> 3.4 points
+    correct = [True] * 130 + [False] * 70
+    assert accuracy_se(correct, 200, 1) == pytest.approx((0.65 * 0.35 / 199) ** 0.5)
+    assert 0.033 < accuracy_se(correct, 200, 1) < 0.035
+    # k = 2 with each problem either always or never right: samples add no independent information
+    both = [True] * 10 + [False] * 10
+    assert accuracy_se(both + both, 20, 2) == pytest.approx(accuracy_se(both, 20, 1))
+    assert accuracy_se([True], 1, 1) == 0.0
