@@ -111,13 +111,15 @@ def test_results_table_csv_and_plot(run, greedy):
     table = (out / "table.md").read_text().splitlines()
     assert table[0] == "| System | tiny Acc | tiny Tokens | Avg Acc | Avg Tokens |"
     assert [line.split(" | ")[0] for line in table[2:5]] == ["| base", "| sft-pair", "| sft-long"]
-    assert table[3].split(" | ")[1] == f"{100 * pair['accuracy']:.1f}" and table[3].endswith(
+    acc_cell = f"{100 * pair['accuracy']:.1f} ± {100 * pair['accuracy_se']:.1f}"  # accuracy ± standard error
+    assert table[3].split(" | ")[1] == acc_cell and table[3].endswith(
         f" | {pair['mean_tokens']:.0f} |")
     assert any(line.startswith("Skipped rl-pair:") for line in table)
     with open(out / "table.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert list(rows[0]) == CSV_COLUMNS and [(r["system"], r["benchmark"]) for r in rows] == [
         ("base", "tiny"), ("sft-pair", "tiny"), ("sft-long", "tiny")]
+    assert float(rows[1]["accuracy_se"]) == pair["accuracy_se"]
     assert float(rows[1]["accuracy"]) == pair["accuracy"] and rows[1]["kind"] == "pair" and rows[0]["tokens_long"] == ""
     png = (out / "accuracy_vs_tokens.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
