@@ -27,6 +27,16 @@ from longshort.training.sft_data import SFTExample
 ROOT = Path(__file__).resolve().parents[1]  # the checkout
 BENCHMARKS = ROOT.parent / "shared" / "data" / "benchmarks"  # public benchmark files, when ../shared is present
 
+
+def benchmark_file(name: str) -> Path:
+    """A public benchmark file from ../shared, or a skip that says where it is expected."""
+    import pytest
+
+    path = BENCHMARKS / name
+    if not path.exists():
+        pytest.skip(f"{path} is absent (the shared benchmark files live at ../shared next to the repo)")
+    return path
+
 CORPUS = [
     "what is two plus two ? it is four .",
     "the cat sat on the mat and the dog sat on the log .",

@@ -55,11 +55,9 @@ class RoleResources:
         from longshort.engines.registry import backends
 
         if not self.trainable:
-            if self.weight_sync not in ("auto",):
+            if self.weight_sync != "auto":
                 raise ValueError(f"weight_sync: {self.weight_sync!r} is set on a frozen role (trainable: false), "
                                  "which is never synced; accepted: auto")
-            if "model" in self.engine_kwargs:
-                raise ValueError("engine_kwargs: 'model' is set by the topology (the role's model dir); remove it")
         elif self.colocate and self.num_engines > self.num_ranks:
             raise ValueError(f"num_engines: {self.num_engines} colocated engines need as many ranks to live in "
                              f"(num_ranks is {self.num_ranks}); accepted: num_engines <= num_ranks, or colocate: false")
@@ -76,7 +74,7 @@ class RoleResources:
             raise ValueError(f"weight_sync: {self.weight_sync!r} does not fit colocate: {str(self.colocate).lower()}; "
                              "accepted: colocated (or auto) with colocate: true, object_store / collective (or auto) "
                              "with colocate: false")
-        if self.colocate and "model" in self.engine_kwargs:
+        if (self.colocate or not self.trainable) and "model" in self.engine_kwargs:
             raise ValueError("engine_kwargs: 'model' is set by the topology (the policy's model dir); remove it")
 
     @property

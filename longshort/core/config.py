@@ -252,15 +252,15 @@ def _renamed(cls: type, data: dict, prefix: str, where: _Where) -> dict:
     for old, new in renamed.items():
         if old not in data:
             continue
-        at = lambda k: f"{prefix}.{k}" if prefix else k  # noqa: E731
-        origin = next((where.origin[k] for k in where.origin if k == at(old) or k.startswith(at(old) + ".")),
-                      where(at(old)))
+        old_path, new_path = (f"{prefix}.{k}" if prefix else k for k in (old, new))
+        moved = [k for k in where.origin if k == old_path or k.startswith(old_path + ".")]
+        origin = where.origin[moved[0]] if moved else where(old_path)
         value = data.pop(old)
         both = isinstance(data.get(new), dict) and isinstance(value, dict)
         data[new] = deep_merge(data[new], value) if both else value  # a file's new key + an old-named override
-        for key in [k for k in where.origin if k == at(old) or k.startswith(at(old) + ".")]:
-            where.origin[at(new) + key[len(at(old)):]] = where.origin[key]
-        logging.getLogger("longshort").warning("%s: key '%s' is now called '%s'; rename it", origin, at(old), at(new))
+        for key in moved:
+            where.origin[new_path + key[len(old_path):]] = where.origin[key]
+        logging.getLogger("longshort").warning("%s: key '%s' is now called '%s'; rename it", origin, old_path, new_path)
     return data
 
 

@@ -38,6 +38,10 @@ class Registry(Generic[T]):
         """Add (or replace) ``name``: the object itself or its lazy ``"package.module:attr"`` path."""
         self._entries[name] = target
 
+    def unregister(self, name: str) -> None:
+        """Remove ``name`` (a plug-in that is done, or a test's temporary entry); unknown names are ignored."""
+        self._entries.pop(name, None)
+
     def names(self) -> list[str]:
         return sorted(self._entries)
 

@@ -4,7 +4,7 @@ from these declarations alone (``longshort.pipeline``), so a recipe adds no wiri
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +49,6 @@ class Recipe:
     sections: dict[str, type | str]
     stages: tuple[Stage, ...]
     default_config: str | None = None  # packaged YAML (relative to the longshort package) loaded when no file is given
-    extra: dict[str, Any] = field(default_factory=dict)  # recipe-specific hooks other layers never read
 
     def stage(self, name: str) -> Stage:
         for s in self.stages:

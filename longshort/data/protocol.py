@@ -177,28 +177,13 @@ class TurnRules:
 #     <|short|>concise steps ... \boxed{answer}<|endoftext|>   EOS: the short role finishes with the answer
 #
 # Roles strictly alternate, long first. Only the short role finishes: an EOS written by the long role is read as
-# END_TURN (``canonical_turn`` rewrites it). A dialogue fails (unfinished, no answer) when a turn is cut by the
+# END_TURN (``PAIR_RULES.canonical`` rewrites it). A dialogue fails (unfinished, no answer) when a turn is cut by the
 # token limit or ``MAX_TURNS`` model turns pass without the short role finishing.
 PAIR_ROLES = ("long", "short")
 MAX_TURNS = 12  # model turns (long and short together) in one dialogue
 PAIR_RULES = TurnRules(PAIR_ROLES, frozenset({"short"}), MAX_TURNS)
 # A single model answering alone: one assistant turn, which finishes the dialogue.
 SINGLE_RULES = TurnRules(("assistant",), frozenset({"assistant"}), 1)
-
-
-def pair_role(turn: int) -> str:
-    """Role of model turn ``turn`` (0-based, the user turn not counted): long, short, long, ..."""
-    return PAIR_RULES.role(turn)
-
-
-def turn_end(role: str, token_ids: list[int], tokenizer) -> str:
-    """How a generated pair turn ended (``PAIR_RULES.turn_end``)."""
-    return PAIR_RULES.turn_end(role, token_ids, tokenizer)
-
-
-def canonical_turn(role: str, token_ids: list[int], tokenizer) -> list[int]:
-    """A generated pair turn as ``render`` would lay it out (``PAIR_RULES.canonical``)."""
-    return PAIR_RULES.canonical(role, token_ids, tokenizer)
 
 
 def check_pair_dialogue(messages: list[Message], max_turns: int = MAX_TURNS) -> str | None:
@@ -210,8 +195,8 @@ def check_pair_dialogue(messages: list[Message], max_turns: int = MAX_TURNS) -> 
     if not turns:
         return "no model turn"
     for i, m in enumerate(turns):
-        if m.role != pair_role(i):
-            return f"turn {i + 1} is {m.role!r}, expected {pair_role(i)!r} (roles alternate, long first)"
+        if m.role != PAIR_RULES.role(i):
+            return f"turn {i + 1} is {m.role!r}, expected {PAIR_RULES.role(i)!r} (roles alternate, long first)"
     if turns[-1].role != "short":
         return "the last turn must be the short role's answer"
     if len(turns) > max_turns:

@@ -138,22 +138,17 @@ class Answer:
         return sum(len(ids) for _, ids in self.turns)
 
 
-PairOutcome = Answer  # the name the SFT stage's pair eval and its tests use
+def _pair_answer(e: Episode) -> Answer:
+    """Only a finished dialogue has an answer; a budget stop counts as a cut turn."""
+    status = e.status if e.status in ("finished", "max_turns") else "cut"
+    return Answer(e.turn_ids(), status, e.answer_text if status == "finished" else "")
 
 
-def _answers(episodes: list[Episode], tokenizer=None) -> list[Answer]:
-    """Answers of finished dialogues; with ``tokenizer`` (a single model) the one turn's text is the answer even when
-    cut (``length``), and either terminator finishes it."""
-    out = []
-    for e in episodes:
-        if tokenizer is not None:
-            ((role, ids),) = e.turn_ids()
-            status = "length" if e.turns[0].end_kind == "cut" else "finished"
-            out.append(Answer([(role, ids)], status, tokenizer.decode(ids, skip_special_tokens=True)))
-            continue
-        status = e.status if e.status in ("finished", "max_turns") else "cut"
-        out.append(Answer(e.turn_ids(), status, e.answer_text if status == "finished" else ""))
-    return out
+def _single_answer(e: Episode, tokenizer) -> Answer:
+    """The one turn's text is the answer even when cut (``length``); either terminator finishes it."""
+    ((role, ids),) = e.turn_ids()
+    status = "length" if e.turns[0].end_kind == "cut" else "finished"
+    return Answer([(role, ids)], status, tokenizer.decode(ids, skip_special_tokens=True))
 
 
 def run_pair(long_gen, short_gen, tokenizer, problems: list[str], *, max_turns: int = MAX_TURNS,
@@ -165,7 +160,7 @@ def run_pair(long_gen, short_gen, tokenizer, problems: list[str], *, max_turns: 
                            temperature=temperature, top_p=top_p)
     episodes, _ = rollout(_prompts(problems), {"long": long_gen, "short": short_gen}, tokenizer, limits, group_size=1,
                           logprobs=False, rules=PAIR_RULES, seed_fn=lambda e, turn: seed + e.group)
-    return _answers(episodes)
+    return [_pair_answer(e) for e in episodes]
 
 
 def run_single(gen, tokenizer, problems: list[str], *, max_tokens: int = 512, temperature: float = 0.0,
@@ -176,7 +171,7 @@ def run_single(gen, tokenizer, problems: list[str], *, max_tokens: int = 512, te
                            max_episode_tokens=max(2, max_tokens), temperature=temperature, top_p=top_p)
     episodes, _ = rollout(_prompts(problems), {"assistant": gen}, tokenizer, limits, group_size=1, logprobs=False,
                           rules=SINGLE_RULES, seed_fn=lambda e, turn: seed + e.group)
-    return _answers(episodes, tokenizer)
+    return [_single_answer(e, tokenizer) for e in episodes]
 
 
 def _prompts(problems: list[str]) -> list[PromptItem]:

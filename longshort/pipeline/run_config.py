@@ -13,7 +13,6 @@ import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field, make_dataclass
 from pathlib import Path
-from typing import Any
 
 from longshort.core.config import load
 from longshort.core.errors import LongshortError
@@ -66,18 +65,10 @@ def run_config_class(recipe_name: str) -> type:
 RunConfig = run_config_class(DEFAULT_RECIPE)
 
 
-def recipe_of(cfg: Any) -> Recipe:
-    return RECIPES.get(cfg.recipe)
-
-
 def default_config(recipe_name: str | None = None) -> Path | None:
     """The recipe's packaged YAML, what a command given no config file runs."""
     rel = RECIPES.get(recipe_name or DEFAULT_RECIPE).default_config
     return PACKAGE / rel if rel else None
-
-
-# The embedded default run: shipped inside the package, and what ``ray_configs/tiny.yaml`` links to.
-TINY_CONFIG = default_config(DEFAULT_RECIPE)
 
 
 def _pick_class(data: dict, where) -> type:

@@ -26,6 +26,8 @@ from longshort.core.stage import Recipe
 from longshort.tracking.tracker import OffsetTracker
 
 log = logging.getLogger("longshort")
+MARKER, STARTED, STATE = rd.STAGE_DONE, rd.STAGE_STARTED, rd.PIPELINE_STATE
+
 
 @dataclass
 class PipelineConfig:
@@ -69,9 +71,6 @@ def outputs(cfg, run_dir: Path, name: str) -> list[Path]:
         else:
             out.append(run_dir / o)
     return out
-
-
-MARKER, STARTED, STATE = rd.STAGE_DONE, rd.STAGE_STARTED, rd.PIPELINE_STATE
 
 
 def _read(path: Path) -> dict | None:

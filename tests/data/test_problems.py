@@ -9,19 +9,10 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from builders import BENCHMARKS
+from builders import benchmark_file
 
 from longshort.core.errors import LongshortError
 from longshort.data.problems import PRESETS, Problem, ProblemSource, load_problems, write_jsonl
-
-BENCH = BENCHMARKS
-
-
-def _bench(name: str) -> Path:
-    path = BENCH / name
-    if not path.exists():
-        pytest.skip(f"{path} is absent (the shared benchmark files live at ../shared next to the repo)")
-    return path
 
 
 def _jsonl(path: Path, rows: list) -> Path:
@@ -40,7 +31,7 @@ def _jsonl(path: Path, rows: list) -> Path:
     ],
 )
 def test_benchmarks_load_with_detected_preset(name, preset, rows, first_answer):
-    problems, report = load_problems(ProblemSource(path=str(_bench(name))))
+    problems, report = load_problems(ProblemSource(path=str(benchmark_file(name))))
     assert (report.preset, report.records, report.loaded, report.n_skipped) == (preset, rows, rows, 0)
     assert len(problems) == rows and problems[0].answer == first_answer
     assert len({p.id for p in problems}) == rows and problems[0].id == f"{Path(name).stem}-0"
@@ -48,12 +39,12 @@ def test_benchmarks_load_with_detected_preset(name, preset, rows, first_answer):
 
 
 def test_amc_answers_are_integers():
-    problems, _ = load_problems(ProblemSource(path=str(_bench("amc23.jsonl"))))
+    problems, _ = load_problems(ProblemSource(path=str(benchmark_file("amc23.jsonl"))))
     assert all(re.fullmatch(r"-?\d+", p.answer) for p in problems), [p.answer for p in problems]
 
 
 def test_gsm8k_preset_splits_worked_solution_and_final_answer():
-    path = _bench("gsm8k_test.jsonl")
+    path = benchmark_file("gsm8k_test.jsonl")
     raw = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
     problems, _ = load_problems(ProblemSource(path=str(path)))
     for p, r in zip(problems, raw, strict=True):

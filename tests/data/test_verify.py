@@ -8,22 +8,12 @@ import signal
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
-from builders import BENCHMARKS, ROOT
+from builders import ROOT, benchmark_file
 
 from longshort.data.problems import ProblemSource, load_problems
 from longshort.data.verify import Verifier, VerifyConfig, extract_answer, judge, verify
-
-BENCH = BENCHMARKS
-
-
-def _bench(name: str) -> Path:
-    path = BENCH / name
-    if not path.exists():
-        pytest.skip(f"{path} is absent (the shared benchmark files live at ../shared next to the repo)")
-    return path
 
 
 @pytest.mark.parametrize(
@@ -200,7 +190,7 @@ def test_verify_in_threaded_ray_actor():
 
 
 def test_math500_gold_solutions_verify_and_shuffled_do_not(verifier):
-    problems, _ = load_problems(ProblemSource(path=str(_bench("math500.jsonl"))))
+    problems, _ = load_problems(ProblemSource(path=str(benchmark_file("math500.jsonl"))))
     start = time.monotonic()
     own = verifier.judge_many([p.solution for p in problems], [p.answer for p in problems])
     # Each extracted answer once more straight through math-verify (judge takes a shortcut on identical strings):
@@ -226,7 +216,7 @@ def test_math500_gold_solutions_verify_and_shuffled_do_not(verifier):
 def test_gsm8k_worked_solutions_verify_against_preset_answers(verifier):
     import json
 
-    path = _bench("gsm8k_test.jsonl")
+    path = benchmark_file("gsm8k_test.jsonl")
     raw = [json.loads(line)["answer"] for line in path.read_text(encoding="utf-8").splitlines()]
     problems, _ = load_problems(ProblemSource(path=str(path)))
     verdicts = verifier.judge_many(raw, [p.answer for p in problems])
@@ -235,7 +225,7 @@ def test_gsm8k_worked_solutions_verify_against_preset_answers(verifier):
 
 
 def test_aime24_boxed_solutions_verify_against_integer_answers(verifier):
-    problems, _ = load_problems(ProblemSource(path=str(_bench("aime24.jsonl"))))
+    problems, _ = load_problems(ProblemSource(path=str(benchmark_file("aime24.jsonl"))))
     boxed = [p for p in problems if "box" in p.solution]  # some human solutions end in prose, with no box
     verdicts = verifier.judge_many([p.solution for p in boxed], [p.answer for p in boxed])  # e.g. \boxed{033} vs 33
     assert len(boxed) >= 20

@@ -1,6 +1,7 @@
-"""One stage registry: `longshort run` and `longshort <stage>` call the same Stage.run with the same config
-(the drift where `longshort bootstrap` dropped the run's `verify` section cannot come back), and a registered
-recipe is selected by `recipe:` / `--recipe` with its own sections, stages and subcommands."""
+"""One stage registry: `longshort run` and `longshort <stage>` call the same Stage.run with the same config, so a
+section can no longer reach a stage by one path and not the other (as `verify` once missed `longshort bootstrap`:
+every Long⊗Short stage, bootstrap included, is now reached only through its Stage.run). A registered recipe is
+selected by `recipe:` / `--recipe` with its own sections, stages and subcommands."""
 
 from __future__ import annotations
 
@@ -42,7 +43,7 @@ def probe_recipe():
     RECIPES.register("probe", PROBE)
     CALLS.clear()
     yield
-    RECIPES._entries.pop("probe")
+    RECIPES.unregister("probe")
 
 
 def test_run_and_stage_command_call_the_same_stage_with_the_same_config(probe_recipe, tmp_path, capsys):
@@ -70,21 +71,3 @@ def test_a_recipe_brings_its_own_sections_and_stages(probe_recipe, capsys):
     assert cli.main(["probe-stage", "tracking.mode=disabled"]) == 2
     assert "'probe-stage' is not a stage of the longshort recipe" in capsys.readouterr().err
 
-
-def test_longshort_bootstrap_gets_the_runs_verify_section(monkeypatch, tmp_path):
-    """The drift this registry removed: the bootstrap command now passes ``verify`` exactly as ``run`` does."""
-    import longshort.toy.bootstrap as bootstrap
-
-    seen = []
-
-    def record(cfg, run_dir, tracker, verify):
-        seen.append(verify.workers)
-        (run_dir / "base_model").mkdir(parents=True, exist_ok=True)
-        (run_dir / "base_model" / "config.json").write_text("{}")
-        (run_dir / "eval.json").write_text('{"accuracy": 0.5}')
-
-    monkeypatch.setattr(bootstrap, "run_bootstrap", record)
-    common = [f"output_dir={tmp_path}", "tracking.mode=disabled", "verify.workers=3"]
-    assert cli.main(["bootstrap", *common]) == 0
-    assert cli.main(["run", *common, "name=piped", "pipeline.stages=[bootstrap]", "pipeline.bootstrap=always"]) == 0
-    assert seen == [3, 3]

@@ -53,7 +53,7 @@ def test_a_factory_model_trains_only_its_trainable_part(tmp_path):
         t.close()
     finally:
         shutdown_rank()
-        MODEL_FACTORIES._entries.pop("shifted")
+        MODEL_FACTORIES.unregister("shifted")
 
 
 def test_unknown_factory_names_the_choices():

@@ -2,7 +2,7 @@
 
 Both models start from the base model (or the checkpoints named in ``sft.long_model`` / ``sft.short_model``) and
 learn from the same dialogues: the long model the tokens of the long role's turns, the short model the short
-role's. The evaluation runs the pair through the protocol (``protocol.pair_role``/``turn_end``: long opens, the
+role's. The evaluation runs the pair through the protocol (``protocol.PAIR_RULES``: long opens, the
 short role hands back with END_TURN or finishes with EOS) on held-out problems, next to the base model answering
 alone, and reports accuracy and generated tokens of both.
 """

@@ -62,10 +62,6 @@ def _sft(cfg, run_dir: Path, tracker, resume: bool) -> None:
     run_pair_sft(cfg.sft, run_dir, tracker, shared_verifier(cfg.verify))
 
 
-def _outputs_report(folder: str):
-    return lambda cfg, run_dir: f"{folder} done: outputs in {run_dir / folder}"
-
-
 def _rl(cfg, run_dir: Path, tracker, resume: bool) -> None:
     from longshort.rl import checkpoint
     from longshort.rl.loop import run_rl
@@ -124,14 +120,13 @@ STAGES = (
           "evaluate it", ("bootstrap",), (f"{rd.BASE_MODEL}/config.json", rd.BOOTSTRAP_EVAL), _bootstrap,
           report=_bootstrap_report, needed=_bootstrap_needed),
     Stage("chunk", "split long CoTs into thoughts (rules, or an engine's grouping validated) → runs/<name>/chunk/",
-          ("chunk",), (rd.THOUGHTS,), _chunk, report=_outputs_report("chunk")),
+          ("chunk",), (rd.THOUGHTS,), _chunk),
     Stage("score", "Monte Carlo importance of each thought from prefix rollouts (cached, resumable) → "
-          "runs/<name>/score/", ("score",), (rd.SCORES,), _score, keep=("cache",), report=_outputs_report("score")),
+          "runs/<name>/score/", ("score",), (rd.SCORES,), _score, keep=("cache",)),
     Stage("coldstart", "turn scored CoTs into long/short dialogues that verify → runs/<name>/coldstart/",
-          ("coldstart",), (rd.DIALOGUES,), _coldstart, report=_outputs_report("coldstart")),
+          ("coldstart",), (rd.DIALOGUES,), _coldstart),
     Stage("sft", "SFT the long and the short model on their own turns of the dialogues, then evaluate the pair",
-          ("sft",), tuple(f"{rd.role_model('sft', r)}/config.json" for r in ("long", "short")), _sft,
-          report=_outputs_report("sft")),
+          ("sft",), tuple(f"{rd.role_model('sft', r)}/config.json" for r in ("long", "short")), _sft),
     Stage("rl", "multi-turn RL of the long/short pair on Ray: both policies roll out together and both update",
           ("rl",), tuple(f"{rd.role_model('rl', r)}/config.json" for r in ("long", "short")), _rl,
           report=_rl_report, resumable=True),

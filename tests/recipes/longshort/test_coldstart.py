@@ -13,11 +13,10 @@ from longshort.core.errors import LongshortError
 from longshort.data.protocol import (
     END_TURN,
     EOS,
+    PAIR_RULES,
     Message,
-    canonical_turn,
     check_pair_dialogue,
     render,
-    turn_end,
 )
 from longshort.data.verify import shared_verifier
 from longshort.engines.hf.engine import HFEngine
@@ -197,11 +196,11 @@ def test_run_coldstart_writes_sft_ready_dialogues(tmp_path, model):
 
 def test_protocol_turn_rules(tok):
     eos, end = tok.convert_tokens_to_ids(EOS), tok.convert_tokens_to_ids(END_TURN)
-    assert turn_end("short", [5, eos], tok) == "finish"
-    assert turn_end("long", [5, eos], tok) == "handoff"  # only the short role finishes
-    assert turn_end("short", [5, end], tok) == "handoff"
-    assert turn_end("long", [5, 6], tok) == "cut" and turn_end("short", [], tok) == "cut"
-    assert canonical_turn("long", [5, eos], tok) == [5, end] and canonical_turn("short", [5, eos], tok) == [5, eos]
+    assert PAIR_RULES.turn_end("short", [5, eos], tok) == "finish"
+    assert PAIR_RULES.turn_end("long", [5, eos], tok) == "handoff"  # only the short role finishes
+    assert PAIR_RULES.turn_end("short", [5, end], tok) == "handoff"
+    assert PAIR_RULES.turn_end("long", [5, 6], tok) == "cut" and PAIR_RULES.turn_end("short", [], tok) == "cut"
+    assert PAIR_RULES.canonical("long", [5, eos], tok) == [5, end] and PAIR_RULES.canonical("short", [5, eos], tok) == [5, eos]
     u, lg, sh = Message("user", "q"), Message("long", "a"), Message("short", "b")
     assert check_pair_dialogue([u, lg, sh]) is None
     assert "expected 'long'" in check_pair_dialogue([u, sh])
