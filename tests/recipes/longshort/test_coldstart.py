@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 from builders import run_dir_with_task, task_records, tiny_model_dir
@@ -25,11 +26,14 @@ from longshort.recipes.longshort.coldstart.compression import key_quantities, re
 from longshort.recipes.longshort.coldstart.dialogues import (
     ColdstartConfig,
     ColdstartStats,
+    long_role_thoughts,
     run_coldstart,
     select_important,
     synthesize,
 )
+from longshort.recipes.longshort.coldstart.ranking import TAG_PRIORITY
 from longshort.recipes.longshort.pair_sft import PairSFTConfig, run_pair, run_pair_sft
+from longshort.recipes.longshort.scoring.rollouts import thought_tags
 from longshort.toy.task import write_jsonl
 from longshort.training.sft_data import load_sft_jsonl
 
@@ -126,6 +130,36 @@ def test_opening_promotion_wrong_answers_and_turn_limit():
     assert out == [] and stats.dropped == {"too_many_turns": 1}
     assert select_important([0.1, 0.5, 0.5, -1.0], ColdstartConfig(ratio=0.5)) == {1, 2}
     assert select_important([0.1, -0.5], ColdstartConfig(select="threshold", threshold=0.0)) == {0}
+
+
+def test_control_rankings_for_the_scorer_ablation():
+    rec = task_records(1, seed=5, redundancy=1.0, error_rate=1.0)[0]
+    sc = scored_like(rec, None)
+    tags = thought_tags(sc)
+    n = len(sc["thoughts"])
+    cfg = ColdstartConfig(ratio=0.3, rank_by="tags")
+    keep = long_role_thoughts(sc, cfg)
+    assert len(keep) == math.ceil(0.3 * n)
+    # tags: the correction first, then essential steps, errors, and redundant thoughts last
+    prio = [max(TAG_PRIORITY[t] for t in tags[k]) for k in range(n)]
+    assert any("correction" in tags[k] for k in keep)
+    assert min(prio[k] for k in keep) >= max(prio[k] for k in range(n) if k not in keep)
+    # random: as many thoughts, fixed by (seed, CoT id), different across seeds
+    picks = [long_role_thoughts(sc, ColdstartConfig(ratio=0.3, rank_by="random", rank_seed=s)) for s in range(6)]
+    assert all(len(p) == len(keep) for p in picks)
+    assert picks[0] == long_role_thoughts(sc, ColdstartConfig(ratio=0.3, rank_by="random", rank_seed=0))
+    assert len({frozenset(p) for p in picks}) > 1
+    # the default ranks by the scorer's importance
+    assert long_role_thoughts(sc, ColdstartConfig(ratio=0.3)) == select_important(
+        [t["importance"] for t in sc["thoughts"]], ColdstartConfig(ratio=0.3))
+    # dialogues build from each ranking; tags need the teacher record; a threshold is on importance only
+    for rank_by in ("importance", "random", "tags"):
+        assert synthesize([sc], ColdstartConfig(ratio=0.3, rank_by=rank_by), shared_verifier())
+    bare = {k: v for k, v in sc.items() if k != "teacher"}
+    with pytest.raises(LongshortError, match="carries no teacher tags"):
+        long_role_thoughts(bare, cfg)
+    with pytest.raises(ValueError, match="rank_by: 'random' with select 'threshold'"):
+        ColdstartConfig(select="threshold", rank_by="random").validate()
 
 
 def test_cheapest_opening_promotion():

@@ -43,6 +43,7 @@ from longshort.recipes.longshort.coldstart.compression import (
     answer_line,
     rewrite_check,
 )
+from longshort.recipes.longshort.coldstart.ranking import RANKERS
 
 log = logging.getLogger("longshort")
 
@@ -66,6 +67,9 @@ class ColdstartConfig:
     """Cold-start synthesis (config section ``coldstart``)."""
 
     select: Literal["ratio", "threshold"] = "ratio"
+    # what orders the thoughts: the scorer's importance, or a control (random, the teacher's tags) to judge it by
+    rank_by: Literal["importance", "random", "tags"] = "importance"
+    rank_seed: int = 0  # rank_by: random
     ratio: float = field(default=0.4, metadata={"gt": 0, "le": 1})  # share of each CoT's thoughts kept (>= 1)
     threshold: float = field(default=0.0, metadata={"ge": -1, "le": 1})  # select: threshold
     max_turns: int = field(default=MAX_TURNS, metadata={"ge": 2})
@@ -81,6 +85,9 @@ class ColdstartConfig:
     tokenizer: str | None = None  # for token counts; None: the bootstrap base model's
 
     def validate(self) -> None:
+        if self.select == "threshold" and self.rank_by != "importance":
+            raise ValueError(f"rank_by: {self.rank_by!r} with select 'threshold' (a threshold is on importance); "
+                             "accepted: select: ratio for the controls, or rank_by: importance")
         if "{text}" not in self.rewrite.prompt:
             raise ValueError("rewrite: prompt has no {text} placeholder; accepted: a template containing {text}")
 
@@ -88,8 +95,13 @@ class ColdstartConfig:
 # ------------------------------------------------------------------------------------------- selection
 
 
+def long_role_thoughts(rec: dict, cfg: ColdstartConfig) -> set[int]:
+    """Indices of the CoT's thoughts kept by the long role, ranked by ``cfg.rank_by``."""
+    return select_important(RANKERS[cfg.rank_by](rec, cfg.rank_seed), cfg)
+
+
 def select_important(importances: list[float], cfg: ColdstartConfig) -> set[int]:
-    """Indices of the thoughts kept by the long role."""
+    """Indices of the thoughts kept by the long role, given one rank score per thought."""
     if cfg.select == "threshold":
         return {k for k, v in enumerate(importances) if v >= cfg.threshold}
     keep = max(1, math.ceil(cfg.ratio * len(importances))) if importances else 0
@@ -163,7 +175,7 @@ def build_dialogue(rec: dict, cfg: ColdstartConfig, compressor, stats: Coldstart
     n = len(rec["thoughts"])
     if n == 0:
         return "no_thoughts"
-    important = select_important([t["importance"] for t in rec["thoughts"]], cfg)
+    important = long_role_thoughts(rec, cfg)
     turns = _turns(rec, important, compressor)
     if turns and turns[0].role == "short":
         # The long role opens: one thought of the opening stretch moves to it. A thought after the stretch's
@@ -220,7 +232,7 @@ class _Rewriter:
         rw = self.cfg.rewrite
         wanted = []
         for rec in recs:
-            imp = select_important([t["importance"] for t in rec["thoughts"]], self.cfg)
+            imp = long_role_thoughts(rec, self.cfg)
             for extra in (set(), {0}) if 0 not in imp else (set(),):  # {0}: the opening promotion, if needed
                 for role, ids in stretches(len(rec["thoughts"]), imp | extra):
                     if role == "short" and (rec["id"], tuple(ids)) not in self.done:
