@@ -62,10 +62,19 @@ def _yaml_with_lines(path: Path, where: _Where, prefix: str = "") -> dict:
 
     def walk(n: yaml.Node, key_path: str) -> None:
         if isinstance(n, yaml.MappingNode):
+            seen: dict[str, int] = {}
             for k, v in n.value:
                 sub = f"{key_path}.{k.value}" if key_path else str(k.value)
-                where.origin[sub] = f"{path}:{k.start_mark.line + 1}"
+                line = k.start_mark.line + 1
+                if sub in seen:  # YAML keeps the last silently; one of the two is a mistake
+                    raise LongshortError(f"{path}:{line}: key '{sub}' is given twice (lines {seen[sub]} and {line}); "
+                                         "keep one of them")
+                seen[sub] = line
+                where.origin[sub] = f"{path}:{line}"
                 walk(v, sub)
+        elif isinstance(n, yaml.SequenceNode):
+            for i, item in enumerate(n.value):
+                walk(item, f"{key_path}[{i}]")
 
     walk(node, prefix)
     data = yaml.safe_load(text)

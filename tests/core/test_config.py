@@ -87,6 +87,9 @@ def test_base_file_inheritance_and_bad_yaml(tmp_path):
         load(Sec, bad)
     with pytest.raises(LongshortError, match="does not exist"):
         load(Sec, tmp_path / "missing.yaml")
+    twice = write(tmp_path, "name: a\nopt:\n  lr: 0.1\n  lr: 0.2\nname: b\n", "twice.yaml")
+    with pytest.raises(LongshortError, match=r"twice.yaml:4: key 'opt.lr' is given twice \(lines 3 and 4\)"):
+        load(Sec, twice)
     write(tmp_path, "opt:\n  lr: 0.1\nstepz: 1\n", "parent2.yaml")
     child2 = write(tmp_path, "base: parent2.yaml\n", "child2.yaml")
     with pytest.raises(LongshortError, match=r"parent2.yaml:3: unknown key 'stepz'"):
