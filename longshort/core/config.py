@@ -35,8 +35,19 @@ class _Where:
 
     def __init__(self) -> None:
         self.origin: dict[str, str] = {}
+        self.overrides: dict[str, str] = {}  # key path -> the command-line item that set it
 
     def __call__(self, path: str) -> str:
+        inside = []
+        for key, item in self.overrides.items():
+            if key == path or path.startswith((key + ".", key + "[")):  # the override replaced the file's value
+                return item
+            if key.startswith((path + ".", path + "[")):  # it changed something inside this key
+                inside.append(item)
+        found = self._file(path)
+        return f"{found}, changed by the {', '.join(inside)}" if inside else found
+
+    def _file(self, path: str) -> str:
         while path:
             if path in self.origin:
                 return self.origin[path]
@@ -114,7 +125,7 @@ def parse_overrides(overrides: list[str], where: _Where) -> dict:
             if not isinstance(node, dict):
                 raise LongshortError(f"override {item!r} conflicts with another override of {p!r}")
         node[parts[-1]] = value
-        where.origin[key.strip()] = f"command line ({item})"
+        where.origin[key.strip()] = where.overrides[key.strip()] = f"command line ({item})"
     return out
 
 

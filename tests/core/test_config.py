@@ -64,6 +64,12 @@ def test_wrong_type_and_choice_and_range(tmp_path):
         load(Sec, None, ["opt.zero_stage=4"])
     with pytest.raises(LongshortError, match=r"key 'opt.lr' is -1.0, must be > 0"):
         load(Sec, None, ["opt.lr=-1"])
+    # a faulty override is named, not the file line it replaced or nested into
+    p = write(tmp_path, "steps: 5\nopt:\n  lr: 0.1\n")
+    with pytest.raises(LongshortError, match=rf"{p}:1, changed by the command line \(steps.x=1\): key 'steps' is"):
+        load(Sec, p, ["steps.x=1"])
+    with pytest.raises(LongshortError, match=r"^command line \(opt={lr: 1, stage: 2}\): unknown key 'opt.stage'"):
+        load(Sec, p, ["opt={lr: 1, stage: 2}"])
     with pytest.raises(LongshortError, match=r"expected true/false|expected an integer"):
         load(Sec, None, ["steps=true"])
 
