@@ -72,6 +72,8 @@ class LoadReport:
     loaded: int = 0
     skipped: Counter[str] = field(default_factory=Counter)  # reason -> count
     examples: list[str] = field(default_factory=list)  # the first few "file:line: reason"
+    limit: int | None = None
+    not_read: int = 0  # records after the limit was reached (left out on purpose, not bad)
 
     @property
     def n_skipped(self) -> int:
@@ -82,6 +84,9 @@ class LoadReport:
         if self.skipped:
             reasons = ", ".join(f"{n} {reason}" for reason, n in self.skipped.most_common())
             text += f"; {self.n_skipped} bad records skipped ({reasons}); first: " + "; ".join(self.examples)
+        if self.not_read:
+            text += (f"; {self.not_read} more record{'s' * (self.not_read > 1)} left out by limit: {self.limit} "
+                     "(raise or remove the limit to use them)")
         return text
 
 
@@ -96,7 +101,7 @@ def _read_jsonl(path: Path, shown: str, src: ProblemSource) -> Iterator[tuple[st
                 continue  # blank lines hold no record
             loc = f"{shown}:{lineno}"
             try:
-                text = raw.decode("utf-8-sig")
+                text = raw.decode("utf-8-sig").rstrip("\r\n")  # the newline is not part of the record
             except UnicodeDecodeError as exc:
                 yield loc, BadRecord("not_utf8", f"not valid UTF-8 (byte 0x{raw[exc.start]:02x} at column "
                                                  f"{exc.start + 1}); re-encode the file as UTF-8")
@@ -104,7 +109,9 @@ def _read_jsonl(path: Path, shown: str, src: ProblemSource) -> Iterator[tuple[st
             try:
                 yield loc, json.loads(text)
             except json.JSONDecodeError as exc:
-                yield loc, BadRecord("invalid_json", f"invalid JSON: {exc.msg} at column {exc.colno}")
+                where = (f"at the end of the line (column {exc.pos + 1}): the record is cut off"
+                         if exc.pos >= len(text.rstrip()) else f"at column {exc.pos + 1}")
+                yield loc, BadRecord("invalid_json", f"invalid JSON: {exc.msg} {where}")
 
 
 def _read_json(path: Path, shown: str, src: ProblemSource) -> Iterator[tuple[str, object]]:
@@ -264,7 +271,7 @@ def load_problems(src: ProblemSource) -> tuple[list[Problem], LoadReport]:
     mapping = {**preset.fields, **src.fields}
     name = path.name if path.exists() else src.path
     stem = (path.stem if path.is_file() else path.name) + (f"-{src.split}" if src.split else "")
-    report = LoadReport(source=src.path, preset=preset.name)
+    report = LoadReport(source=src.path, preset=preset.name, limit=src.limit)
     problems: list[Problem] = []
     first_seen: dict[str, str] = {}  # id -> where
     for index, (loc, record) in enumerate(chain([first] if first else [], records)):
@@ -285,6 +292,7 @@ def load_problems(src: ProblemSource) -> tuple[list[Problem], LoadReport]:
         first_seen[values["id"]] = loc
         problems.append(Problem(**values))
         if src.limit is not None and len(problems) >= src.limit:
+            report.not_read = sum(1 for _ in records)  # said, not silently dropped
             break
     report.loaded = len(problems)
     if report.skipped and src.on_bad_record == "fail":
@@ -294,6 +302,8 @@ def load_problems(src: ProblemSource) -> tuple[list[Problem], LoadReport]:
         )
     if report.skipped:
         log.warning("%s", report.summary())
+    elif report.not_read:
+        log.info("%s", report.summary())
     if not problems:
         raise LongshortError(f"{src.path}: no usable problems ({report.records} records read)")
     return problems, report

@@ -108,7 +108,8 @@ def test_fields_override_and_limit(tmp_path):
     assert [(p.id, p.problem, p.answer, p.meta) for p in problems] == [
         (f"u{i}", f"q{i}?", str(i), {"notes": "x"}) for i in range(3)
     ]
-    assert (report.records, report.loaded) == (3, 3)
+    assert (report.records, report.loaded, report.not_read) == (3, 3, 7)
+    assert "7 more records left out by limit: 3" in report.summary()
 
 
 def _bad_file(tmp_path: Path) -> Path:
@@ -138,6 +139,8 @@ def test_bad_records_fail_with_file_and_line(tmp_path):
     assert "8 bad records of 10 read" in text and "on_bad_record: skip" in text
     for line in (2, 3, 4, 5, 6):
         assert f"{path}:{line}: " in text
+    assert f"{path}:2: invalid JSON: Expecting property name enclosed in double quotes at the end of the line " \
+           "(column 34): the record is cut off" in text
     assert "invalid JSON" in text and "missing field 'problem'" in text and "empty field 'problem'" in text
 
 

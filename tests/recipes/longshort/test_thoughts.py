@@ -207,7 +207,7 @@ def test_run_chunk_writes_thoughts_with_teacher_cover(tmp_path):
     lines = [json.loads(line) for line in res.path.read_text().splitlines()]
     assert len(lines) == 11 and res.stats.cots == 11
     summary = json.loads((run / "chunk" / "summary.json").read_text())
-    assert summary["skipped_no_long_cot"] == 1
+    assert summary["skipped_no_long_cot"] == 1 and summary["left_out_by_limit"] == 0
     for line in lines:
         assert line["head"] + "".join(line["thoughts"]) + line["tail"] == next(
             r["long_cot"] for r in recs if r["id"] == line["id"])
@@ -215,5 +215,6 @@ def test_run_chunk_writes_thoughts_with_teacher_cover(tmp_path):
     limited = run_chunk(ChunkConfig(source=ProblemSource(path=str(run / "bootstrap/data/train.jsonl"), limit=4)),
                         tmp_path / "other")
     assert limited.stats.cots == 3  # the limit counts loaded problems, one of which has no CoT
+    assert json.loads((tmp_path / "other/chunk/summary.json").read_text())["left_out_by_limit"] == 8
     with pytest.raises(LongshortError, match="bootstrap"):
         run_chunk(ChunkConfig(), tmp_path / "empty")

@@ -242,7 +242,7 @@ def run_chunk(cfg: ChunkConfig, run_dir: str | Path, tracker=None) -> ChunkResul
     if not Path(src.path).exists() and not cfg.source.path:
         raise LongshortError(f"chunk: {src.path} does not exist; run `longshort bootstrap` first or set "
                              "chunk.source.path to a file of problems with long CoTs (key long_cot)")
-    problems, _ = load_problems(src)
+    problems, report = load_problems(src)
     usable = [p for p in problems if p.long_cot and p.long_cot.strip()]
     if len(usable) < len(problems):
         log.warning("chunk: %d of %d problems have no long CoT (key long_cot) and are skipped",
@@ -275,10 +275,12 @@ def run_chunk(cfg: ChunkConfig, run_dir: str | Path, tracker=None) -> ChunkResul
             f.write(json.dumps(rec, ensure_ascii=False) + "\n")
     tmp.replace(out)
     summary = {**stats.summary(), "skipped_no_long_cot": len(problems) - len(usable),
-               "seconds": time.perf_counter() - t0}
+               "left_out_by_limit": report.not_read, "seconds": time.perf_counter() - t0}
     (out.parent / "summary.json").write_text(json.dumps(summary, indent=2))
-    log.info("chunk: %d CoTs -> %d thoughts (%.1f per CoT), %d model-grouped, %d fallbacks -> %s", stats.cots,
-             stats.thoughts, stats.thoughts / max(stats.cots, 1), stats.by_model, sum(stats.fallbacks.values()), out)
+    log.info("chunk: %d CoTs -> %d thoughts (%.1f per CoT), %d model-grouped, %d fallbacks -> %s%s", stats.cots,
+             stats.thoughts, stats.thoughts / max(stats.cots, 1), stats.by_model, sum(stats.fallbacks.values()), out,
+             f" ({report.not_read} more CoTs in the source left out by chunk.source.limit: {src.limit})"
+             if report.not_read else "")
     if tracker is not None:
         tracker.log({f"chunk/{k}": v for k, v in summary.items()}, step=0)
     return ChunkResult(out, stats)
