@@ -11,6 +11,7 @@ from longshort.core import run_dir as rd
 from longshort.core.config import dump_yaml, to_dict
 from longshort.core.errors import LongshortError
 from longshort.core.logs import setup_logging
+from longshort.core.run_lock import RunLock
 from longshort.tracking.tracker import Tracker, scrub
 
 log = logging.getLogger("longshort")
@@ -21,7 +22,7 @@ def run_dir_of(cfg) -> Path:
 
 
 def prepare_run(cfg) -> Path:
-    """Create ``runs/<name>/`` and write the resolved config (credentials scrubbed) next to the outputs."""
+    """Write the resolved config (credentials scrubbed) next to the outputs in ``runs/<name>/`` (locked first)."""
     run_dir = run_dir_of(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / rd.CONFIG).write_text(dump_yaml(scrub(cfg)), encoding="utf-8")
@@ -42,9 +43,10 @@ def stage_command(cfg, name: str, resume: bool = False) -> int:
         raise LongshortError(f"'{name}' is not a stage of the {recipe.name} recipe (config key 'recipe'); "
                              f"its stages: {', '.join(recipe.stage_names)}")
     stage = recipe.stage(name)
-    run_dir = prepare_run(cfg)
-    with open_tracker(cfg, run_dir) as tracker:
-        stage.run(cfg, run_dir, tracker, resume)
+    with RunLock(run_dir_of(cfg)):
+        run_dir = prepare_run(cfg)
+        with open_tracker(cfg, run_dir) as tracker:
+            stage.run(cfg, run_dir, tracker, resume)
     log.info("%s done: outputs in %s", name, run_dir / name)
     if stage.report is not None:
         print("\n" + stage.report(cfg, run_dir))
@@ -55,10 +57,11 @@ def pipeline_command(cfg, restart_from: str | None = None) -> int:
     """``longshort run``: the whole pipeline on ``runs/<name>/``, then the results and time per stage."""
     from longshort.pipeline.runner import run_pipeline
 
-    run_dir = prepare_run(cfg)
     t0 = time.perf_counter()
-    with open_tracker(cfg, run_dir) as tracker:
-        records = run_pipeline(cfg, run_dir, tracker, restart_from)
+    with RunLock(run_dir_of(cfg)):
+        run_dir = prepare_run(cfg)
+        with open_tracker(cfg, run_dir) as tracker:
+            records = run_pipeline(cfg, run_dir, tracker, restart_from)
     total = time.perf_counter() - t0
     width = max(len(r.stage) for r in records)
     lines = [f"  {r.stage:<{width}}  {r.action:<7}  " + (f"{r.seconds:7.1f} s" if r.action == "ran" else f"({r.status})")

@@ -133,3 +133,39 @@ def test_a_stage_that_reruns_reruns_everything_after_it(run, tmp_path):
     (copy / "coldstart" / MARKER).unlink()  # e.g. a user removed the stage's outputs: it must run again
     cfg = load_run_config(SMOKE, [f"output_dir={tmp_path}"])
     assert [s for s, st in plan(cfg, copy) if st != "done"] == ["coldstart", "sft", "rl", "eval", "export"]
+
+
+def test_a_second_run_on_the_same_directory_refuses_and_the_first_finishes(tmp_path):
+    """Two `longshort run` on one run directory: the second is refused at once, naming the first, and touches
+    nothing; the first finishes unharmed (one step counter, every stage done)."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    overrides = [f"output_dir={tmp_path}", "tracking.backends=[jsonl]"]
+    env = {**os.environ, "WANDB_MODE": "offline"}
+    first = subprocess.Popen([sys.executable, "-m", "longshort", "run", SMOKE, *overrides], env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    lock = tmp_path / "smoke" / ".lock"
+    try:
+        deadline = time.time() + 60
+        while not (lock.exists() and str(first.pid) in lock.read_text()):
+            assert first.poll() is None and time.time() < deadline, "the first run never took the lock"
+            time.sleep(0.2)
+        config_mtime = (tmp_path / "smoke" / "config.yaml").stat().st_mtime
+        with contextlib.redirect_stderr(io.StringIO()) as err:
+            t0 = time.perf_counter()
+            assert main(["run", SMOKE, *overrides]) == 2
+            refused_in = time.perf_counter() - t0
+        assert refused_in < 2.0
+        assert f"is in use by another longshort command (pid {first.pid} on " in err.getvalue()
+        assert (tmp_path / "smoke" / "config.yaml").stat().st_mtime == config_mtime
+        assert first.wait(timeout=300) == 0, first.stderr.read()[-3000:]
+    finally:
+        if first.poll() is None:
+            first.kill()
+    steps = [row["step"] for row in read_metrics(tmp_path / "smoke" / "metrics.jsonl")]
+    assert steps == sorted(steps)  # one writer: the counter never goes back
+    assert json.loads((tmp_path / "smoke" / "pipeline.json").read_text())
+    assert lock.read_text() == ""
