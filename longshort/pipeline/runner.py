@@ -23,6 +23,7 @@ from longshort.core import run_dir as rd
 from longshort.core.config import to_dict
 from longshort.core.errors import LongshortError
 from longshort.core.stage import Recipe
+from longshort.pipeline import manifest
 from longshort.tracking.tracker import OffsetTracker
 
 log = logging.getLogger("longshort")
@@ -80,16 +81,31 @@ def _read(path: Path) -> dict | None:
         return None
 
 
+def damage(cfg, run_dir: Path, name: str) -> list[str]:
+    """What a finished stage wrote that is no longer there as it was (missing, truncated, overwritten)."""
+    done = _read(run_dir / name / MARKER) or {}
+    found = [f"{o} is missing" for o in outputs(cfg, run_dir, name) if not o.exists()]
+    return found + [p for p in manifest.problems(done.get("files", {}), run_dir) if p not in found]
+
+
 def stage_status(cfg, run_dir: Path, name: str, fp: str) -> str:
-    """``done`` (skip), ``resume`` (an interrupted attempt of this config), ``changed`` (rerun clean) or ``new``."""
+    """``done`` (skip), ``resume`` (an interrupted attempt of this config), or a reason to run it from a clean
+    folder: ``changed`` (config or inputs), ``damaged`` (an output file missing or altered since it finished),
+    ``unrecorded`` (files without a completion record), ``new``."""
     folder = run_dir / name
     done = _read(folder / MARKER)
-    if done is not None and done.get("fingerprint") == fp and all(o.exists() for o in outputs(cfg, run_dir, name)):
-        return "done"
+    if done is not None and done.get("fingerprint") == fp:
+        return "damaged" if damage(cfg, run_dir, name) else "done"
     started = _read(folder / STARTED)
     if started is not None and started.get("fingerprint") == fp:
         return "resume"
-    return "changed" if folder.exists() and any(folder.iterdir()) else "new"
+    if done is not None or started is not None:
+        return "changed"
+    return "unrecorded" if folder.exists() and any(folder.iterdir()) else "new"
+
+
+_WHY = {"changed": "its config or inputs changed since its last run",
+        "unrecorded": f"it has files but no completion record ({MARKER}): an attempt that did not finish"}
 
 
 def _clear(folder: Path, keep: tuple[str, ...]) -> None:
@@ -104,7 +120,7 @@ def _clear(folder: Path, keep: tuple[str, ...]) -> None:
 @dataclass
 class StageRecord:
     stage: str
-    status: str  # done | resume | changed | new | not needed
+    status: str  # done | resume | changed | damaged | unrecorded | new | not needed
     action: str  # skipped | ran
     seconds: float = 0.0
 
@@ -122,7 +138,7 @@ def plan(cfg, run_dir: Path, restart_from: str | None = None) -> list[tuple[str,
             out.append((name, "not needed"))
             continue
         status = stage_status(cfg, run_dir, name, fps[name])
-        if forced and status in ("done", "resume"):
+        if forced and status in ("done", "resume", "damaged"):
             status = "changed"
         out.append((name, status))
         forced = forced or status != "done"
@@ -151,8 +167,12 @@ def run_pipeline(cfg, run_dir: Path, tracker, restart_from: str | None = None) -
                 records.append(StageRecord(name, status, "skipped"))
                 continue
             stage, folder = _recipe(cfg).stage(name), run_dir / name
-            if status == "changed":
-                log.info("%s: config or inputs changed since its last run; clearing %s", name, folder)
+            if status == "damaged":
+                log.warning("%s: rerunning it (and every stage after it): its outputs changed since it finished: %s",
+                            name, "; ".join(damage(cfg, run_dir, name)))
+            elif status in _WHY:
+                log.info("%s: %s; clearing %s", name, _WHY[status], folder)
+            if status in ("changed", "damaged", "unrecorded"):
                 _clear(folder, stage.keep)
             folder.mkdir(parents=True, exist_ok=True)
             started = _read(folder / STARTED) if status == "resume" else None
@@ -168,8 +188,12 @@ def run_pipeline(cfg, run_dir: Path, tracker, restart_from: str | None = None) -
                 raise LongshortError(f"stage {name} finished without writing {', '.join(missing)}; check its config "
                                      f"section '{name}' (e.g. an export or eval switched off) or its log")
             steps = max(steps, view.top + 1)
-            (folder / MARKER).write_text(json.dumps({"fingerprint": fps[name], "seconds": seconds,
-                                                     "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}) + "\n")
+            external = [o for o in outputs(cfg, run_dir, name) if not o.is_relative_to(run_dir)]
+            files = manifest.record([folder, *external], {MARKER, STARTED, *stage.keep}, run_dir)
+            tmp = folder / (MARKER + ".tmp")
+            tmp.write_text(json.dumps({"fingerprint": fps[name], "seconds": seconds,
+                                       "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), "files": files}) + "\n")
+            tmp.replace(folder / MARKER)
             (folder / STARTED).unlink(missing_ok=True)
             records.append(StageRecord(name, status, "ran", seconds))
             state = {"next_step": steps, "stages": {**state.get("stages", {}), name: asdict(records[-1])}}

@@ -133,6 +133,35 @@ def test_a_stage_that_reruns_reruns_everything_after_it(run, tmp_path):
     (copy / "coldstart" / MARKER).unlink()  # e.g. a user removed the stage's outputs: it must run again
     cfg = load_run_config(SMOKE, [f"output_dir={tmp_path}"])
     assert [s for s, st in plan(cfg, copy) if st != "done"] == ["coldstart", "sft", "rl", "eval", "export"]
+    assert dict(plan(cfg, copy))["coldstart"] == "unrecorded"
+
+
+def test_a_damaged_output_is_found_named_and_rebuilt(run, tmp_path, caplog):
+    """A finished stage's file truncated or overwritten after the fact: the rerun does not trust the marker."""
+    import logging
+    import shutil
+
+    copy = tmp_path / "smoke"
+    shutil.copytree(run["dir"], copy, symlinks=True)
+    cfg = load_run_config(SMOKE, [f"output_dir={tmp_path}"])
+    assert {st for _, st in plan(cfg, copy)} == {"done"}  # a copy verifies: the record is relative to the run
+    weights = copy / "sft" / "long" / "model" / "model.safetensors"
+    intact = weights.read_bytes()
+    weights.write_bytes(intact[: len(intact) // 2])  # e.g. a full disk while copying
+    thoughts = copy / "chunk" / "thoughts.jsonl"
+    text = thoughts.read_bytes()
+    thoughts.write_bytes(text[:-10] + b"x" * 9 + text[-1:])  # same size, other content
+    statuses = dict(plan(cfg, copy))
+    assert statuses["chunk"] == "damaged" and statuses["sft"] == "changed"  # forced: everything after chunk reruns
+    thoughts.write_bytes(text)
+    assert dict(plan(cfg, copy))["sft"] == "damaged"
+    with caplog.at_level(logging.WARNING, logger="longshort"), open_tracker(cfg, copy) as tracker:
+        records = run_pipeline(cfg, copy, tracker)
+    assert [r.stage for r in records if r.action == "ran"] == ["sft", "rl", "eval", "export"]
+    assert f"sft: rerunning it (and every stage after it): its outputs changed since it finished: {weights} changed " \
+           f"size ({len(intact)} -> {len(intact) // 2} bytes)" in caplog.text
+    assert weights.read_bytes() == intact  # rebuilt, bit for bit
+    assert {st for _, st in plan(cfg, copy)} == {"done"}
 
 
 def test_a_second_run_on_the_same_directory_refuses_and_the_first_finishes(tmp_path):
