@@ -19,11 +19,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
+from longshort.core import manifest
 from longshort.core import run_dir as rd
 from longshort.core.config import to_dict
 from longshort.core.errors import LongshortError
 from longshort.core.stage import Recipe
-from longshort.pipeline import manifest
 from longshort.tracking.tracker import OffsetTracker
 
 log = logging.getLogger("longshort")

@@ -17,6 +17,7 @@ import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from longshort.core import manifest
 from longshort.core.checkpoint_io import replace_dir
 from longshort.core.errors import LongshortError
 from longshort.rl.episodes import PromptItem
@@ -108,6 +109,7 @@ def save(policies, root: Path, state: ControllerState, roles: tuple[str, ...], k
     for role in roles:
         policies[role].save_checkpoint(tmp / role, {"step": state.step})
     _write_json(tmp / CONTROLLER, state.to_json())
+    manifest.seal(tmp)  # a resume takes the newest checkpoint that still matches its seal
     replace_dir(tmp, final)
     for role in roles:
         policies[role].last_checkpoint = str(final)  # failure messages name the published path

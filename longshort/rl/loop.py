@@ -24,6 +24,7 @@ from typing import Literal
 
 from longshort.cluster.actor_calls import ActorFailure
 from longshort.cluster.topology import TopologyConfig, topology_config_class
+from longshort.core import manifest
 from longshort.core import run_dir as rd
 from longshort.core.config import PLACEMENT
 from longshort.core.errors import LongshortError
@@ -204,10 +205,13 @@ def run_rl(cfg: RLConfig, run_dir: str | Path, topology: TopologyConfig | None =
     limit, base = _context_limit(models), base_metrics(run_dir)
     eval_cfg = replace(cfg.episode, temperature=0.0)
     root = run_dir / rd.RL_CHECKPOINTS
-    latest = ckpt.checkpoints(root)[-1] if ckpt.checkpoints(root) else None
-    if latest is not None and not resume:
-        raise LongshortError(f"rl: {root} already holds checkpoints (latest {latest.name}); continue with "
+    found = ckpt.checkpoints(root)
+    if found and not resume:
+        raise LongshortError(f"rl: {root} already holds checkpoints (latest {found[-1].name}); continue with "
                              "`longshort rl CONFIG --resume`, or delete that directory to start over")
+    latest, skipped = manifest.newest_intact(found) if resume else (None, [])
+    if skipped:
+        log.warning("rl: skipping damaged checkpoint(s) %s", "; ".join(skipped))
     total_opt = cfg.steps * cfg.mini_batches
     trainer_cfgs = {r: cfg.optim.trainer_config(total_opt) for r in PAIR_ROLES}
     spec = UpdateSpec(cfg.loss_spec(), recompute_old=cfg.logprobs == "recompute")

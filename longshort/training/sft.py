@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 import torch
 
+from longshort.core import manifest
 from longshort.core.config import PLACEMENT
 from longshort.core.errors import LongshortError
 from longshort.training.ranks import RankInfo, Report, init_rank, launch, shutdown_rank
@@ -177,13 +178,15 @@ def sft_rank(info: RankInfo, job: SFTJob, report: Report | None = None) -> dict[
                        "micro_batch_size": cfg.micro_batch_size, "row_tokens": cfg.row_tokens,
                        "grad_accum": cfg.grad_accum, "epochs": cfg.epochs, "total_steps": total}
         start, targets_done = 0, 0.0
-        existing = _checkpoints(ckpt_root) if job.resume else []
-        if existing:
-            state = trainer.load_checkpoint(existing[-1])
+        intact, skipped = manifest.newest_intact(_checkpoints(ckpt_root)) if job.resume else (None, [])
+        if skipped and info.rank == 0:
+            log.warning("sft: skipping damaged checkpoint(s) %s", "; ".join(skipped))
+        if intact is not None:
+            state = trainer.load_checkpoint(intact)
             if state["fingerprint"] != fingerprint:
                 diff = sorted(k for k in fingerprint if state["fingerprint"].get(k) != fingerprint[k])
                 raise LongshortError(
-                    f"cannot resume from {existing[-1]}: {', '.join(diff)} differ from the run that wrote it; "
+                    f"cannot resume from {intact}: {', '.join(diff)} differ from the run that wrote it; "
                     "restore the original data/config or use a fresh output directory"
                 )
             start, targets_done = state["step"], state["trained_tokens"]
@@ -191,7 +194,7 @@ def sft_rank(info: RankInfo, job: SFTJob, report: Report | None = None) -> dict[
             report({"kind": "start", "step": start, "total": total})
         losses: dict[int, float] = {}
         window: list = []
-        last_ckpt: Path | None = existing[-1] if existing else None
+        last_ckpt: Path | None = intact
         stop = total if job.stop_after is None else min(total, job.stop_after)
         for step in range(start, stop):
             epoch, idx = schedule[step]

@@ -24,6 +24,7 @@ from typing import Literal
 import torch
 import torch.distributed as dist
 
+from longshort.core import manifest
 from longshort.core.checkpoint_io import replace_dir, rng_state, set_rng_state
 from longshort.core.errors import LongshortError
 from longshort.training.models import load_model
@@ -357,6 +358,7 @@ class Trainer:
                 json.dump(meta, f, indent=1)
                 f.flush()
                 os.fsync(f.fileno())
+            manifest.seal(tmp)  # a resume checks it and falls back to an older checkpoint if this one is damaged
             replace_dir(tmp, path)
         self.barrier()
         return path

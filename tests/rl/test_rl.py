@@ -130,3 +130,25 @@ def test_killed_actor_stops_cleanly_and_resume_matches_the_uninterrupted_run(uni
         a = load_file(result_a.models[role] / "model.safetensors")
         b = load_file(result.models[role] / "model.safetensors")
         assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_damaged_newest_checkpoint_resumes_from_the_one_before(uninterrupted, tmp_path, caplog):
+    import logging
+
+    from safetensors.torch import load_file
+
+    run_a, result_a, _ = uninterrupted
+    run_dir = tmp_path / "run"
+    shutil.copytree(run_a, run_dir)
+    newest = run_dir / "rl" / "checkpoints" / "step-000002"
+    weights = next((newest / "short").rglob("*model_states.pt"))
+    weights.write_bytes(weights.read_bytes()[:64])  # truncated, e.g. by a full disk
+    with caplog.at_level(logging.WARNING, logger="longshort"):
+        result = _run(run_dir, resume=True)
+    assert "rl: skipping damaged checkpoint(s) step-000002: " in caplog.text and "changed size" in caplog.text
+    assert result.resumed_from == 1 and result.steps == 2
+    assert _steps(run_dir)[2] == _steps(run_a)[2]  # step 2 redone exactly as the uninterrupted run did it
+    for role in ("long", "short"):
+        a = load_file(result_a.models[role] / "model.safetensors")
+        b = load_file(result.models[role] / "model.safetensors")
+        assert all(torch.equal(a[k], b[k]) for k in a)

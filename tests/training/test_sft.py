@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 
 import numpy as np
@@ -105,6 +106,21 @@ def test_exact_resume_after_interruption(model_dir, tmp_path):
     state = json.loads((tmp_path / "cut" / "checkpoints" / "step-000010" / "state.json").read_text())
     assert state["client"]["step"] == 10 and state["world_size"] == 1
     assert state["client"]["trained_tokens"] == 2 * full.stats.targets  # counted across the interruption
+
+
+def test_a_damaged_newest_checkpoint_falls_back_to_the_one_before(model_dir, tmp_path, caplog):
+    c = cfg(save_every=2, keep_last=3)
+    full = run_sft(c, toy_examples(40), model_dir, tmp_path / "full")
+    run_sft(c, toy_examples(40), model_dir, tmp_path / "cut", stop_after=6)
+    ckpts = tmp_path / "cut" / "checkpoints"
+    assert sorted(p.name for p in ckpts.iterdir()) == ["step-000002", "step-000004", "step-000006"]
+    weights = max((ckpts / "step-000006").rglob("*model_states.pt"), key=lambda p: p.stat().st_size)
+    weights.write_bytes(weights.read_bytes()[:100])  # truncated, e.g. by a full disk
+    with caplog.at_level(logging.WARNING, logger="longshort"):
+        rest = run_sft(c, toy_examples(40), model_dir, tmp_path / "cut")
+    assert "skipping damaged checkpoint(s) step-000006: " in caplog.text and "changed size" in caplog.text
+    assert rest.resumed_from == 4
+    assert rest.losses == {s: full.losses[s] for s in range(5, 11)}  # as if never interrupted after step 4
 
 
 def test_resume_refuses_different_data(model_dir, tmp_path):

@@ -2,12 +2,15 @@
 
 Each file gets its size and a cheap checksum (BLAKE2b of its first and last 64 KiB plus the size): a truncated,
 emptied or overwritten file is caught without reading multi-gigabyte checkpoints whole. A file that went missing,
-changed size or checksum makes the stage rerun, and the log names the file.
+changed size or checksum makes the stage rerun, and the log names the file. Checkpoints carry the same record
+(``files.json``, written by ``seal`` before the checkpoint is renamed into place); a resume takes the newest one
+that still matches it (``newest_intact``).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from pathlib import Path
 
@@ -64,3 +67,39 @@ def problems(files: dict[str, list], base: Path) -> list[str]:
         elif checksum(path) != digest:
             out.append(f"{path} changed content")
     return out
+
+
+# ------------------------------------------------------------------------------------------- checkpoints
+SEAL = "files.json"
+
+
+def seal(folder: Path) -> None:
+    """Record every file of a checkpoint being assembled in ``folder`` (call it last, before the rename)."""
+    files = record([folder], {SEAL}, folder)
+    tmp = folder / (SEAL + ".tmp")
+    tmp.write_text(json.dumps(files))
+    tmp.replace(folder / SEAL)
+
+
+def check_sealed(folder: Path) -> list[str]:
+    """What in a sealed checkpoint no longer matches its seal (a checkpoint from before seals: nothing to check)."""
+    seal_file = folder / SEAL
+    if not seal_file.exists():
+        return []
+    try:
+        files = json.loads(seal_file.read_text())
+    except ValueError:
+        return [f"{seal_file} is unreadable"]
+    return problems(files, folder)
+
+
+def newest_intact(candidates: list[Path], check=check_sealed) -> tuple[Path | None, list[str]]:
+    """The newest of ``candidates`` (oldest first) that ``check`` finds nothing wrong with, and why each newer one
+    was passed over."""
+    skipped = []
+    for path in reversed(candidates):
+        found = check(path)
+        if not found:
+            return path, skipped
+        skipped.append(f"{path.name}: {found[0]}" + (f" (and {len(found) - 1} more)" if len(found) > 1 else ""))
+    return None, skipped
