@@ -204,3 +204,12 @@ def run_dir_with_task(root: Path, records: list[dict], model_dir: Path | None = 
         if not link.exists():
             link.symlink_to(model_dir, target_is_directory=True)
     return root
+
+
+def sleeping_rank(info, pid_dir: str, report=None):
+    """A launched rank that records its pid and then sleeps (for tests that kill the process that launched it)."""
+    import os
+    import time
+
+    (Path(pid_dir) / f"rank{info.rank}.pid").write_text(str(os.getpid()))
+    time.sleep(120)

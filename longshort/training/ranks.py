@@ -13,6 +13,7 @@ import logging
 import os
 import queue as queue_mod
 import socket
+import sys
 import time
 import traceback
 from collections.abc import Callable
@@ -119,8 +120,6 @@ def shutdown_rank() -> None:
     """Leave the process group (gloo/NCCL complain at exit otherwise) and drop DeepSpeed's cached groups."""
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
-    import sys
-
     groups = sys.modules.get("deepspeed.utils.groups")
     for name in _DS_GROUP_CACHES if groups is not None else ():
         value = getattr(groups, name, None)
@@ -130,7 +129,22 @@ def shutdown_rank() -> None:
             setattr(groups, name, None)
 
 
-def _child(fn, info: RankInfo, args: tuple, out_q, threads: int | None) -> None:
+def die_with_parent(parent_pid: int) -> None:
+    """Linux: this process gets SIGKILL when the process that started it dies, by any signal; a rank left running
+    would keep writing checkpoints and models that a rerun then takes as done. Elsewhere a no-op."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent_pid:  # the parent died before the line above took effect
+        os._exit(1)
+
+
+def _child(fn, info: RankInfo, args: tuple, out_q, threads: int | None, parent_pid: int) -> None:
+    die_with_parent(parent_pid)
     if threads:
         torch.set_num_threads(threads)
     report = (lambda msg: out_q.put(("msg", info.rank, msg))) if info.is_main else None
@@ -199,7 +213,7 @@ def launch(
     procs = []
     for rank in range(world_size):
         info = RankInfo(rank, world_size, "127.0.0.1", port)
-        p = ctx.Process(target=_child, args=(fn, info, args, out_q, threads_per_rank), daemon=False)
+        p = ctx.Process(target=_child, args=(fn, info, args, out_q, threads_per_rank, os.getpid()), daemon=False)
         p.start()
         procs.append(p)
     results: dict[int, Any] = {}

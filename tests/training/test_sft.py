@@ -265,3 +265,39 @@ def test_bf16_keeps_fp32_master_weights(model_dir, tok, tmp_path):
         shutdown_rank()
     np.testing.assert_allclose(losses["bf16"], losses["fp32"], rtol=5e-3)
     assert json.loads((out / "config.json").read_text())["dtype"] == "bfloat16"
+
+
+def test_launched_ranks_die_with_the_process_that_launched_them(tmp_path):
+    """SIGKILL the launcher (as a user's `kill -9` of a `longshort sft` with sft.parallel): no rank outlives it to
+    keep writing checkpoints and models that a rerun would take as done."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    from builders import ROOT
+
+    code = ("import sys; from builders import sleeping_rank; from longshort.training.ranks import launch\n"
+            "launch(sleeping_rank, 2, (sys.argv[1],), in_process=False, threads_per_rank=1)")
+    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'tests'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    driver = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], env=env)
+    deadline = time.time() + 120
+    while len(list(tmp_path.glob("rank*.pid"))) < 2:
+        assert driver.poll() is None and time.time() < deadline, "the ranks never started"
+        time.sleep(0.2)
+    ranks = [int(p.read_text()) for p in tmp_path.glob("rank*.pid")]
+    os.kill(driver.pid, signal.SIGKILL)
+    driver.wait()
+
+    def alive(pid: int) -> bool:
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+        except FileNotFoundError:
+            return False
+
+    deadline = time.time() + 10
+    while any(alive(pid) for pid in ranks) and time.time() < deadline:
+        time.sleep(0.2)
+    assert not any(alive(pid) for pid in ranks)
