@@ -24,7 +24,7 @@ from longshort.core import run_dir as rd
 from longshort.core.config import to_dict
 from longshort.core.errors import LongshortError
 from longshort.core.stage import Recipe
-from longshort.tracking.tracker import OffsetTracker
+from longshort.tracking.tracker import OffsetTracker, last_logged_step
 
 log = logging.getLogger("longshort")
 MARKER, STARTED, STATE = rd.STAGE_DONE, rd.STAGE_STARTED, rd.PIPELINE_STATE
@@ -155,6 +155,7 @@ def run_pipeline(cfg, run_dir: Path, tracker, restart_from: str | None = None) -
     fps = fingerprints(cfg)
     state = _read(run_dir / STATE) or {}
     steps = state.get("next_step", 0)
+    logged = last_logged_step(run_dir)  # a killed attempt may have logged past next_step
     todo = plan(cfg, run_dir, restart_from)
     log.info("pipeline plan: %s", ", ".join(f"{n} ({s})" for n, s in todo))
     records: list[StageRecord] = []
@@ -180,7 +181,7 @@ def run_pipeline(cfg, run_dir: Path, tracker, restart_from: str | None = None) -
             (folder / STARTED).write_text(json.dumps({"fingerprint": fps[name], "step_offset": offset}) + "\n")
             log.info("── stage %d/%d: %s (%s)", i + 1, len(todo), name, "resuming" if started else "running")
             t0 = time.perf_counter()
-            view = OffsetTracker(tracker, offset, f"{name}/stage_step")
+            view = OffsetTracker(tracker, offset, f"{name}/stage_step", floor=logged)
             stage.run(cfg, run_dir, view, status == "resume")
             seconds = time.perf_counter() - t0
             missing = [str(o) for o in outputs(cfg, run_dir, name) if not o.exists()]
@@ -188,6 +189,7 @@ def run_pipeline(cfg, run_dir: Path, tracker, restart_from: str | None = None) -
                 raise LongshortError(f"stage {name} finished without writing {', '.join(missing)}; check its config "
                                      f"section '{name}' (e.g. an export or eval switched off) or its log")
             steps = max(steps, view.top + 1)
+            logged = max(logged, view.top)
             external = [o for o in outputs(cfg, run_dir, name) if not o.is_relative_to(run_dir)]
             files = manifest.record([folder, *external], {MARKER, STARTED, *stage.keep}, run_dir)
             tmp = folder / (MARKER + ".tmp")

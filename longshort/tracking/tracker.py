@@ -302,20 +302,35 @@ def _wandb_backend(cfg: TrackingConfig, run_dir: Path, config: dict) -> Backend 
     return make_wandb_backend(cfg, run_dir, config)
 
 
+def last_logged_step(run_dir: str | Path) -> int:
+    """The highest step in the run's ``metrics.jsonl`` (-1 when nothing was logged)."""
+    path = Path(run_dir) / "metrics.jsonl"
+    return max((int(r.get("step", -1)) for r in read_metrics(path)), default=-1) if path.exists() else -1
+
+
 class OffsetTracker:
     """A tracker whose caller counts steps from 0 while the run's step counter has moved on (a later pipeline
     stage, the second model of a pair SFT): steps are shifted by ``offset`` because W&B ignores a step lower than
     one it has seen; with ``step_key`` each record also carries the caller's own step."""
 
-    def __init__(self, tracker, offset: int, step_key: str | None = None):
+    def __init__(self, tracker, offset: int, step_key: str | None = None, floor: int = -1):
         self.tracker, self.offset, self.step_key, self.top = tracker, offset, step_key, offset - 1
+        self.floor = floor  # the highest step already logged (by an earlier attempt): never log at or below it
+
+    def _shift(self, step: int) -> None:
+        """A resumed stage redoes steps after its checkpoint: its first record lands above everything logged."""
+        if self.floor >= 0:
+            self.offset = max(self.offset, self.floor + 1 - step)
+            self.floor = -1
 
     def log(self, metrics: Mapping[str, Any], step: int) -> None:
+        self._shift(step)
         self.top = max(self.top, self.offset + step)
         extra = {self.step_key: step} if self.step_key else {}
         self.tracker.log({**metrics, **extra}, step=self.offset + step)
 
     def log_table(self, name: str, columns: Sequence[str], rows: Iterable[Sequence[Any]], step: int) -> None:
+        self._shift(step)
         self.top = max(self.top, self.offset + step)
         self.tracker.log_table(name, columns, rows, step=self.offset + step)
 
