@@ -3,7 +3,9 @@ directory, the tracker and logging, then call the same ``Stage.run`` with the sa
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import sys
 import time
 from pathlib import Path
 
@@ -30,6 +32,20 @@ def prepare_run(cfg) -> Path:
     return run_dir
 
 
+@contextlib.contextmanager
+def _resume_hint(resume_flag: bool):
+    """A stage stopped with a checkpoint to resume from: say the command that resumes it (``longshort run``
+    resumes by being run again; a stage command needs ``--resume``)."""
+    try:
+        yield
+    except LongshortError as e:
+        if getattr(e, "checkpoint", None) is None:
+            raise
+        again = " ".join(["longshort", *sys.argv[1:]]) + (" --resume" if resume_flag else "")
+        e.args = (f"{e}; to continue, run `{again}`",)
+        raise
+
+
 def open_tracker(cfg, run_dir: Path) -> Tracker:
     return Tracker(cfg.tracking, run_dir, config=to_dict(cfg))
 
@@ -43,7 +59,7 @@ def stage_command(cfg, name: str, resume: bool = False) -> int:
         raise LongshortError(f"'{name}' is not a stage of the {recipe.name} recipe (config key 'recipe'); "
                              f"its stages: {', '.join(recipe.stage_names)}")
     stage = recipe.stage(name)
-    with RunLock(run_dir_of(cfg)):
+    with RunLock(run_dir_of(cfg)), _resume_hint(resume_flag=stage.resumable and not resume):
         run_dir = prepare_run(cfg)
         with open_tracker(cfg, run_dir) as tracker:
             stage.run(cfg, run_dir, tracker, resume)
@@ -58,7 +74,7 @@ def pipeline_command(cfg, restart_from: str | None = None) -> int:
     from longshort.pipeline.runner import run_pipeline
 
     t0 = time.perf_counter()
-    with RunLock(run_dir_of(cfg)):
+    with RunLock(run_dir_of(cfg)), _resume_hint(resume_flag=False):
         run_dir = prepare_run(cfg)
         with open_tracker(cfg, run_dir) as tracker:
             records = run_pipeline(cfg, run_dir, tracker, restart_from)

@@ -264,7 +264,7 @@ def run_rl(cfg: RLConfig, run_dir: str | Path, topology: TopologyConfig | None =
                     exported[r] = Path(pol[r].export(out / r / "model"))
         except ActorFailure as e:
             bar.stop()
-            where = f"resume from {last_ckpt} with --resume" if last_ckpt else "no checkpoint yet: start again"
+            where = f"it can resume from {last_ckpt}" if last_ckpt else "no checkpoint yet: it starts again"
             raise RLInterrupted(f"rl stopped at step {state.step + 1}: {e.role} actor {e.actor} {e.kind} during "
                                 f"{e.during}; all actors were stopped; {where}", e, last_ckpt, state.step + 1) from e
         finally:

@@ -200,3 +200,21 @@ def test_a_second_run_on_the_same_directory_refuses_and_the_first_finishes(tmp_p
     assert steps == sorted(steps)  # one writer: the counter never goes back
     assert json.loads((tmp_path / "smoke" / "pipeline.json").read_text())
     assert lock.read_text() == ""
+
+
+def test_a_stopped_stage_names_the_command_that_resumes_it(monkeypatch, tmp_path):
+    from longshort.pipeline.commands import _resume_hint
+    from longshort.rl.loop import RLInterrupted
+
+    stopped = RLInterrupted("rl stopped at step 3: ...; it can resume from ck", None, tmp_path / "ck", 3)
+    monkeypatch.setattr("sys.argv", ["longshort", "run", "cfg.yaml", "name=x"])
+    with pytest.raises(RLInterrupted, match=r"; to continue, run `longshort run cfg.yaml name=x`$"):
+        with _resume_hint(resume_flag=False):  # `longshort run` resumes by being run again
+            raise stopped
+    monkeypatch.setattr("sys.argv", ["longshort", "rl", "cfg.yaml"])
+    with pytest.raises(RLInterrupted, match=r"; to continue, run `longshort rl cfg.yaml --resume`$"):
+        with _resume_hint(resume_flag=True):
+            raise RLInterrupted("rl stopped", None, tmp_path / "ck", 3)
+    with pytest.raises(RLInterrupted, match=r"^no checkpoint$"):  # nothing to resume from: no hint
+        with _resume_hint(resume_flag=True):
+            raise RLInterrupted("no checkpoint", None, None, 1)
