@@ -33,8 +33,6 @@ def table_md(summary: dict) -> str:
     lines += ["", f"Acc: pass@1 in %, mean over k={s['k']} sample(s) per problem (temperature {s['temperature']}), "
                   "± one standard error over problems (a 95% interval is about ± 2 SE). Tokens: mean generated "
                   "tokens per answer (a pair: both roles). Avg: unweighted mean over the benchmarks."]
-    if not summary["results"]:
-        lines.insert(2, "| (no system ran) |" + " |" * (len(head) - 1))
     for system, why in summary.get("skipped", {}).items():
         lines.append(f"Skipped {system}: {why}.")
     return "\n".join(lines) + "\n"

@@ -227,14 +227,16 @@ def _missing(system: SystemSpec, run_dir: Path) -> str | None:
     return None
 
 
-def _benchmark(spec: BenchmarkSpec, run_dir: Path) -> list[Problem]:
+def _benchmark(spec: BenchmarkSpec, run_dir: Path) -> tuple[list[Problem], dict]:
+    """The benchmark's problems, and what its load left out (counted in results.json, not only in a warning)."""
     src = replace(spec.source, path=spec.source.path or str(run_dir / rd.EVAL_DATA))
     try:
-        problems, _ = load_problems(src)
+        problems, report = load_problems(src)
     except LongshortError as exc:
         hint = " (run `longshort bootstrap` first, or set source.path)" if not spec.source.path else ""
         raise LongshortError(f"eval benchmark {spec.name!r}: {exc}{hint}") from exc
-    return problems
+    return problems, {"source": src.path, "n": len(problems), "records_read": report.records,
+                      "bad_records_skipped": dict(report.skipped), "left_out_by_limit": report.not_read}
 
 
 def _generate(system: SystemSpec, engines: _Engines, run_dir: Path, texts: list[str], cfg: EvalConfig) -> list[Answer]:
@@ -292,7 +294,8 @@ def run_eval(cfg: EvalConfig, run_dir: str | Path, tracker=None, verifier=None) 
 
     run_dir = Path(run_dir)
     out = run_dir / rd.EVAL
-    benchmarks = {b.name: _benchmark(b, run_dir) for b in cfg.benchmarks}  # bad sources fail before any model work
+    loaded = {b.name: _benchmark(b, run_dir) for b in cfg.benchmarks}  # bad sources fail before any model work
+    benchmarks = {name: problems for name, (problems, _) in loaded.items()}
     skipped, systems = {}, []
     for s in cfg.systems:
         why = _missing(s, run_dir)
@@ -303,6 +306,9 @@ def run_eval(cfg: EvalConfig, run_dir: str | Path, tracker=None, verifier=None) 
         else:
             log.warning("eval: skipping system %s: %s", s.name, why)
             skipped[s.name] = why
+    if not systems:
+        raise LongshortError("eval: none of the systems can run (" + "; ".join(f"{k}: {v}" for k, v in skipped.items())
+                             + "); run the stages that make them first, or list existing models in eval.systems")
     verifier = verifier or shared_verifier()
     results: dict[str, dict[str, dict]] = {}
     engines = _Engines(cfg)
@@ -327,8 +333,7 @@ def run_eval(cfg: EvalConfig, run_dir: str | Path, tracker=None, verifier=None) 
     summary = {
         "settings": {k: to_dict(getattr(cfg, k)) for k in ("k", "temperature", "top_p", "seed", "max_tokens",
                                                             "max_turn_tokens", "max_turns")},
-        "benchmarks": {b.name: {"source": b.source.path or str(run_dir / rd.EVAL_DATA),
-                                "n": len(benchmarks[b.name])} for b in cfg.benchmarks},
+        "benchmarks": {name: info for name, (_, info) in loaded.items()},
         "systems": {s.name: {"kind": s.kind, "models": s.model_paths} for s in systems},
         "results": results,
         "skipped": skipped,

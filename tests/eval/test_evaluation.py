@@ -89,7 +89,8 @@ def test_results_table_csv_and_plot(run, greedy):
     assert json.loads((out / "results.json").read_text()) == summary
     assert list(summary["results"]) == ["base", "sft-pair", "sft-long"]
     assert "rl/long/model" in summary["skipped"]["rl-pair"] and "longshort rl" in summary["skipped"]["rl-pair"]
-    assert summary["benchmarks"]["tiny"] == {"source": str(run / "bootstrap" / "data" / "eval.jsonl"), "n": N}
+    assert summary["benchmarks"]["tiny"] == {"source": str(run / "bootstrap" / "data" / "eval.jsonl"), "n": N,
+                                             "records_read": N, "bad_records_skipped": {}, "left_out_by_limit": 0}
     for system, per in summary["results"].items():
         m = per["tiny"]
         rows = read_jsonl(out / "samples" / system / "tiny.jsonl")
@@ -188,10 +189,13 @@ def test_missing_systems_skip_or_fail(run, tmp_path):
     assert "rl-pair" in str(e.value) and str(run / "rl" / "long" / "model") in str(e.value)
     assert "longshort rl" in str(e.value)
     bench = [{"name": "tiny", "source": {"path": str(run / "bootstrap" / "data" / "eval.jsonl")}}]
-    summary = run_eval(eval_cfg(benchmarks=bench), tmp_path)  # an empty run: every default system is missing
-    assert summary["results"] == {} and set(summary["skipped"]) == {"base", "sft-pair", "rl-pair"}
-    assert "longshort bootstrap" in summary["skipped"]["base"] and "longshort sft" in summary["skipped"]["sft-pair"]
-    assert "(no system ran)" in (tmp_path / "eval" / "table.md").read_text()
+    with pytest.raises(LongshortError, match=r"eval: none of the systems can run \(base: .*longshort bootstrap.*"
+                                             r"sft-pair: .*longshort sft"):
+        run_eval(eval_cfg(benchmarks=bench), tmp_path)  # an empty run: every default system is missing
+    assert not (tmp_path / "eval" / "results.json").exists()  # no empty table passed off as a result
+    code = main(["eval", f"output_dir={tmp_path.parent}", f"name={tmp_path.name}", "tracking.mode=disabled",
+                 "tracking.backends=[jsonl]", f"eval.benchmarks=[{{name: tiny, source: {{path: '{bench[0]['source']['path']}'}}}}]"])
+    assert code == 2  # the command fails, it does not exit 0 with nothing evaluated
 
 
 def test_config_and_benchmark_errors_name_the_key(run, tmp_path):
@@ -241,3 +245,15 @@ def test_standard_error_is_over_problems():
     both = [True] * 10 + [False] * 10
     assert accuracy_se(both + both, 20, 2) == pytest.approx(accuracy_se(both, 20, 1))
     assert accuracy_se([True], 1, 1) == 0.0
+
+
+def test_records_left_out_are_counted_in_the_results(run, tmp_path):
+    good = [json.loads(line) for line in (run / "bootstrap" / "data" / "eval.jsonl").read_text().splitlines()]
+    path = tmp_path / "bench.jsonl"
+    path.write_text("\n".join([json.dumps(good[0]), '{"problem": "cut off', json.dumps({"problem": "no answer"}),
+                               *map(json.dumps, good[1:4])]) + "\n")
+    bench = [{"name": "b", "source": {"path": str(path), "on_bad_record": "skip", "limit": 2}}]
+    summary = run_eval(eval_cfg(systems=at(run, SYSTEMS[:1]), benchmarks=bench), tmp_path / "out")
+    assert summary["benchmarks"]["b"] == {"source": str(path), "n": 2, "records_read": 4,
+                                          "bad_records_skipped": {"invalid_json": 1, "missing_field": 1},
+                                          "left_out_by_limit": 2}
