@@ -66,8 +66,10 @@ def _yaml_with_lines(path: Path, where: _Where, prefix: str = "") -> dict:
         raise LongshortError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
     except yaml.YAMLError as e:
         raise LongshortError(f"{path}: invalid YAML: {e}") from None
-    if node is None:
-        return {}
+    if node is None:  # the code's defaults differ from a recipe's embedded run: an empty file is a mistake
+        raise LongshortError(f"{path}: the config file is empty; write the keys to change (they apply on top of the "
+                             "code's defaults, which `longshort config show FILE` prints), or give no file to run the "
+                             "recipe's embedded default")
     if not isinstance(node, yaml.MappingNode):
         raise LongshortError(f"{path}:{node.start_mark.line + 1}: a config file must be a mapping of keys to values")
 

@@ -93,6 +93,9 @@ def test_base_file_inheritance_and_bad_yaml(tmp_path):
         load(Sec, bad)
     with pytest.raises(LongshortError, match="does not exist"):
         load(Sec, tmp_path / "missing.yaml")
+    empty = write(tmp_path, "# nothing yet\n", "empty.yaml")
+    with pytest.raises(LongshortError, match=r"empty.yaml: the config file is empty"):
+        load(Sec, empty)
     twice = write(tmp_path, "name: a\nopt:\n  lr: 0.1\n  lr: 0.2\nname: b\n", "twice.yaml")
     with pytest.raises(LongshortError, match=r"twice.yaml:4: key 'opt.lr' is given twice \(lines 3 and 4\)"):
         load(Sec, twice)
