@@ -2,15 +2,22 @@
 # Install longshort into ./.venv (created if missing, reused otherwise).
 # torch comes first: the CPU build on machines without an NVIDIA GPU, the normal (CUDA) build on GPU machines,
 # so the project's own `torch>=` range is already satisfied and pip pulls nothing bigger.
-# Env: PYTHON (interpreter for the venv), TORCH_VERSION (default 2.13.0), LONGSHORT_EXTRAS (e.g. "dev,vllm").
+# Everything else comes at the tested versions of launch/constraints.txt (refresh it with `bash launch/lock.sh`).
+# Env: PYTHON (interpreter for the venv), TORCH_VERSION (default 2.13.0), LONGSHORT_EXTRAS (e.g. "dev,vllm"),
+# LONGSHORT_CONSTRAINTS (default launch/constraints.txt; empty: resolve the newest versions in pyproject's ranges).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-python3}"
 TORCH_VERSION="${TORCH_VERSION:-2.13.0}"
 EXTRAS="${LONGSHORT_EXTRAS:-dev}"
+CONSTRAINTS="${LONGSHORT_CONSTRAINTS-launch/constraints.txt}"
+if [[ ",$EXTRAS," == *,vllm,* && -z "${LONGSHORT_CONSTRAINTS+set}" ]]; then
+  echo "[setup] extras include vllm, which pins its own torch and transformers: installing without $CONSTRAINTS"
+  CONSTRAINTS=""
+fi
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 VPY=.venv/bin/python
-stamp=".venv/.installed-$(cat pyproject.toml launch/setup.sh | sha256sum | cut -c1-16)-${EXTRAS//,/_}"
+stamp=".venv/.installed-$(cat pyproject.toml launch/setup.sh ${CONSTRAINTS:+"$CONSTRAINTS"} | sha256sum | cut -c1-16)-${EXTRAS//,/_}"
 if [ -f "$stamp" ]; then exit 0; fi
 "$VPY" -m pip install -q --upgrade pip
 if ! "$VPY" -c "import torch" 2>/dev/null; then
@@ -30,7 +37,7 @@ if ! "$VPY" -c "import torch" 2>/dev/null; then
     fi
   fi
 fi
-echo "[setup] installing longshort[$EXTRAS] into .venv"
-"$VPY" -m pip install -q -e ".[$EXTRAS]"
+echo "[setup] installing longshort[$EXTRAS] into .venv${CONSTRAINTS:+ (versions from $CONSTRAINTS)}"
+"$VPY" -m pip install -q -e ".[$EXTRAS]" ${CONSTRAINTS:+-c "$CONSTRAINTS"}
 rm -f .venv/.installed-*
 touch "$stamp"

@@ -305,3 +305,14 @@ def test_registry_is_lazy_and_errors_clearly():
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
     with pytest.raises(LongshortError, match="engine backend 'sglang' is unknown; accepted: .*hf.*vllm"):
         make_engine("sglang")
+
+
+def test_generation_uses_no_deprecated_transformers_argument(engine, tok):
+    """The KV cache goes in under the installed transformers' own name: no FutureWarning that the call breaks in a
+    later release (`past_key_values` goes away in 5.40)."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        engine.generate(reqs(tok, temperature=1.0, max_tokens=8, seed=1))
+    assert [str(w.message) for w in caught if issubclass(w.category, (FutureWarning, DeprecationWarning))] == []

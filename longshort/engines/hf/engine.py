@@ -139,6 +139,7 @@ class HFEngine(Engine):
             log.warning("HFEngine without a tokenizer: Sample.text will be empty and stop strings are refused")
         self.model = model_obj.to(dev).eval()
         self.tokenizer = tokenizer
+        self._cache_arg: str | None = None  # the forward argument that takes the KV cache (see _cache_kw)
         self.device = dev
         self.max_batch_size = max_batch_size
         self.num_threads = num_threads
@@ -320,7 +321,7 @@ class HFEngine(Engine):
         temps = torch.tensor([r.params.temperature for r in rows], dtype=torch.float32, device=dev)
         top_ps = torch.tensor([r.params.top_p for r in rows], dtype=torch.float32, device=dev)
         cache = new_cache(self.model.config)
-        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, **self._cache_kw(cache),
                          use_cache=True, logits_to_keep=1)
         next_pos = mask.sum(-1, keepdim=True)
         active = list(rows)  # the cache's rows, in order; finished ones stay (dead) until the next compaction
@@ -352,8 +353,18 @@ class HFEngine(Engine):
                 live = [True] * len(active)
             mask = torch.cat([mask, mask.new_ones((len(active), 1))], dim=1)
             out = self.model(input_ids=tokens[:, None], attention_mask=mask, position_ids=next_pos,
-                             past_key_values=cache, use_cache=True)
+                             **self._cache_kw(cache), use_cache=True)
             next_pos = next_pos + 1
+
+    def _cache_kw(self, cache) -> dict:
+        """The KV cache argument under this transformers' name: ``cache`` (5.2x on; ``past_key_values`` warns that
+        it goes away in 5.40) or ``past_key_values`` (before)."""
+        if self._cache_arg is None:
+            import inspect
+
+            self._cache_arg = "cache" if "cache" in inspect.signature(self.model.forward).parameters else \
+                "past_key_values"
+        return {self._cache_arg: cache}
 
     def _hit_stop_string(self, row: _Row) -> bool:
         # Only the tail can hold a new match: an earlier one would already have stopped the row.

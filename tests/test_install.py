@@ -1,0 +1,29 @@
+"""The install is the tested one: every package `launch/setup.sh` installed is at the version `launch/constraints.txt`
+pins (a user's clean install today gets the same versions as CI; `bash launch/lock.sh` refreshes them on purpose)."""
+
+from __future__ import annotations
+
+import re
+from importlib import metadata
+
+from builders import ROOT
+
+
+def _pins() -> dict[str, str]:
+    pins = {}
+    for line in (ROOT / "launch" / "constraints.txt").read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            name, _, version = line.partition("==")
+            assert version, f"launch/constraints.txt: {line!r} is not name==version"
+            pins[re.sub(r"[-_.]+", "-", name).lower()] = version
+    return pins
+
+
+def test_installed_versions_are_the_pinned_ones():
+    pins = _pins()
+    assert {"transformers", "ray", "deepspeed", "tokenizers", "wandb", "math-verify"} <= set(pins)
+    installed = {re.sub(r"[-_.]+", "-", d.metadata["Name"]).lower(): d.version for d in metadata.distributions()}
+    wrong = {name: (installed[name], want) for name, want in pins.items() if name in installed and installed[name] != want}
+    assert wrong == {}, "installed != pinned (run `bash launch/setup.sh`): " + repr(wrong)
+    assert "torch" not in pins  # setup.sh picks the CPU or CUDA build of TORCH_VERSION per machine
