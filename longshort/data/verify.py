@@ -21,7 +21,9 @@ import multiprocessing as mp
 import os
 import re
 import signal
+import sys
 import threading
+import types
 from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -191,11 +193,29 @@ class _TimedOut(Exception):  # not TimeoutError: that is an OSError, which means
     pass
 
 
+_START_LOCK = threading.Lock()
+
+
+def _start_without_main(proc) -> None:
+    """Start a worker (and, the first time, the fork server) without the parent's ``__main__``: multiprocessing
+    re-runs the parent's script in every child to find the target, which repeats a user's script that lacks an
+    ``if __name__ == "__main__":`` guard and breaks under a notebook or stdin. The worker only runs ``_serve`` from
+    this module, so it never needs that script."""
+    with _START_LOCK:
+        main = sys.modules.get("__main__")
+        sys.modules["__main__"] = types.ModuleType("__main__")
+        try:
+            proc.start()
+        finally:
+            if main is not None:
+                sys.modules["__main__"] = main
+
+
 class _Worker:
     def __init__(self, ctx) -> None:
         self.conn, child = ctx.Pipe()
         self.proc = ctx.Process(target=_serve, args=(child,), daemon=True, name="longshort-verify")
-        self.proc.start()
+        _start_without_main(self.proc)
         child.close()
         try:
             if not self.conn.poll(_WORKER_START_TIMEOUT_S):

@@ -236,3 +236,27 @@ def test_module_level_judge_uses_shared_pool():
     verdict = judge(r"The area is $\boxed{12\sqrt{3}}$ square units.", r"12 \sqrt 3")
     assert (verdict.answer, verdict.correct, verdict.reason) == (r"12\sqrt{3}", True, "correct")
     assert not verify(r"\boxed{12}", r"12\sqrt{3}", timeout_s=10)
+
+
+SCRIPT = """
+from longshort.data.verify import shared_verifier
+print("script body ran", flush=True)
+v = shared_verifier()
+print([x.correct for x in v.judge_many(["\\\\boxed{\\\\frac{1}{2}}", "\\\\boxed{0.5}", "\\\\boxed{3}"], ["0.5", "1/2", "4"])])
+print(sorted(v.counts.items()))
+"""
+
+
+@pytest.mark.parametrize("how", ["file", "stdin"])
+def test_a_script_without_a_main_guard_gets_real_verdicts(tmp_path, how):
+    """Worker processes never re-run the caller's script (no `if __name__ == "__main__":` guard, or stdin)."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "user_script.py"
+    path.write_text(SCRIPT)
+    args, stdin = ([sys.executable, str(path)], None) if how == "file" else ([sys.executable, "-"], SCRIPT)
+    out = subprocess.run(args, input=stdin, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.splitlines() == ["script body ran", "[True, True, False]", "[('correct', 2), ('wrong', 1)]"]
+    assert "counted wrong" not in out.stderr
