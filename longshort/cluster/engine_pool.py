@@ -86,7 +86,9 @@ class RayEnginePool:
         from longshort.cluster.workers.engine import EngineWorker
 
         if not ray.is_initialized():
-            ray.init(ignore_reinit_error=True, include_dashboard=False, log_to_driver=False)
+            from longshort.cluster.reaper import start_ray
+
+            start_ray(log_to_driver=False)
         kwargs = engine_kwargs(cfg, model_dir, seed)
         path = kwargs.pop("model_path", None) or kwargs.pop("model")
         kwargs.pop("tokenizer", None)

@@ -160,8 +160,9 @@ def ensure_ray(cfg: TopologyConfig | None = None) -> None:
 
     if ray.is_initialized():
         return
-    address = (cfg.ray_address if cfg else None) or os.environ.get("RAY_ADDRESS")
-    ray.init(address=address, include_dashboard=False, ignore_reinit_error=True)
+    from longshort.cluster.reaper import start_ray
+
+    start_ray((cfg.ray_address if cfg else None) or os.environ.get("RAY_ADDRESS"))
 
 
 def create_placement_group(role: str, res: RoleResources, timeout_s: float):

@@ -1,0 +1,90 @@
+"""The local Ray cluster a command starts dies with the command, even by SIGKILL.
+
+Ray stops its raylet and GCS with the driver, but the raylet's agents (dashboard and runtime-env agents) then spend
+about a minute trying to report to the dead GCS, and a killed driver's workers linger a few seconds. ``start_ray``
+launches this watcher in its own session (``python -m longshort.cluster.reaper DRIVER_PID ROOT_PID...``): every
+half second it notes the Ray processes the driver started (the roots and their descendants, with start times so a
+reused pid is never hit); when the driver is gone it SIGKILLs what it noted and exits. It also exits once every
+root is gone (``ray.shutdown()`` stopped them cleanly).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+TICK_S = 0.5
+
+
+def _stat(pid: int) -> tuple[int, int] | None:
+    """(parent pid, start time in clock ticks) of a live process, or None."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return None
+    return (int(fields[1]), int(fields[19])) if fields[0] != "Z" else None
+
+
+def tree(roots: list[int]) -> dict[int, int]:
+    """``{pid: start time}`` of the live ``roots`` and all their descendants."""
+    parent: dict[int, int] = {}
+    started: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and (st := _stat(int(entry))) is not None:
+            parent[int(entry)], started[int(entry)] = st
+    children: dict[int, list[int]] = {}
+    for pid, ppid in parent.items():
+        children.setdefault(ppid, []).append(pid)
+    out, todo = {}, [r for r in roots if r in started]
+    while todo:
+        pid = todo.pop()
+        if pid not in out:
+            out[pid] = started[pid]
+            todo += children.get(pid, [])
+    return out
+
+
+def watch(driver: int, roots: list[int]) -> None:
+    noted: dict[int, int] = {}
+    driver_start = _stat(driver)
+    while True:
+        now = _stat(driver)
+        if now is None or (driver_start is not None and now[1] != driver_start[1]):
+            for pid, start in noted.items():
+                st = _stat(pid)
+                if st is not None and st[1] == start:
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+            return
+        noted = tree(roots)
+        if not any(r in noted for r in roots):
+            return
+        time.sleep(TICK_S)
+
+
+def start_ray(address: str | None = None, **kwargs) -> None:
+    """``ray.init``; a cluster this process starts locally gets a watcher that stops it if this process dies."""
+    import ray
+
+    ray.init(address=address, include_dashboard=False, ignore_reinit_error=True, **kwargs)
+    if not sys.platform.startswith("linux"):
+        return
+    try:  # the processes this driver started (none when it joined an existing cluster)
+        node = ray._private.worker._global_node
+        roots = [info.process.pid for infos in node.all_processes.values() for info in infos]
+    except AttributeError:
+        return
+    if roots:
+        subprocess.Popen([sys.executable, "-m", "longshort.cluster.reaper", str(os.getpid()), *map(str, roots)],
+                         start_new_session=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL, close_fds=True)
+
+
+if __name__ == "__main__":
+    watch(int(sys.argv[1]), [int(p) for p in sys.argv[2:]])
