@@ -1,4 +1,4 @@
-"""Checkpoint file helpers: publish a directory atomically, capture and restore every RNG."""
+"""Checkpoint file helpers: publish a directory atomically, capture and restore every RNG, name a damaged weights file."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from longshort.core.errors import LongshortError
 
 
 def rng_state() -> dict:
@@ -41,3 +43,29 @@ def replace_dir(tmp: Path, final: Path) -> None:
     os.replace(tmp, final)
     _fsync_dir(final.parent)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def damaged_weights(model_dir: str | Path) -> str | None:
+    """The first ``*.safetensors`` file in ``model_dir`` whose header does not read, with the reason (None: all read).
+    A load error inside a worker then names the file instead of only "incomplete metadata"."""
+    from safetensors import safe_open
+
+    for path in sorted(Path(model_dir).glob("*.safetensors")):
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                f.keys()
+        except Exception as e:  # noqa: BLE001 - any failure to read the header is the answer
+            return f"{path} ({type(e).__name__}: {e})"
+    return None
+
+
+def load_error(model_dir: str | Path, exc: BaseException) -> LongshortError | None:
+    """What to tell a user whose model directory failed to load (None: not a problem of the files; re-raise)."""
+    bad = damaged_weights(model_dir) if Path(model_dir).is_dir() else None
+    if bad:
+        return LongshortError(f"cannot load model {model_dir}: weights file {bad} is damaged; rerun the stage that "
+                              "wrote it (`longshort run` finds damaged outputs and rebuilds them)")
+    if isinstance(exc, OSError):
+        return LongshortError(f"cannot load model {model_dir}: {exc}; give a directory with config.json and weights "
+                              "(e.g. one written by save_pretrained)")
+    return None

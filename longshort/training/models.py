@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from longshort.core.checkpoint_io import load_error
 from longshort.core.errors import LongshortError
 from longshort.core.registry import Registry, import_target
 
@@ -22,7 +23,12 @@ def causal_lm(model_dir: str | Path, **kwargs):
     """A Hugging Face causal LM from its directory (the default)."""
     from transformers import AutoModelForCausalLM
 
-    return AutoModelForCausalLM.from_pretrained(str(model_dir), **kwargs)
+    try:
+        return AutoModelForCausalLM.from_pretrained(str(model_dir), **kwargs)
+    except Exception as e:  # safetensors' SafetensorError is no OSError
+        if (err := load_error(model_dir, e)) is None:
+            raise
+        raise err from e
 
 
 MODEL_FACTORIES: Registry[ModelFactory] = Registry("model factory", {"causal_lm": causal_lm}, check=callable)

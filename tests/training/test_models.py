@@ -61,3 +61,22 @@ def test_unknown_factory_names_the_choices():
         model_factory("nope")
     with pytest.raises(LongshortError, match="model_factory 'no.such.module:fn' cannot be imported"):
         model_factory("no.such.module:fn")
+
+
+def test_a_damaged_weights_file_is_named_when_loading_fails(tmp_path):
+    import shutil
+
+    from longshort.engines.hf.engine import HFEngine
+    from longshort.training.models import causal_lm
+
+    model_dir = build_model_dir(tmp_path / "m")
+    broken = tmp_path / "broken"
+    shutil.copytree(model_dir, broken)
+    weights = broken / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:40])  # a cut-off copy
+    for load in (causal_lm, lambda d: HFEngine(str(d))):
+        with pytest.raises(LongshortError, match=rf"cannot load model {broken}: weights file {weights} \(.*\) is "
+                                                 r"damaged; rerun the stage that wrote it"):
+            load(broken)
+    with pytest.raises(LongshortError, match=rf"cannot load model {tmp_path / 'none'}: "):
+        causal_lm(tmp_path / "none")  # no directory at all: the plain message

@@ -17,6 +17,7 @@ from typing import Literal
 
 import torch
 
+from longshort.core.checkpoint_io import load_error
 from longshort.core.errors import LongshortError
 from longshort.engines.base import Engine, GenerationRequest, GenerationResult, Sample, SamplingParams
 from longshort.engines.hf.kv_cache import new_cache
@@ -123,9 +124,10 @@ class HFEngine(Engine):
                                ("cpu" if device == "auto" else device))
             try:
                 model_obj = AutoModelForCausalLM.from_pretrained(model, dtype=_resolve_dtype(dtype, dev))
-            except OSError as e:
-                raise LongshortError(f"cannot load model {model!r}: {e}; give a directory with config.json "
-                                     "and weights (e.g. one written by save_pretrained)") from e
+            except Exception as e:  # safetensors' SafetensorError is no OSError
+                if (err := load_error(model, e)) is None:
+                    raise
+                raise err from e
             if tokenizer is None:
                 tokenizer = model
         else:
