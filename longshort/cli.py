@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from longshort import __version__
 from longshort.core.errors import LongshortError
+from longshort.core.logs import set_verbose
 from longshort.core.stage import Stage
 
 log = logging.getLogger("longshort")
@@ -168,7 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train a long-thought and a short-thought LLM to reason together (Long⊗Short) on Ray.",
     )
     parser.add_argument("--version", action="version", version=f"longshort {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="debug logging, and every logged metric on the console (they always reach log.txt)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, cmd in commands().items():
         p = sub.add_parser(name, help=cmd.help, description=cmd.help)
@@ -179,6 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    set_verbose(args.verbose)
     try:
         return int(args._run(args) or 0)
     except LongshortError as e:

@@ -69,6 +69,24 @@ class _StderrHandler(logging.StreamHandler):
         pass
 
 
+_verbose = False
+METRICS_LOGGER = "longshort.metrics"
+
+
+def set_verbose(on: bool) -> None:
+    """``longshort -v``: DEBUG level, and the per-step metric lines on the console too (always in ``log.txt``)."""
+    global _verbose
+    _verbose = on
+    logging.getLogger(LOGGER_NAME).setLevel(logging.DEBUG if on else logging.INFO)
+
+
+class _ConsoleQuiet(logging.Filter):
+    """The console shows one line per step (the stage's own); the tracker's full metric lines go to ``log.txt``."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return _verbose or record.name != METRICS_LOGGER or record.levelno >= logging.WARNING
+
+
 def _console_handler() -> logging.Handler:
     # Rich for a person at a terminal; plain lines when stderr is a pipe or file (Ray worker logs, CI), where rich
     # would wrap or pad every line to a fixed width.
@@ -92,12 +110,13 @@ def setup_logging(run_dir: str | Path | None = None, level: str | int | None = "
     the root logger (Ray, pytest) do not print each line twice.
     """
     logger = logging.getLogger(LOGGER_NAME)
-    logger.setLevel(_parse_level(level, logger.level))
+    logger.setLevel(logging.DEBUG if _verbose else _parse_level(level, logger.level))
     logger.propagate = False
     if not _owned(logger, "console"):
         handler = _console_handler()
         setattr(handler, _ROLE, "console")
         handler.addFilter(RedactFilter())
+        handler.addFilter(_ConsoleQuiet())
         logger.addHandler(handler)
     if run_dir is not None:
         path = (Path(run_dir) / LOG_FILE).resolve()

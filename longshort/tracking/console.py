@@ -1,6 +1,7 @@
 """The ``console`` backend of `longshort.tracking.tracker`: a throttled, compact one-line digest per printed step.
 
-Lines go through the ``longshort.metrics`` logger, so they reach the rich console and ``<run_dir>/log.txt`` alike.
+Lines go through the ``longshort.metrics`` logger: always into ``<run_dir>/log.txt``, on the console with ``longshort -v``
+(a stage prints its own one line per step there).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from longshort.core.logs import get_logger
+from longshort.core.logs import METRICS_LOGGER, get_logger
 from longshort.tracking.base import Backend, TrackingConfig
 
 
@@ -29,7 +30,7 @@ class ConsoleBackend(Backend):
     and the last step is printed at finish if it was skipped, so the final state is always on screen."""
 
     def __init__(self, cfg: TrackingConfig, run_dir: Path, config: dict):
-        self.cfg, self.logger = cfg, get_logger("longshort.metrics")
+        self.cfg, self.logger = cfg, get_logger(METRICS_LOGGER)
         self.printed_step: int | None = None
         self.printed_time = -math.inf
         self.step: int | None = None

@@ -332,6 +332,26 @@ def test_setup_logging_is_idempotent_and_moves_file(tmp_path, capfd):
     setup_logging(None, "INFO")
 
 
+def test_metric_lines_reach_the_console_only_when_verbose(tmp_path, capfd):
+    from longshort.core.logs import set_verbose
+
+    setup_logging(tmp_path, "INFO")
+    capfd.readouterr()
+    try:
+        get_logger("longshort.metrics").info("step 1 | loss 0.5")
+        get_logger("longshort").info("sft step 1: loss 0.5")
+        quiet = capfd.readouterr().err
+        set_verbose(True)
+        get_logger("longshort.metrics").info("step 2 | loss 0.4")
+        loud = capfd.readouterr().err
+    finally:
+        set_verbose(False)
+        close_log_file()
+    assert "sft step 1" in quiet and "step 1 | loss" not in quiet  # one line per step on the console
+    assert "step 2 | loss 0.4" in loud
+    assert "step 1 | loss 0.5" in (tmp_path / "log.txt").read_text()  # the file has everything
+
+
 def test_console_is_throttled(tmp_path, wandb_env):
     cfg = TrackingConfig(backends=["console"], console_every=3, console_interval_s=0, console_max_keys=2)
     with Tracker(cfg, tmp_path / "run") as tr:
