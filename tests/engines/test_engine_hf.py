@@ -316,3 +316,20 @@ def test_generation_uses_no_deprecated_transformers_argument(engine, tok):
         warnings.simplefilter("always")
         engine.generate(reqs(tok, temperature=1.0, max_tokens=8, seed=1))
     assert [str(w.message) for w in caught if issubclass(w.category, (FutureWarning, DeprecationWarning))] == []
+
+
+def test_loading_a_model_prints_no_progress_bar(tmp_path):
+    """One line per stage on the console: Hugging Face's per-load "Loading weights" bar stays off."""
+    import os
+    import subprocess
+    import sys
+
+    from builders import ROOT, build_model_dir
+
+    model_dir = build_model_dir(tmp_path / "m")
+    code = "import sys; from longshort.engines.hf.engine import HFEngine; HFEngine(sys.argv[1])"
+    env = {k: v for k, v in os.environ.items() if k != "HF_HUB_DISABLE_PROGRESS_BARS"}
+    out = subprocess.run([sys.executable, "-c", code, str(model_dir)], capture_output=True, text=True, env=env,
+                         cwd=ROOT, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "Loading weights" not in out.stderr
