@@ -280,7 +280,7 @@ class Verifier:
         elif (letter := choice_letter(gold)) is not None:
             ok = _picked_letter(answer) == letter
             verdict = Verdict(answer, ok, "correct" if ok else "wrong")
-        elif answer == gold:
+        elif answer == _clean(gold):  # one normalisation for both sides (a gold "Cold medium." matches "Cold medium")
             verdict = Verdict(answer, True, "correct")
         else:
             verdict = self._check(answer, gold, self.config.timeout_s if timeout_s is None else timeout_s)

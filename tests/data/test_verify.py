@@ -76,6 +76,8 @@ def test_extract_answer(text, expected):
         (r"\boxed{25\%}", "25", True),  # percent
         (r"\boxed{Evelyn}", r"\text{Evelyn}", True),  # text answers
         (r"\boxed{\text{Bob}}", r"\text{Evelyn}", False),
+        (r"\boxed{Cold atomic interstellar medium.}", "Cold atomic interstellar medium.", True),  # a period on both
+        (r"\boxed{Cold atomic interstellar medium}", "Cold atomic interstellar medium.", True),
         (r"\boxed{033}", "33", True),
         ("#### 1,000", "1000", True),
         (r"\boxed{-2}", "2", False),
