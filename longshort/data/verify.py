@@ -150,6 +150,12 @@ def choice_letter(gold: str) -> str | None:
     return m.group(1) if m else None
 
 
+def _plain_text(ans: str) -> str:
+    """An answer as plain text: text wrappers removed, runs of spaces ignored, no final period. Case is kept: it
+    carries meaning in names ("(2S,3R)" vs "(2s,3r)") and in math."""
+    return " ".join(_unwrap(ans).split())
+
+
 def _picked_letter(answer: str) -> str | None:
     """The option a prediction picks: "C", "(c)", "C) 42", "\\textbf{C.} because"."""
     m = _PRED_LETTER.match(_unwrap(answer))
@@ -280,7 +286,9 @@ class Verifier:
         elif (letter := choice_letter(gold)) is not None:
             ok = _picked_letter(answer) == letter
             verdict = Verdict(answer, ok, "correct" if ok else "wrong")
-        elif answer == _clean(gold):  # one normalisation for both sides (a gold "Cold medium." matches "Cold medium")
+        elif answer == _clean(gold) or _plain_text(answer) == _plain_text(gold):
+            # one normalisation for both sides ("Cold medium." matches "Cold  medium"); no need for math-verify,
+            # which can run out of time on a long name
             verdict = Verdict(answer, True, "correct")
         else:
             verdict = self._check(answer, gold, self.config.timeout_s if timeout_s is None else timeout_s)
