@@ -4,6 +4,7 @@ pins (a user's clean install today gets the same versions as CI; `bash launch/lo
 from __future__ import annotations
 
 import re
+import sysconfig
 from importlib import metadata
 
 from builders import ROOT
@@ -23,7 +24,9 @@ def _pins() -> dict[str, str]:
 def test_installed_versions_are_the_pinned_ones():
     pins = _pins()
     assert {"transformers", "ray", "deepspeed", "tokenizers", "wandb", "math-verify"} <= set(pins)
-    installed = {re.sub(r"[-_.]+", "-", d.metadata["Name"]).lower(): d.version for d in metadata.distributions()}
+    # the environment's own packages (not copies that others vendor and put on sys.path, e.g. setuptools/_vendor)
+    site = sorted({sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]})
+    installed = {re.sub(r"[-_.]+", "-", d.metadata["Name"]).lower(): d.version for d in metadata.distributions(path=site)}
     wrong = {name: (installed[name], want) for name, want in pins.items() if name in installed and installed[name] != want}
     assert wrong == {}, "installed != pinned (run `bash launch/setup.sh`): " + repr(wrong)
     assert "torch" not in pins  # setup.sh picks the CPU or CUDA build of TORCH_VERSION per machine
