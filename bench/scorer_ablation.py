@@ -12,8 +12,8 @@ long role keeps the same share of thoughts (``coldstart.ratio`` of the run's con
 then ``longshort coldstart`` and ``longshort sft`` run with the run's own config in ``RUN_DIR-ablation/<arm>`` (the
 bootstrap, chunk and score outputs are linked, not copied) and the SFT'd pair is evaluated against the base model
 on ``--eval`` held-out problems. Prints a table (accuracy ± one standard error over problems) and writes
-``RUN_DIR-ablation/results.json``. Each arm costs one pair SFT plus one evaluation (~2.5 min on 2 CPU cores for the
-tiny default).
+``RUN_DIR-ablation/results.json``. Each arm costs one pair SFT plus one evaluation (about 2 minutes on 2 CPU cores for
+the tiny default; 11 minutes for the five arms).
 """
 
 from __future__ import annotations
