@@ -80,6 +80,8 @@ def init_rank(info: RankInfo, timeout_s: float = 1800.0) -> torch.device:
     }
     os.environ.update(env)
     os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(default_extensions_dir()))
+    if not use_cuda():  # name the CPU accelerator: DeepSpeed's auto-detection warns "unable to detect" per process
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
     import deepspeed
     import deepspeed.ops
 

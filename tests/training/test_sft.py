@@ -301,3 +301,17 @@ def test_launched_ranks_die_with_the_process_that_launched_them(tmp_path):
     while any(alive(pid) for pid in ranks) and time.time() < deadline:
         time.sleep(0.2)
     assert not any(alive(pid) for pid in ranks)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU accelerator's notice")
+def test_joining_a_rank_on_cpu_prints_no_accelerator_warning(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    code = ("from longshort.training.ranks import RankInfo, free_port, init_rank, shutdown_rank\n"
+            "init_rank(RankInfo(0, 1, '127.0.0.1', free_port())); shutdown_rank()")
+    env = {k: v for k, v in os.environ.items() if k != "DS_ACCELERATOR"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "unable to detect" not in out.stdout + out.stderr  # DeepSpeed logs to stdout
