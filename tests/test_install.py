@@ -30,3 +30,16 @@ def test_installed_versions_are_the_pinned_ones():
     wrong = {name: (installed[name], want) for name, want in pins.items() if name in installed and installed[name] != want}
     assert wrong == {}, "installed != pinned (run `bash launch/setup.sh`): " + repr(wrong)
     assert "torch" not in pins  # setup.sh picks the CPU or CUDA build of TORCH_VERSION per machine
+
+
+def test_the_package_builds_without_deprecation_notices(tmp_path):
+    """Installing longshort prints no build-backend deprecation (the licence table did, until 2027-Feb-18)."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-w", str(tmp_path), str(ROOT)],
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    text = out.stdout + out.stderr
+    assert "deprecat" not in text.lower(), text[-3000:]
+    assert list(tmp_path.glob("longshort-*.whl"))
