@@ -9,6 +9,7 @@ import json
 
 import pytest
 import ray
+import torch
 from builders import ROOT
 
 from longshort.cli import main
@@ -218,3 +219,56 @@ def test_a_stopped_stage_names_the_command_that_resumes_it(monkeypatch, tmp_path
     with pytest.raises(RLInterrupted, match=r"^no checkpoint$"):  # nothing to resume from: no hint
         with _resume_hint(resume_flag=True):
             raise RLInterrupted("no checkpoint", None, None, 1)
+
+
+def test_a_sigkilled_run_leaves_no_process_and_resumes_exactly(tmp_path):
+    """`kill -9` of `longshort run` in the middle of RL: no process of the run is alive 10 s later, and rerunning
+    the command resumes from the last checkpoint to the uninterrupted run's RL metrics and weights."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from safetensors.torch import load_file
+
+    from longshort.cluster.reaper import tree
+
+    env = {**os.environ, "WANDB_MODE": "offline", "RAY_AUTH_MODE": "disabled"}
+
+    def start(out):
+        return subprocess.Popen([sys.executable, "-m", "longshort", "run", SMOKE, f"output_dir={out}", "rl.steps=6",
+                                 "tracking.backends=[jsonl]"], env=env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, text=True)
+
+    whole = start(tmp_path / "a")
+    assert whole.wait(timeout=600) == 0, whole.stderr.read()[-3000:]
+    killed = start(tmp_path / "b")
+    ckpt = tmp_path / "b" / "smoke" / "rl" / "checkpoints" / "step-000002"
+    deadline = time.time() + 600
+    while not ckpt.exists():
+        assert killed.poll() is None and time.time() < deadline, killed.stderr.read()[-3000:]
+        time.sleep(0.1)
+    procs = set(tree([killed.pid]))
+    assert len(procs) > 3  # the driver, its Ray cluster, the policy actors
+    os.kill(killed.pid, signal.SIGKILL)
+    killed.wait()
+    deadline = time.time() + 10
+    while any(tree([p]) for p in procs) and time.time() < deadline:
+        time.sleep(0.25)
+    assert [p for p in procs if tree([p])] == []
+    again = start(tmp_path / "b")
+    assert again.wait(timeout=600) == 0, again.stderr.read()[-3000:]
+
+    def rl_steps(out):
+        rows = read_metrics(out / "smoke" / "metrics.jsonl")
+        return {r["rl/stage_step"]: {k: v for k, v in r.items() if k.startswith("episode/")} for r in rows
+                if "episode/accuracy" in r}
+
+    assert rl_steps(tmp_path / "b") == rl_steps(tmp_path / "a") and len(rl_steps(tmp_path / "a")) == 6
+    steps = [r["step"] for r in read_metrics(tmp_path / "b" / "smoke" / "metrics.jsonl")]
+    assert steps == sorted(steps)
+    for role in ("long", "short"):
+        a, b = (load_file(out / "smoke" / "rl" / role / "model" / "model.safetensors") for out in
+                (tmp_path / "a", tmp_path / "b"))
+        assert all(torch.equal(a[k], b[k]) for k in a)
