@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import subprocess
 import sys
 import time
@@ -74,7 +73,6 @@ def main() -> None:
         sys.exit(f"scorer_ablation: {run} lacks {missing or config}; run `longshort run` (or through `longshort "
                  "score`) first, and pass --config if the run's config.yaml is elsewhere")
     out = run.with_name(run.name + "-ablation")
-    os.environ.setdefault("WANDB_MODE", "offline")
     rows = [run_arm(name, ov, run, config, out, args.eval) for name, ov in arms(args.random_seeds)]
     (out / "results.json").write_text(json.dumps(rows, indent=2))
 

@@ -286,7 +286,7 @@ class Verifier:
         elif (letter := choice_letter(gold)) is not None:
             ok = _picked_letter(answer) == letter
             verdict = Verdict(answer, ok, "correct" if ok else "wrong")
-        elif answer == _clean(gold) or _plain_text(answer) == _plain_text(gold):
+        elif _plain_text(answer) == _plain_text(gold):
             # one normalisation for both sides ("Cold medium." matches "Cold  medium"); no need for math-verify,
             # which can run out of time on a long name
             verdict = Verdict(answer, True, "correct")

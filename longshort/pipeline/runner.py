@@ -81,9 +81,10 @@ def _read(path: Path) -> dict | None:
         return None
 
 
-def damage(cfg, run_dir: Path, name: str) -> list[str]:
-    """What a finished stage wrote that is no longer there as it was (missing, truncated, overwritten)."""
-    done = _read(run_dir / name / MARKER) or {}
+def damage(cfg, run_dir: Path, name: str, done: dict | None = None) -> list[str]:
+    """What a finished stage wrote that is no longer there as it was (missing, truncated, overwritten); ``done`` is
+    its completion record when the caller has read it already."""
+    done = done if done is not None else _read(run_dir / name / MARKER) or {}
     found = [f"{o} is missing" for o in outputs(cfg, run_dir, name) if not o.exists()]
     return found + [p for p in manifest.problems(done.get("files", {}), run_dir) if p not in found]
 
@@ -95,7 +96,7 @@ def stage_status(cfg, run_dir: Path, name: str, fp: str) -> str:
     folder = run_dir / name
     done = _read(folder / MARKER)
     if done is not None and done.get("fingerprint") == fp:
-        return "damaged" if damage(cfg, run_dir, name) else "done"
+        return "damaged" if damage(cfg, run_dir, name, done) else "done"
     started = _read(folder / STARTED)
     if started is not None and started.get("fingerprint") == fp:
         return "resume"

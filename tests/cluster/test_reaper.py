@@ -64,6 +64,7 @@ def test_the_watcher_leaves_after_a_clean_shutdown():
     proc, _ = _driver("shutdown")
     try:
         watchers = [p for p in tree([proc.pid]) if b"longshort.cluster.reaper" in open(f"/proc/{p}/cmdline", "rb").read()]
+        assert len(watchers) == 1  # started with the cluster (else the check below could not fail)
         assert proc.stdout.readline().strip() == "down"
         assert _gone(watchers, 10) == []
         assert proc.poll() is None  # the driver itself lives on
