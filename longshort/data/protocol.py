@@ -71,7 +71,8 @@ def special_ids(tokenizer) -> dict[str, int]:
     ids = {}
     for tok in [*SPECIAL_TOKENS, *ADDED_TOKENS]:
         tid = tokenizer.convert_tokens_to_ids(tok)
-        if tid is None or tid == tokenizer.unk_token_id:
+        # A known token may be the unk token itself (SmolLM2's unk is <|endoftext|>, the protocol's EOS).
+        if tid is None or (tid == tokenizer.unk_token_id and tok != tokenizer.unk_token):
             raise LongshortError(
                 f"tokenizer {getattr(tokenizer, 'name_or_path', '?')!r} has no token {tok!r}; "
                 "add the protocol tokens with longshort.data.protocol.add_protocol_tokens(tokenizer, model)"

@@ -289,6 +289,7 @@ def _sample_rows(problems: list[Problem], answers: list[Answer], verdicts, token
 def run_eval(cfg: EvalConfig, run_dir: str | Path, tracker=None, verifier=None) -> dict:
     """Evaluate every system on every benchmark; write ``<run>/eval/`` and return what ``results.json`` holds."""
     from longshort.core.config import to_dict
+    from longshort.data.tokenizers import check_shared_tokenizer
     from longshort.data.verify import shared_verifier
     from longshort.eval.report import write_report
 
@@ -309,6 +310,10 @@ def run_eval(cfg: EvalConfig, run_dir: str | Path, tracker=None, verifier=None) 
     if not systems:
         raise LongshortError("eval: none of the systems can run (" + "; ".join(f"{k}: {v}" for k, v in skipped.items())
                              + "); run the stages that make them first, or list existing models in eval.systems")
+    for s in systems:  # a pair whose roles cannot read each other's tokens fails before any generation
+        if s.kind == "pair":
+            check_shared_tokenizer({r: _model_dir(run_dir, p) for r, p in s.model_paths.items()},
+                                   f"eval system {s.name!r}")
     verifier = verifier or shared_verifier()
     results: dict[str, dict[str, dict]] = {}
     engines = _Engines(cfg)

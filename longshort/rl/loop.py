@@ -186,6 +186,7 @@ def run_rl(cfg: RLConfig, run_dir: str | Path, topology: TopologyConfig | None =
     from transformers import AutoTokenizer
 
     from longshort.cluster.policy_group import Policies
+    from longshort.data.tokenizers import check_shared_tokenizer
     from longshort.data.verify import shared_verifier
 
     _check(cfg)
@@ -195,10 +196,8 @@ def run_rl(cfg: RLConfig, run_dir: str | Path, topology: TopologyConfig | None =
         topology = replace(topology, **{r: replace(topology.role(r), reference=False) for r in topology.role_names})
     out = run_dir / rd.RL
     models = {r: _model_dir(run_dir, getattr(cfg, f"{r}_model"), r) for r in PAIR_ROLES}
+    check_shared_tokenizer(models, "rl")
     tok = AutoTokenizer.from_pretrained(str(models["long"]))
-    if AutoTokenizer.from_pretrained(str(models["short"])).get_vocab() != tok.get_vocab():
-        raise LongshortError(f"rl: {models['long']} and {models['short']} have different tokenizers; the pair must "
-                             "share one vocabulary (both come from the same base model)")
     stream = ckpt.ProblemStream(_prompts(cfg.train, run_dir, rd.TRAIN_DATA), cfg.seed)
     eval_prompts = _prompts(cfg.eval, run_dir, rd.EVAL_DATA)
     verifier = verifier or shared_verifier()

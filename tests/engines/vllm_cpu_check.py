@@ -298,6 +298,72 @@ def run_sampling_checks(results: dict, engine, model, prompts, tokenizer) -> Non
     results["sleep_wake_cpu_noop"] = {"ok": after == greedy and not engine.sleep_enabled}
 
 
+REAL_QUESTIONS = ["Begin with the number 42. First multiply it by 2, and finally add 2. What is the final number?",
+                  "What is 12 + 7 * 3?", "Name a color."]
+REAL_TOL = 2e-3  # a 30-layer float32 model: vLLM's CPU kernels and transformers' sum in different orders
+
+
+def run_real_checks(results: dict, path: str, tmp: str) -> None:
+    """A real pretrained checkpoint (``LONGSHORT_REAL_MODEL``: SmolLM2-135M-Instruct after prepare-model, tied head):
+    vLLM's greedy tokens equal the HF model's; after one optimizer step on the HF copy (a trainer's update) and its
+    weights sent in one call, and again after a second step broadcast in buckets, vLLM equals the updated model."""
+    import torch
+    from transformers import AutoTokenizer
+
+    from longshort.data.protocol import Message, prompt_ids
+    from longshort.engines.vllm.engine import VLLMEngine
+
+    tok = AutoTokenizer.from_pretrained(path)
+    prompts = [prompt_ids([Message("user", q)], tok, "long") for q in REAL_QUESTIONS]
+    t0 = time.time()
+    engine = VLLMEngine(path, dtype="float32", enforce_eager=True, kv_cache_memory_gb=0.5, max_model_len=512, seed=0)
+    results["real_startup_s"] = round(time.time() - t0, 1)
+    try:
+        model = reference(path)
+
+        def check(key: str) -> dict:
+            out = compare_greedy(engine, model, prompts, max_tokens=16)
+            out["ok"] = out["argmax_mismatches"] == 0 and out["max_abs_logprob_diff"] < REAL_TOL and out["tokens"] > 0
+            results[key] = out
+            return out
+
+        def step(text: str) -> None:  # one AdamW step, as a trainer rank would take
+            ids = torch.tensor([tok.encode(text)])
+            model.train()
+            opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+            model(input_ids=ids, labels=ids).loss.backward()
+            opt.step()
+            model.eval()
+
+        check("real_initial")
+        before = engine.generate(_real_requests(prompts))
+        step("<|long|>Step 1: multiply it by 2, so 42 × 2 = 84.<|end_turn|>")
+        engine.update_weights([(n, p.data) for n, p in model.named_parameters()], version=1)
+        after = check("real_after_step")
+        now = engine.generate(_real_requests(prompts))
+        # the step must show, or "equals the updated model" could not tell synced from stale weights
+        moved = max(abs(a - b) if s0.token_ids == s1.token_ids else float("inf")
+                    for s0, s1 in ((x.samples[0], y.samples[0]) for x, y in zip(before, now, strict=True))
+                    for a, b in zip(s0.logprobs, s1.logprobs, strict=False))
+        after.update(ok=after["ok"] and moved > 1e-3, logprob_moved_by=moved)
+        step("<|short|>84 + 2 = 86. \\boxed{86}<|endoftext|>")
+        path_d = os.path.join(tmp, "real_d")
+        model.save_pretrained(path_d)
+        tok.save_pretrained(path_d)
+        run_broadcast_check(results, engine, "real", path_d, prompts)
+        out = results["real_broadcast_update"]
+        out["ok"] = out["argmax_mismatches"] == 0 and out["max_abs_logprob_diff"] < REAL_TOL and out["buckets"] > 3 \
+            and out["sender_exit"] == 0
+    finally:
+        engine.close()
+
+
+def _real_requests(prompts):
+    from longshort.engines.base import GenerationRequest, SamplingParams
+
+    return [GenerationRequest(p, SamplingParams(temperature=0.0, max_tokens=16), f"r{i}") for i, p in enumerate(prompts)]
+
+
 def main(out_path: str, only: str | None = None) -> int:
     import torch
 
@@ -318,6 +384,12 @@ def main(out_path: str, only: str | None = None) -> int:
                 run_model_checks(results, tokenizer, tmp, tied)
             except Exception:
                 results[f"{'tied' if tied else 'untied'}_crash"] = {"ok": False, "error": traceback.format_exc()}
+        real = os.environ.get("LONGSHORT_REAL_MODEL")
+        if real and only in (None, "real"):
+            try:
+                run_real_checks(results, real, tmp)
+            except Exception:
+                results["real_crash"] = {"ok": False, "error": traceback.format_exc()}
     results["total_s"] = round(time.time() - start, 1)
     with open(out_path, "w") as f:
         json.dump(results, f, indent=1)

