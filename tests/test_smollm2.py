@@ -54,7 +54,7 @@ def test_import_manifest_says_what_changed(smol):
     assert m["source_kind"] == "gguf" and len(m["gguf_sha256"]) == 64 and m["architecture"] == "LlamaForCausalLM"
     assert m["vocab_before"] == 49152 and m["vocab_after"] == len(tok) == model.config.vocab_size == 49161
     assert heads_tied(model) and m["tied_head"] and m["before"]["tied_head"]
-    assert "<|im_start|>" in m["before"]["chat_template"] and "<|long|>" in m["after"]["chat_template"]
+    assert "<|im_start|>" in m["before"]["chat_template"] and "<|end_turn|>" in m["after"]["chat_template"]
     assert m["protocol_ids"]["<|endoftext|>"] == 0  # SmolLM2 already had the protocol's EOS: reused, not added
     assert m["added_tokens"] == len(SPECIAL_TOKENS) + 2 - 1
     assert sorted(model.generation_config.eos_token_id) == sorted([0, m["protocol_ids"]["<|end_turn|>"]])
@@ -151,7 +151,8 @@ def test_mixed_pair_trains_and_a_different_tokenizer_is_refused(smol, tmp_path):
     dialogues = tmp_path / "dialogues.jsonl"
     rows = [{"id": str(i), "messages": [{"role": "user", "content": f"What is {i} + 2?"},
                                         {"role": "long", "content": f"Add 2 to {i}."},
-                                        {"role": "short", "content": f"{i} + 2 = {i + 2}. \\boxed{{{i + 2}}}"}]}
+                                        {"role": "short", "content": f"{i} + 2 = {i + 2}. \\boxed{{{i + 2}}}"}],
+             "train_roles": ["long", "short"]}
             for i in range(4)]
     dialogues.write_text("".join(json.dumps(r) + "\n" for r in rows))
     common = [f"output_dir={tmp_path / 'runs'}", "tracking.mode=disabled", "pipeline.stages=[sft]",
@@ -187,8 +188,9 @@ def test_the_whole_pipeline_runs_on_the_real_model_and_solve_answers(smol, tmp_p
     solved = subprocess.run([sys.executable, "-m", "longshort", "solve", str(run / "export"), "What is 12 + 7?",
                              "--max-turn-tokens", "16", "--max-turns", "2"], capture_output=True, text=True,
                             cwd=tmp_path, timeout=600)
-    assert solved.returncode in (0, 1), solved.stderr[-2000:]  # 1: no boxed answer in 2 short turns (it learned little)
-    assert "long" in solved.stdout and "short" in solved.stdout
+    # 2 SFT steps teach little: the dialogue may end without an answer (exit 1), but it ran through the exported pair
+    assert solved.returncode in (0, 1), solved.stderr[-2000:]
+    assert solved.stdout.startswith("user: What is 12 + 7?\nlong (") and "tokens):" in solved.stdout
 
 
 REAL_TEST_CONFIG = """

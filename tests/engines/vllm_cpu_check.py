@@ -300,7 +300,6 @@ def run_sampling_checks(results: dict, engine, model, prompts, tokenizer) -> Non
 
 REAL_QUESTIONS = ["Begin with the number 42. First multiply it by 2, and finally add 2. What is the final number?",
                   "What is 12 + 7 * 3?", "Name a color."]
-REAL_TOL = 2e-3  # a 30-layer float32 model: vLLM's CPU kernels and transformers' sum in different orders
 
 
 def run_real_checks(results: dict, path: str, tmp: str) -> None:
@@ -323,7 +322,7 @@ def run_real_checks(results: dict, path: str, tmp: str) -> None:
 
         def check(key: str) -> dict:
             out = compare_greedy(engine, model, prompts, max_tokens=16)
-            out["ok"] = out["argmax_mismatches"] == 0 and out["max_abs_logprob_diff"] < REAL_TOL and out["tokens"] > 0
+            out["ok"] = out["argmax_mismatches"] == 0 and out["max_abs_logprob_diff"] < TOL and out["tokens"] > 0
             results[key] = out
             return out
 
@@ -352,7 +351,7 @@ def run_real_checks(results: dict, path: str, tmp: str) -> None:
         tok.save_pretrained(path_d)
         run_broadcast_check(results, engine, "real", path_d, prompts)
         out = results["real_broadcast_update"]
-        out["ok"] = out["argmax_mismatches"] == 0 and out["max_abs_logprob_diff"] < REAL_TOL and out["buckets"] > 3 \
+        out["ok"] = out["argmax_mismatches"] == 0 and out["max_abs_logprob_diff"] < TOL and out["buckets"] > 3 \
             and out["sender_exit"] == 0
     finally:
         engine.close()
