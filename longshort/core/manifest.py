@@ -17,6 +17,15 @@ from pathlib import Path
 EDGE = 64 * 1024
 
 
+def sha256(path: Path) -> str:
+    """The whole file's SHA-256 (what a published checkpoint's manifest states; ``checksum`` is the cheap one)."""
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def checksum(path: Path) -> str:
     size = path.stat().st_size
     h = hashlib.blake2b(str(size).encode(), digest_size=16)

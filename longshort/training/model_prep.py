@@ -15,7 +15,6 @@ from the same config and copies the weights over.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import importlib.util
 import json
 import logging
@@ -24,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from longshort.core.errors import LongshortError
+from longshort.core.manifest import sha256
 
 log = logging.getLogger("longshort")
 DTYPES = {"auto": "auto", "bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
@@ -122,14 +122,6 @@ def _plain_copy(gguf_model, dtype):
     return plain
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def heads_tied(model) -> bool:
     out = model.get_output_embeddings()
     return out is not None and out.weight.data_ptr() == model.get_input_embeddings().weight.data_ptr()
@@ -181,7 +173,7 @@ def prepare_model(source: str, out: str | Path, dtype: str = "auto") -> dict:
     tok.save_pretrained(out)
     manifest = {
         "source": source, "source_kind": src.kind,
-        "gguf_sha256": _sha256(Path(src.path) / src.gguf) if src.gguf else None,
+        "gguf_sha256": sha256(Path(src.path) / src.gguf) if src.gguf else None,
         "dtype": str(model.dtype).removeprefix("torch."), "architecture": type(model).__name__,
         "n_params": sum(p.numel() for p in model.parameters()),
         "added_tokens": added, "vocab_before": before["vocab"],

@@ -9,7 +9,6 @@ model card. The whole directory is built beside ``<out>`` and renamed into place
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import shutil
@@ -21,6 +20,7 @@ from typing import Literal
 from longshort import __version__
 from longshort.core import run_dir as rd
 from longshort.core.errors import LongshortError
+from longshort.core.manifest import sha256
 from longshort.data.protocol import (
     ADDED_TOKENS,
     CHAT_TEMPLATE,
@@ -86,14 +86,6 @@ def find_pair(run_dir: Path, source: str) -> tuple[str, dict[str, Path]]:
 
 
 # ---------------------------------------------------------------------------------------------- writing
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _export_role(src: Path, dst: Path, dtype: str) -> tuple[dict, dict[str, int], int]:

@@ -21,6 +21,7 @@ from builders import _teach_format, problems, tiny_model_dir
 
 from longshort.cli import main
 from longshort.core.errors import LongshortError
+from longshort.core.manifest import sha256
 from longshort.data.protocol import (
     ADDED_TOKENS,
     CHAT_TEMPLATE,
@@ -33,7 +34,7 @@ from longshort.data.protocol import (
     prompt_ids,
     render,
 )
-from longshort.recipes.longshort.export import FORMAT_VERSION, MANIFEST, ExportConfig, load_pair, run_export, sha256
+from longshort.recipes.longshort.export import FORMAT_VERSION, MANIFEST, ExportConfig, load_pair, run_export
 
 PROBLEM = "Begin with 3. Add 4. What is the result?"
 EVAL_TABLE = "| system | tiny Acc | tiny Tokens |\n|---|---|---|\n| rl-pair | 0.500 | 21.0 |\n"
