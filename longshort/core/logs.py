@@ -80,6 +80,11 @@ def set_verbose(on: bool) -> None:
     logging.getLogger(LOGGER_NAME).setLevel(logging.DEBUG if on else logging.INFO)
 
 
+def verbose() -> bool:
+    """Whether ``-v`` was given (third-party progress bars and notices stay on)."""
+    return _verbose
+
+
 class _ConsoleQuiet(logging.Filter):
     """The console shows one line per step (the stage's own); the tracker's full metric lines go to ``log.txt``."""
 

@@ -81,8 +81,9 @@ def special_ids(tokenizer) -> dict[str, int]:
     return ids
 
 
-def add_protocol_tokens(tokenizer, model=None) -> int:
-    """Add the protocol's tokens to any tokenizer (and resize ``model``); returns how many were new."""
+def add_protocol_tokens(tokenizer, model=None, mean_resizing: bool = True) -> int:
+    """Add the protocol's tokens to any tokenizer (and resize ``model``; ``mean_resizing=False`` when the caller
+    sets the new rows itself); returns how many were new."""
     vocab = tokenizer.get_vocab()
     # add_tokens(special_tokens=True) has the same meaning in transformers 4 and 5, unlike add_special_tokens' kwargs.
     n = tokenizer.add_tokens([t for t in SPECIAL_TOKENS if t not in vocab], special_tokens=True)
@@ -91,7 +92,7 @@ def add_protocol_tokens(tokenizer, model=None) -> int:
         tokenizer.pad_token = PAD
     tokenizer.chat_template = CHAT_TEMPLATE
     if model is not None and n:
-        model.resize_token_embeddings(len(tokenizer))
+        model.resize_token_embeddings(len(tokenizer), mean_resizing=mean_resizing)
     return n
 
 

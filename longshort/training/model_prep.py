@@ -18,7 +18,6 @@ import contextlib
 import importlib.util
 import json
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,6 +67,10 @@ def resolve_source(spec: str) -> Source:
 def load_source(src: Source, dtype: str = "auto"):
     """(model, tokenizer) of ``src``; a GGUF model comes back as a plain (serialisable) float32 model."""
     import torch
+
+    from longshort.training.ranks import name_cpu_accelerator
+
+    name_cpu_accelerator()
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     if dtype not in DTYPES:
@@ -76,7 +79,7 @@ def load_source(src: Source, dtype: str = "auto"):
     kw = {"gguf_file": src.gguf} if src.gguf else {}
     try:
         tok = AutoTokenizer.from_pretrained(src.path, **kw)
-        with _quiet_tqdm():  # transformers' GGUF reader draws a tqdm bar of its own on the console
+        with _quiet_tqdm():
             model = AutoModelForCausalLM.from_pretrained(src.path, dtype=torch_dtype, **kw)
     except ImportError as e:  # transformers needs the `gguf` package to read GGUF
         raise LongshortError(f"cannot read {src.spec!r}: {e}; `pip install gguf` (in launch/constraints.txt)") from None
@@ -90,15 +93,21 @@ def load_source(src: Source, dtype: str = "auto"):
 
 @contextlib.contextmanager
 def _quiet_tqdm():
-    old = os.environ.get("TQDM_DISABLE")
-    os.environ["TQDM_DISABLE"] = "1"
+    """transformers' GGUF reader draws a bar with tqdm directly (not its own switchable progress bars): silenced
+    for the load; ``-v`` keeps it."""
+    import transformers.modeling_gguf_pytorch_utils as gguf_utils
+
+    from longshort.core.logs import verbose
+
+    bar = getattr(gguf_utils, "tqdm", None)
+    if bar is None or verbose():
+        yield
+        return
+    gguf_utils.tqdm = lambda items, **_: items
     try:
         yield
     finally:
-        if old is None:
-            os.environ.pop("TQDM_DISABLE", None)
-        else:
-            os.environ["TQDM_DISABLE"] = old
+        gguf_utils.tqdm = bar
 
 
 def _plain_copy(gguf_model, dtype):
@@ -158,7 +167,7 @@ def prepare_model(source: str, out: str | Path, dtype: str = "auto") -> dict:
               "generation_eos_token_id": model.generation_config.eos_token_id}
     vocab = tok.get_vocab()
     spelled = {t: tok.encode(t, add_special_tokens=False) for t in [*SPECIAL_TOKENS, *ADDED_TOKENS] if t not in vocab}
-    added = add_protocol_tokens(tok, model)
+    added = add_protocol_tokens(tok, model, mean_resizing=False)  # the new rows are set from their spelling below
     _init_from_spelling(model, tok, spelled)
     ids = special_ids(tok)
     model.config.pad_token_id = tok.pad_token_id

@@ -69,6 +69,13 @@ def use_cuda() -> bool:
     return torch.cuda.is_available()
 
 
+def name_cpu_accelerator() -> None:
+    """Without a GPU, tell DeepSpeed it runs on the CPU before anything imports it (transformers does, to load a
+    model): its auto-detection otherwise warns "unable to detect" once per process."""
+    if not use_cuda():
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
+
+
 def init_rank(info: RankInfo, timeout_s: float = 1800.0) -> torch.device:
     """Join the process group under DeepSpeed (NCCL on GPU, gloo on CPU); returns this rank's device."""
     env = {
@@ -80,8 +87,7 @@ def init_rank(info: RankInfo, timeout_s: float = 1800.0) -> torch.device:
     }
     os.environ.update(env)
     os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(default_extensions_dir()))
-    if not use_cuda():  # name the CPU accelerator: DeepSpeed's auto-detection warns "unable to detect" per process
-        os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    name_cpu_accelerator()
     import deepspeed
     import deepspeed.ops
 
