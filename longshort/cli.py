@@ -190,6 +190,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from longshort.cluster.reaper import session_token
+
+    session_token()  # before anything imports ray: a local cluster then writes nothing into ~/.ray
     args = build_parser().parse_args(argv)
     set_verbose(args.verbose)
     try:

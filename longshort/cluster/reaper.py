@@ -11,9 +11,11 @@ root is gone (``ray.shutdown()`` stopped them cleanly).
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -68,8 +70,28 @@ def watch(driver: int, roots: list[int]) -> None:
         time.sleep(TICK_S)
 
 
+def session_token(address: str | None = None) -> None:
+    """Give a local cluster this command starts a token of its own, passed to Ray's processes in the environment.
+
+    Ray's default (token auth with a generated token) prints a notice and writes ``~/.ray/auth_token``, after which a
+    later ``ray start`` demands that token. Left to Ray when the user set ``RAY_AUTH_MODE`` (or a token), when
+    ``ray.init`` will join a cluster (``RAY_ADDRESS``, or ``ray start``'s ``/tmp/ray/ray_current_cluster``), or
+    when ray is already imported: it reads the mode once, at import, so the CLI calls this before anything else.
+    """
+    env = os.environ
+    if "ray" in sys.modules or address or env.get("RAY_ADDRESS") or any(
+            k in env for k in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")):
+        return
+    if (Path(tempfile.gettempdir()) / "ray" / "ray_current_cluster").exists():
+        return
+    env["RAY_AUTH_MODE"] = "token"
+    env["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
+
+
 def start_ray(address: str | None = None, **kwargs) -> None:
-    """``ray.init``; a cluster this process starts locally gets a watcher that stops it if this process dies."""
+    """``ray.init``; a cluster this process starts locally gets a watcher that stops it if this process dies, and a
+    token of its own (``session_token``)."""
+    session_token(address)
     import ray
 
     ray.init(address=address, include_dashboard=False, ignore_reinit_error=True, **kwargs)

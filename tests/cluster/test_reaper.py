@@ -4,9 +4,11 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 import pytest
@@ -70,3 +72,20 @@ def test_the_watcher_leaves_after_a_clean_shutdown():
         assert proc.poll() is None  # the driver itself lives on
     finally:
         proc.kill()
+
+
+def test_a_local_cluster_gets_a_token_of_its_own_and_the_home_stays_clean(tmp_path):
+    """Without RAY_AUTH_MODE, the cluster `longshort` starts keeps token auth with a token made for this command:
+    no notice, no ~/.ray/auth_token (after which a later `ray start` would demand that token)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}
+    short_tmp = tempfile.mkdtemp(prefix="ls-", dir="/tmp")  # Ray's socket paths must stay under 108 bytes
+    env.update(HOME=str(tmp_path), TMPDIR=short_tmp)  # a fresh <tmp>/ray too: no earlier cluster to join
+    code = ("import os\nfrom longshort.cluster.reaper import start_ray\nstart_ray(num_cpus=1)\nimport ray\n"
+            "f = ray.remote(lambda: os.environ['RAY_AUTH_MODE'])\nprint(ray.get(f.remote()))\nray.shutdown()")
+    try:
+        run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=180)
+    finally:
+        shutil.rmtree(short_tmp, ignore_errors=True)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.strip() == "token"  # the workers run with token auth on
+    assert not (tmp_path / ".ray").exists() and "Token authentication is enabled" not in run.stderr
