@@ -22,7 +22,6 @@ import importlib.util
 import logging
 import os
 import shutil
-import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -144,13 +143,7 @@ def rl(model_dir: Path, work: Path, args) -> None:
         rows["TRL GRPOTrainer"] = trl
     print(f"\n3. RL step: {ns.prompts} prompts x {ns.group} samples, max {ns.max_tokens} completion tokens, "
           f"{ns.threads} thread(s) per worker, median of {ns.steps} step(s) after a warm-up")
-    print(f"{'':26}{'step s':>9}{'gen tokens':>12}{'tokens/s':>10}{'start-up s':>12}")
-    for name, r in rows.items():
-        s = statistics.median(r["step_s"])
-        print(f"{name:26}{s:9.2f}{r['gen_tokens']:12.0f}{r['gen_tokens'] / s:10.0f}{r['startup_s']:12.1f}")
-    if len(rows) == 2:
-        t_ours, t_trl = (statistics.median(r["step_s"]) for r in rows.values())
-        print(f"ratio TRL step time / ours: {verdict(t_trl / t_ours, 2.0)}")
+    rl_step.print_rows(rows, target=2.0)
 
 
 def main() -> None:
