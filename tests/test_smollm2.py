@@ -6,6 +6,7 @@ a few steps per stage. Runtime: about 8 minutes on 2 cores (a 135M model costs ~
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -180,6 +181,7 @@ def test_mixed_pair_trains_and_a_different_tokenizer_is_refused(smol, tmp_path):
                  f"sft.short_model={short}"]) == 0
     for role in ("long", "short"):
         assert (tmp_path / "runs" / "mixed" / "sft" / role / "model" / "model.safetensors").exists()
+    shutil.rmtree(tmp_path / "runs")  # checkpoints with optimizer states: GBs for a 135M model
 
 
 def test_the_whole_pipeline_runs_on_the_real_model_and_solve_answers(smol, tmp_path):
@@ -202,6 +204,7 @@ def test_the_whole_pipeline_runs_on_the_real_model_and_solve_answers(smol, tmp_p
     # 2 SFT steps teach little: the dialogue may end without an answer (exit 1), but it ran through the exported pair
     assert solved.returncode in (0, 1), solved.stderr[-2000:]
     assert solved.stdout.startswith("user: What is 12 + 7?\nlong (") and "tokens):" in solved.stdout
+    shutil.rmtree(tmp_path / "runs")  # ~10 GB of checkpoints (optimizer states of two 135M models)
 
 
 REAL_TEST_CONFIG = """
