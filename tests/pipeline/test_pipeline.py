@@ -182,7 +182,8 @@ def test_a_second_run_on_the_same_directory_refuses_and_the_first_finishes(tmp_p
     lock = tmp_path / "smoke" / ".lock"
     try:
         deadline = time.time() + 60
-        while not (lock.exists() and str(first.pid) in lock.read_text()):
+        # the lock comes first, the resolved config right after it: wait for both
+        while not (lock.exists() and str(first.pid) in lock.read_text() and (tmp_path / "smoke" / "config.yaml").exists()):
             assert first.poll() is None and time.time() < deadline, "the first run never took the lock"
             time.sleep(0.2)
         config_mtime = (tmp_path / "smoke" / "config.yaml").stat().st_mtime
