@@ -188,10 +188,8 @@ def test_a_second_run_on_the_same_directory_refuses_and_the_first_finishes(tmp_p
             time.sleep(0.2)
         config_mtime = (tmp_path / "smoke" / "config.yaml").stat().st_mtime
         with contextlib.redirect_stderr(io.StringIO()) as err:
-            t0 = time.perf_counter()
             assert main(["run", SMOKE, *overrides]) == 2
-            refused_in = time.perf_counter() - t0
-        assert refused_in < 2.0
+        assert first.poll() is None  # refused at once: it did not wait for the first run (no timing in tests)
         assert f"is in use by another longshort command (pid {first.pid} on " in err.getvalue()
         assert (tmp_path / "smoke" / "config.yaml").stat().st_mtime == config_mtime
         assert first.wait(timeout=300) == 0, first.stderr.read()[-3000:]
