@@ -22,6 +22,7 @@ import importlib.util
 import logging
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -133,7 +134,7 @@ def sft(model_dir: Path, args) -> None:
 
 def rl(model_dir: Path, work: Path, args) -> None:
     ns = argparse.Namespace(prompts=args.rl_prompts, group=args.rl_group, max_tokens=args.rl_max_tokens,
-                            steps=args.rl_steps, threads=args.threads)
+                            steps=args.rl_steps, threads=args.threads, grad_accum=args.rl_grad_accum)
     rows = {"longshort (single turn)": rl_step.run_ours(model_dir, work, ns, pair=False)}
     if importlib.util.find_spec("trl") is None:
         print("\nTRL is not installed: skipping the TRL row. It is bench-only; install it with\n"
@@ -142,7 +143,8 @@ def rl(model_dir: Path, work: Path, args) -> None:
     elif (trl := rl_step.run_trl(model_dir, work, ns)) is not None:
         rows["TRL GRPOTrainer"] = trl
     print(f"\n3. RL step: {ns.prompts} prompts x {ns.group} samples, max {ns.max_tokens} completion tokens, "
-          f"{ns.threads} thread(s) per worker, median of {ns.steps} step(s) after a warm-up")
+          f"{ns.grad_accum} micro-batches per optimizer step (both sides), {ns.threads} thread(s) per worker, "
+          f"median of {ns.steps} step(s) after a warm-up")
     rl_step.print_rows(rows, target=2.0)
 
 
@@ -159,6 +161,9 @@ def main() -> None:
     p.add_argument("--rl-group", type=int, default=8)
     p.add_argument("--rl-max-tokens", type=int, default=128)
     p.add_argument("--rl-steps", type=int, default=2, help="timed RL steps (after one warm-up step)")
+    p.add_argument("--rl-grad-accum", type=int, default=8,
+                   help="micro-batches per RL optimizer step: 64 sequences' logits over a 49k vocabulary in one "
+                        "micro-batch (~2.5 GB in fp32, several copies in the backward) do not fit 24 GiB")
     p.add_argument("--skip-gen", action="store_true")
     p.add_argument("--skip-sft", action="store_true")
     p.add_argument("--skip-rl", action="store_true")
@@ -166,7 +171,7 @@ def main() -> None:
     args = p.parse_args()
     if args.quick:
         args.batches, args.new_tokens, args.sft_batch, args.sft_len, args.repeats = "1,4", 8, 2, 32, 1
-        args.rl_prompts, args.rl_group, args.rl_max_tokens, args.rl_steps = 2, 2, 16, 1
+        args.rl_prompts, args.rl_group, args.rl_max_tokens, args.rl_steps, args.rl_grad_accum = 2, 2, 16, 1, 2
     args.batches = [int(b) for b in args.batches.split(",")]
     os.environ.setdefault("WANDB_MODE", "offline")
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
@@ -185,8 +190,13 @@ def main() -> None:
             generation(model_dir, args)
         if not args.skip_sft:
             sft(model_dir, args)
-        if not args.skip_rl:
+        if not args.skip_rl and (args.skip_gen and args.skip_sft):
             rl(model_dir, work, args)
+        elif not args.skip_rl:  # a fresh process: the sections above leave their models and allocator pools behind
+            cmd = [sys.executable, __file__, "--model", str(model_dir), "--skip-gen", "--skip-sft"]
+            cmd += [f"--{k.replace('_', '-')}={getattr(args, k)}" for k in
+                    ("threads", "rl_prompts", "rl_group", "rl_max_tokens", "rl_steps", "rl_grad_accum")]
+            subprocess.run(cmd, check=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -65,7 +65,8 @@ def run_ours(model: Path, work: Path, args, pair: bool) -> dict:
                else {"max_turns": 1, "max_turn_tokens_long": args.max_tokens})
     cfg = build(RLConfig, {"steps": args.steps + 1, "prompts_per_step": args.prompts, "group_size": args.group,
                            "episode": {**episode, "max_episode_tokens": args.max_tokens},
-                           "rewards": [{"name": "correctness"}], "kl_coef": 0.0, "optim": {"lr": 1e-5},
+                           "rewards": [{"name": "correctness"}], "kl_coef": 0.0,
+                           "optim": {"lr": 1e-5, "grad_accum": getattr(args, "grad_accum", 1)},
                            "eval_before": False, "eval_at_end": False, "eval_every": 0, "save_every": 0,
                            "samples_logged": 0, "export": False, "progress": False}, "rl")
     res = RoleResources(cpus_per_rank=1, threads_per_actor=args.threads, reference=False)
@@ -119,8 +120,10 @@ def run_trl(model: Path, work: Path, args) -> dict | None:
             self.steps.append(time.perf_counter() - self.t)
 
     clock = Clock()
+    ga = getattr(args, "grad_accum", 1)  # same micro-batches as ours: generation still covers prompts x group at once
     cfg = GRPOConfig(output_dir=str(work / "trl"), use_cpu=True, bf16=False, learning_rate=1e-5,
-                     per_device_train_batch_size=args.prompts * args.group, num_generations=args.group,
+                     per_device_train_batch_size=args.prompts * args.group // ga, gradient_accumulation_steps=ga,
+                     generation_batch_size=args.prompts * args.group, num_generations=args.group,
                      max_completion_length=args.max_tokens, max_steps=args.steps + 1, beta=0.0, temperature=1.0,
                      logging_steps=1, report_to=[], save_strategy="no", shuffle_dataset=False, seed=0,
                      dataloader_num_workers=0, disable_tqdm=True)
@@ -143,6 +146,7 @@ def main() -> None:
     p.add_argument("--max-tokens", type=int, default=128)
     p.add_argument("--steps", type=int, default=3, help="timed steps (after one warm-up step)")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--grad-accum", type=int, default=1, help="micro-batches per optimizer step (both sides)")
     p.add_argument("--no-pair", action="store_true", help="skip the full pair row")
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
