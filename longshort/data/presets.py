@@ -1,14 +1,13 @@
 """Field layouts ("presets") of public problem sets, and the fixes each layout needs.
 
 A preset maps ``Problem`` fields to record keys and may finish a record with a hook (GSM8K keeps its
-final answer after ``####``; GPQA becomes a lettered multiple-choice question). Adding a data set
+final answer after ``####``; GPQA's wrong answers become the options of a multiple-choice question). Adding a data set
 with a new layout is one entry in ``PRESETS``.
 """
 
 from __future__ import annotations
 
 import logging
-import random
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -20,7 +19,7 @@ from longshort.core.errors import LongshortError
 log = logging.getLogger("longshort")
 
 # Problem fields a record can fill; "problem" and "answer" must be present and non-empty.
-PROBLEM_FIELDS = ("id", "problem", "answer", "solution", "long_cot", "source", "meta")
+PROBLEM_FIELDS = ("id", "problem", "answer", "choices", "solution", "long_cot", "source", "meta")
 REQUIRED_FIELDS = ("problem", "answer")
 
 
@@ -70,27 +69,17 @@ def _gsm8k(values: dict[str, Any], record: Mapping[str, Any], seed: int) -> None
 
 
 _GPQA_WRONG = ("Incorrect Answer 1", "Incorrect Answer 2", "Incorrect Answer 3")
-LETTERS = "ABCDEFGHIJ"
 
 
 def _gpqa(values: dict[str, Any], record: Mapping[str, Any], seed: int) -> None:
-    # Options are shuffled with a seed and the question text, so the order is the same on every run and
-    # machine (str seeds hash with SHA-512, unaffected by PYTHONHASHSEED) and does not depend on row order.
+    # The right option first, then the wrong ones: the loader shuffles them (data/choices.py) and letters them.
     options = [values["answer"]]
     for key in _GPQA_WRONG:
         option = record.get(key)
         if not isinstance(option, str) or not option.strip():
             raise BadRecord("missing_field", f"missing or empty field '{key}' (GPQA layout)")
         options.append(option)
-    options = [o.strip() for o in options]
-    order = list(range(len(options)))
-    random.Random(f"{seed}\x00{values['problem']}").shuffle(order)
-    shown = [options[i] for i in order]
-    letters = LETTERS[: len(shown)]
-    lines = "\n".join(f"({letter}) {text}" for letter, text in zip(letters, shown, strict=True))
-    values["problem"] = f"{values['problem'].strip()}\n\n{lines}"
-    values["answer"] = letters[order.index(0)]
-    values["meta"].update(choices=shown, answer_text=options[0])
+    values["choices"] = options
 
 
 def _openr1(values: dict[str, Any], record: Mapping[str, Any], seed: int) -> None:
@@ -128,6 +117,7 @@ PRESETS: dict[str, Preset] = {
             _gpqa,
             consumes=_GPQA_WRONG,
         ),
+        Preset("mmlu", {"problem": "question", "answer": "answer", "choices": "choices"}, ("cais/mmlu",), r"mmlu"),
         Preset("openr1", {"id": "uuid", "problem": "problem", "answer": "answer", "solution": "solution"},
                ("open-r1/OpenR1-Math-220k",), r"openr1", _openr1, consumes=("generations", "correctness_math_verify")),
         # The project's own layout (what write_jsonl writes): field names are the Problem's.

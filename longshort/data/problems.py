@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from longshort.core.errors import LongshortError
+from longshort.data import choices
+from longshort.data.answers import MultipleChoice
 from longshort.data.presets import PRESETS, PROBLEM_FIELDS, REQUIRED_FIELDS, BadRecord, Preset, preset_for
 
 __all__ = ["PRESETS", "LoadReport", "Problem", "ProblemSource", "load_problems", "write_jsonl"]
@@ -32,10 +34,16 @@ class Problem:
     id: str
     problem: str
     answer: str  # gold final answer (LaTeX or plain text; a letter for multiple choice)
+    choices: tuple[str, ...] = ()  # multiple choice: the options in the order the problem shows them
     solution: str | None = None  # reference solution
     long_cot: str | None = None  # a long chain of thought, when the source has one
     source: str = ""  # where it came from: a file name or hub data set name
     meta: dict[str, Any] = field(default_factory=dict, hash=False)  # the record's other keys
+
+    @property
+    def gold(self) -> str | MultipleChoice:
+        """What the verifier compares with: the answer, or for multiple choice the letter with its options."""
+        return MultipleChoice(self.answer, self.choices) if self.choices else self.answer
 
 
 @dataclass
@@ -50,7 +58,8 @@ class ProblemSource:
     fields: dict[str, str] = field(default_factory=dict)  # Problem field -> record key, over the preset
     on_bad_record: Literal["fail", "skip"] = "fail"
     limit: int | None = field(default=None, metadata={"ge": 1})  # keep the first N good problems
-    seed: int = 0  # shuffles multiple-choice options (GPQA)
+    seed: int = 0  # seeds the order of multiple-choice options (see data/choices.py)
+    shuffle_choices: bool = True  # False: options keep the source's order (positions may give the answer away)
 
     def validate(self) -> None:
         if self.preset is not None and self.preset not in PRESETS:
@@ -223,10 +232,11 @@ def _answer_text(value: object) -> str:
     return str(value)
 
 
-_TYPES: dict[str, tuple[type, ...]] = {"id": (str, int), "answer": (str, int, float), "meta": (dict,)}
+_TYPES: dict[str, tuple[type, ...]] = {"id": (str, int), "answer": (str, int, float), "meta": (dict,),
+                                       "choices": (list,)}
 
 
-def _to_values(record: object, mapping: dict[str, str], preset: Preset, seed: int) -> dict[str, Any]:
+def _to_values(record: object, mapping: dict[str, str], preset: Preset, src: ProblemSource) -> dict[str, Any]:
     """The Problem fields of one record (without the default id/source), or BadRecord."""
     if not isinstance(record, dict):
         raise BadRecord("not_object", f"expected an object with named fields, got {type(record).__name__}")
@@ -249,10 +259,23 @@ def _to_values(record: object, mapping: dict[str, str], preset: Preset, seed: in
     used = set(mapping.values()) | set(preset.consumes)
     values["meta"] = {**{k: v for k, v in record.items() if k not in used}, **values.get("meta", {})}
     if preset.finish is not None:
-        preset.finish(values, record, seed)
+        preset.finish(values, record, src.seed)
     if not values["answer"]:
         raise BadRecord("empty_field", "the gold answer is empty")
+    _multiple_choice(values, isinstance(record.get(mapping.get("answer", "")), int), src)
     return values
+
+
+def _multiple_choice(values: dict[str, Any], index_given: bool, src: ProblemSource) -> None:
+    """A multiple-choice record becomes lettered, shuffled options and a letter (data/choices.py)."""
+    try:
+        built = choices.build(values["problem"], values["answer"], values.pop("choices", None), seed=src.seed,
+                              shuffle=src.shuffle_choices, index_given=index_given)
+    except ValueError as exc:
+        raise BadRecord("bad_choices", f"{exc}; give choices as a list of option texts and the answer as a letter, "
+                                       "the right option's text, or its 0-based index") from None
+    if built is not None:
+        values.update(problem=built.problem, answer=built.letter, choices=built.options)
 
 
 def load_problems(src: ProblemSource) -> tuple[list[Problem], LoadReport]:
@@ -279,7 +302,7 @@ def load_problems(src: ProblemSource) -> tuple[list[Problem], LoadReport]:
         try:
             if isinstance(record, BadRecord):
                 raise record
-            values = _to_values(record, mapping, preset, src.seed)
+            values = _to_values(record, mapping, preset, src)
             values.setdefault("id", f"{stem}-{index}")
             values.setdefault("source", name)
             if values["id"] in first_seen:
@@ -317,7 +340,7 @@ def write_jsonl(problems: Iterable[Problem], path: str | os.PathLike) -> int:
     count = 0
     with tmp.open("w", encoding="utf-8") as f:
         for p in problems:
-            record = {k: v for k, v in vars(p).items() if v is not None and (k != "meta" or v)}
+            record = {k: v for k, v in vars(p).items() if v is not None and (k not in ("meta", "choices") or v)}
             f.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
             count += 1
     os.replace(tmp, path)  # readers never see a half-written file

@@ -1,8 +1,8 @@
-"""Final-answer extraction and equivalence checks, for rewards and evaluation.
+"""Is a model's final answer the gold one? For rewards and evaluation.
 
-``extract_answer`` pulls the final answer out of a model's text (the last ``\\boxed{}``, else an
-"answer is"-style cue). ``judge``/``verify`` decide whether it equals the gold answer with
-math-verify (symbolic and numeric equivalence, sets, intervals, matrices, units, percent, degrees).
+``judge``/``verify`` take the final answer out of a response (``answers.extract_answer``) and compare it with the
+gold: a multiple-choice gold by letter or option text, text by one normalisation of both sides, and two math
+answers with math-verify (symbolic and numeric equivalence, sets, intervals, matrices, units, percent, degrees).
 
 Why a process pool: math-verify bounds its sympy work with ``signal.alarm``, which only works in the
 main thread, and even there cannot interrupt a long C-level computation (``9^{9^{9^9}}`` hangs in
@@ -19,7 +19,6 @@ import atexit
 import logging
 import multiprocessing as mp
 import os
-import re
 import signal
 import sys
 import threading
@@ -30,8 +29,23 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import astuple, dataclass, field
 from typing import Literal
 
+from longshort.data.answers import (
+    MultipleChoice,
+    brace_exponents,
+    choice_letter,
+    clean,
+    extract_answer,
+    is_math,
+    picked_letter,
+    plain_text,
+)
+
+__all__ = ["MultipleChoice", "Verdict", "Verifier", "VerifyConfig", "extract_answer", "judge", "shared_verifier",
+           "verify"]
+
 log = logging.getLogger("longshort")
 
+Gold = str | int | float | MultipleChoice
 Reason = Literal["correct", "wrong", "no_answer", "timeout", "error"]
 _WORKER_START_TIMEOUT_S = 120.0  # import of sympy/math-verify on a loaded machine; not part of a check's limit
 
@@ -54,112 +68,6 @@ class Verdict:
     correct: bool
     reason: Reason
     detail: str = ""
-
-
-# ---------------------------------------------------------------------------------------------------- extraction
-
-_BOX_CMD = re.compile(r"\\(?:boxed|fbox|framebox)(?![A-Za-z])")
-# Cues that introduce a final answer; the last one in the text wins.
-_CUE = re.compile(
-    r"final\s+answer\s*\**\s*(?:is\b|:)|the\s+answer\s+is\b|answer\s*\**\s*:|####",
-    re.IGNORECASE,
-)
-_MATH_SPANS = (("$$", "$$"), ("$", "$"), ("\\(", "\\)"), ("\\[", "\\]"))
-_SENTENCE_END = re.compile(r"\.(?:\s|$)")
-
-
-def _clean(ans: str) -> str:
-    """Strip what surrounds an answer but is not part of it: spaces, ``$``, a final period."""
-    ans = ans.strip()
-    while ans and (ans[-1] in ".$" or ans[0] == "$"):
-        ans = (ans[:-1] if ans[-1] in ".$" else ans[1:]).strip()
-    return ans
-
-
-def _braced(text: str, start: int) -> str | None:
-    """Content of the ``{...}`` group opening at ``text[start]``, nested braces allowed; None if unclosed."""
-    depth, i = 0, start
-    while i < len(text):
-        ch = text[i]
-        if ch == "\\":
-            i += 2  # an escaped character (\{ \} \\) never opens or closes the group
-            continue
-        if ch == "{":
-            depth += 1
-        elif ch == "}":
-            depth -= 1
-            if depth == 0:
-                return text[start + 1 : i]
-        i += 1
-    return None
-
-
-def _box_content(text: str, end: int) -> str | None:
-    """Argument of a ``\\boxed`` command ending at ``end``: ``{...}`` or a single token (``\\boxed 5``)."""
-    rest = text[end:]
-    stripped = rest.lstrip()
-    if stripped.startswith("{"):
-        return _braced(text, end + len(rest) - len(stripped))
-    if stripped is rest:  # "\boxedx" is not a box
-        return None
-    token = re.match(r"[^\s$]+", stripped)
-    return token.group(0) if token else None
-
-
-def _after_cue(text: str) -> str | None:
-    """The answer written right after a cue: a math span if one opens it, else the rest of the sentence."""
-    text = text.lstrip(" \t*:")
-    for open_, close in _MATH_SPANS:
-        if text.startswith(open_):
-            end = text.find(close, len(open_))
-            if end > 0:
-                return _clean(text[len(open_) : end]) or None
-    line = text.split("\n", 1)[0]
-    stop = _SENTENCE_END.search(line)
-    return _clean((line[: stop.start()] if stop else line).strip().strip("*")) or None  # "**42**" in markdown
-
-
-def extract_answer(text: str) -> str | None:
-    """The final answer in ``text``: the last complete ``\\boxed{}`` (or ``\\fbox``, ``\\framebox``), else the text
-    after the last cue ("final answer is", "the answer is", "Answer:", "####"); None when there is neither."""
-    for m in reversed(list(_BOX_CMD.finditer(text))):
-        content = _box_content(text, m.end())
-        if content is not None and _clean(content):
-            return _clean(content)
-    for m in reversed(list(_CUE.finditer(text))):
-        answer = _after_cue(text[m.end() :])
-        if answer:
-            return answer
-    return None
-
-
-# ---------------------------------------------------------------------------------------------- multiple choice
-
-_TEXT_WRAPPER = re.compile(r"\\(?:text|textbf|mathrm|mathbf|mbox)\s*\{([^{}]*)\}")
-_GOLD_LETTER = re.compile(r"\(?([A-J])\)?")
-_PRED_LETTER = re.compile(r"\(?([A-Ja-j])\)?(?=$|[\s.:,)])")
-
-
-def _unwrap(ans: str) -> str:
-    return _clean(_TEXT_WRAPPER.sub(r"\1", ans))
-
-
-def choice_letter(gold: str) -> str | None:
-    """The option letter if ``gold`` is a multiple-choice answer ("C", "(C)", "\\text{(C)}"), else None."""
-    m = _GOLD_LETTER.fullmatch(_unwrap(gold))
-    return m.group(1) if m else None
-
-
-def _plain_text(ans: str) -> str:
-    """An answer as plain text: text wrappers removed, runs of spaces ignored, no final period. Case is kept: it
-    carries meaning in names ("(2S,3R)" vs "(2s,3r)") and in math."""
-    return " ".join(_unwrap(ans).split())
-
-
-def _picked_letter(answer: str) -> str | None:
-    """The option a prediction picks: "C", "(c)", "C) 42", "\\textbf{C.} because"."""
-    m = _PRED_LETTER.match(_unwrap(answer))
-    return m.group(1).upper() if m else None
 
 
 # -------------------------------------------------------------------------------------------------- checking
@@ -271,36 +179,39 @@ class Verifier:
         self._idle: list[_Worker] = []
         self._slots = threading.BoundedSemaphore(self.config.workers)
 
-    def judge(self, prediction: str, gold: str | int | float, *, timeout_s: float | None = None) -> Verdict:
+    def judge(self, prediction: str, gold: Gold, *, timeout_s: float | None = None) -> Verdict:
         """Is the final answer in ``prediction`` (a full response or a bare answer) equal to ``gold``?"""
         if os.getpid() != self._pid:
             self._reset()
-        gold = str(gold).strip()
         answer = extract_answer(prediction)
         if answer is None:
             bare = prediction.strip()
             if bare and "\n" not in bare and len(bare) <= self.config.bare_answer_max_chars:
-                answer = _clean(bare) or None
-        if answer is None:
-            verdict = Verdict(None, False, "no_answer")
-        elif (letter := choice_letter(gold)) is not None:
-            ok = _picked_letter(answer) == letter
-            verdict = Verdict(answer, ok, "correct" if ok else "wrong")
-        elif _plain_text(answer) == _plain_text(gold):
-            # one normalisation for both sides ("Cold medium." matches "Cold  medium"); no need for math-verify,
-            # which can run out of time on a long name
-            verdict = Verdict(answer, True, "correct")
-        else:
-            verdict = self._check(answer, gold, self.config.timeout_s if timeout_s is None else timeout_s)
+                answer = clean(bare) or None
+        verdict = Verdict(None, False, "no_answer") if answer is None else self._compare(answer, gold, timeout_s)
         with self._lock:
             self.counts[verdict.reason] += 1
         return verdict
 
-    def verify(self, prediction: str, gold: str | int | float, *, timeout_s: float | None = None) -> bool:
+    def _compare(self, answer: str, gold: Gold, timeout_s: float | None) -> Verdict:
+        if isinstance(gold, MultipleChoice):
+            ok = gold.picked(answer) == gold.letter
+        elif (letter := choice_letter(gold := str(gold).strip())) is not None:
+            ok = picked_letter(answer) == letter
+        elif plain_text(answer) == plain_text(gold):
+            ok = True  # one normalisation for both sides ("Cold medium." is "Cold  medium"): no math-verify needed
+        elif not (is_math(answer) and is_math(gold)):
+            return Verdict(answer, False, "wrong", "compared as text")  # math-verify would read numbers in words
+        else:
+            return self._check(brace_exponents(answer), brace_exponents(gold),
+                               self.config.timeout_s if timeout_s is None else timeout_s)
+        return Verdict(answer, ok, "correct" if ok else "wrong")
+
+    def verify(self, prediction: str, gold: Gold, *, timeout_s: float | None = None) -> bool:
         return self.judge(prediction, gold, timeout_s=timeout_s).correct
 
     def judge_many(
-        self, predictions: Sequence[str], golds: Sequence[str | int | float], *, timeout_s: float | None = None
+        self, predictions: Sequence[str], golds: Sequence[Gold], *, timeout_s: float | None = None
     ) -> list[Verdict]:
         """Judge pairs in parallel on all workers; order is kept."""
         if len(predictions) != len(golds):
@@ -376,14 +287,14 @@ def _close_shared() -> None:
 
 
 def judge(
-    prediction: str, gold: str | int | float, *, timeout_s: float | None = None, config: VerifyConfig | None = None
+    prediction: str, gold: Gold, *, timeout_s: float | None = None, config: VerifyConfig | None = None
 ) -> Verdict:
     """Judge one prediction against ``gold`` with the shared verifier (see ``Verifier.judge``)."""
     return shared_verifier(config).judge(prediction, gold, timeout_s=timeout_s)
 
 
 def verify(
-    prediction: str, gold: str | int | float, *, timeout_s: float | None = None, config: VerifyConfig | None = None
+    prediction: str, gold: Gold, *, timeout_s: float | None = None, config: VerifyConfig | None = None
 ) -> bool:
     """True when the final answer in ``prediction`` equals ``gold``; a timed-out check is False."""
     return judge(prediction, gold, timeout_s=timeout_s, config=config).correct

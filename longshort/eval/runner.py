@@ -178,7 +178,7 @@ def _prompts(problems: list[str]) -> list[PromptItem]:
     return [PromptItem(str(i), p, "") for i, p in enumerate(problems)]
 
 
-def judge(answers: list[Answer], golds: list[str], verifier) -> list:
+def judge(answers: list[Answer], golds: list, verifier) -> list:
     """The verifier's verdict on each answer (an unfinished pair has no answer text, so it is never right)."""
     return verifier.judge_many([a.answer_text or "" for a in answers], golds)
 
@@ -323,7 +323,7 @@ def run_eval(cfg: EvalConfig, run_dir: str | Path, tracker=None, verifier=None) 
             for bname, problems in benchmarks.items():
                 t0 = time.perf_counter()
                 answers = _generate(s, engines, run_dir, [p.problem for p in problems], cfg)
-                verdicts = judge(answers, [p.answer for p in problems] * cfg.k, verifier)
+                verdicts = judge(answers, [p.gold for p in problems] * cfg.k, verifier)
                 m = _metrics(answers, [v.correct for v in verdicts], len(problems), cfg.k, s.kind == "pair")
                 m["seconds"] = time.perf_counter() - t0
                 results[s.name][bname] = m

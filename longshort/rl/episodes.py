@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from longshort.core.errors import LongshortError
+from longshort.data.answers import MultipleChoice
 from longshort.data.protocol import (
     EOS,
     MAX_TURNS,
@@ -77,7 +78,7 @@ class Episode:
 
     problem_id: str
     problem: str
-    answer: str  # gold
+    answer: str | MultipleChoice  # gold
     group: int  # index of the problem in its step (episodes of one group share the problem)
     sample: int  # index within the group
     ids: list[int]  # the whole dialogue: user turn, role headers and generated turns
@@ -112,7 +113,7 @@ class Episode:
 class PromptItem:
     problem_id: str
     problem: str
-    answer: str
+    answer: str | MultipleChoice  # gold (Problem.gold)
 
 
 @dataclass

@@ -160,7 +160,7 @@ def _prompts(src: ProblemSource, run_dir: Path, default: str) -> list[PromptItem
     problems, report = load_problems(replace(src, path=str(rd.resolve(run_dir, src.path or None, default))))
     if report.n_skipped:
         log.warning("rl: %s", report.summary())
-    return [PromptItem(p.id, p.problem, p.answer) for p in problems]
+    return [PromptItem(p.id, p.problem, p.gold) for p in problems]
 
 
 def _model_dir(run_dir: Path, given: str | None, role: str) -> Path:

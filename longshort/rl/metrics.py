@@ -57,7 +57,7 @@ def sample_rows(episodes: Sequence[Episode], rewards: Rewards, tokenizer, k: int
     rows = []
     for i in picks:
         e = episodes[i]
-        rows.append([e.problem, e.answer, e.answer_text, rewards.correct[i], e.status, e.num_turns(),
+        rows.append([e.problem, str(e.answer), e.answer_text, rewards.correct[i], e.status, e.num_turns(),
                      e.tokens("long"), e.tokens("short"), round(rewards.total["long"][i], 4),
                      round(rewards.total["short"][i], 4), e.text(tokenizer)])
     return rows

@@ -73,7 +73,8 @@ def test_gpqa_becomes_seeded_multiple_choice(tmp_path):
     for i, p in enumerate(problems):
         options = re.findall(r"^\(([A-D])\) (.*)$", p.problem, re.M)
         assert [letter for letter, _ in options] == list("ABCD")
-        assert dict(options)[p.answer] == f"right {i}" == p.meta["answer_text"]
+        assert dict(options)[p.answer] == f"right {i}" == p.gold.text
+        assert p.choices == tuple(text for _, text in options)
         assert sorted(text for _, text in options) == sorted([f"right {i}", f"wrong {i}a", f"wrong {i}b", f"wrong {i}c"])
         assert (p.id, p.solution, p.meta["Subdomain"]) == (f"rec{i}", f"because {i}", "Physics")
         assert "Incorrect Answer 1" not in p.meta

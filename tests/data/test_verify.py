@@ -90,6 +90,10 @@ def test_extract_answer(text, expected):
         (r"\boxed{C}", r"\text{(C)}", True),
         (r"\boxed{D}", "C", False),
         (r"\boxed{CD}", "C", False),
+        (r"\boxed{10^-11 eV}", "10^-4 eV", False),  # a bare negative power is read whole, not as 10^{-1}
+        (r"\boxed{10^{-4} eV}", "10^-4 eV", True),
+        (r"\boxed{Warm ionized medium}", "Cold atomic interstellar medium", False),  # text: never math-verify
+        (r"\boxed{state 10 of the atom}", "10", False),  # a number inside words is not the number
         ("42", 42, True),  # a bare answer
         (r" \frac12 ", "0.5", True),
         ("The computation gives 42 after all the steps above are put together with care", "42", False),  # too long
