@@ -37,7 +37,7 @@ def model(tmp_path_factory):
 def chunked_run(tmp_path_factory, model):
     """A run dir with task data, the tiny model as base model, and chunked CoTs."""
     run = run_dir_with_task(tmp_path_factory.mktemp("run"), task_records(N_COTS), model)
-    run_chunk(ChunkConfig(), run)
+    run_chunk(ChunkConfig(rules="cues"), run)
     return run
 
 

@@ -87,12 +87,12 @@ def _samples() -> list[str]:
 
 
 def test_lossless_on_synthetic_and_aligned_with_teacher():
-    cfg = ChunkConfig()
+    cfg = ChunkConfig(rules="cues")  # what the embedded default's configs set
     for rec in task_records(300):
         ch = chunk_text(rec["long_cot"], cfg)
         assert ch.text == rec["long_cot"]
         assert ch.head == "<think>\n" and ch.tail.startswith("</think>")
-        # the default cues open a thought at every teacher thought: one teacher thought per thought
+        # every teacher thought opens with a cue: one teacher thought per thought
         assert [len(c) for c in teacher_cover(ch, rec["thoughts"])] == [1] * len(rec["thoughts"])
         assert [t.strip() for t in ch.thoughts] == [t["text"] for t in rec["thoughts"]]
 
@@ -108,14 +108,16 @@ def test_lossless_on_crafted_r1_traces(i):
 
 
 def test_lossless_on_math500_solutions():
-    cfg = ChunkConfig()
     rows = [json.loads(line) for line in MATH500.read_text().splitlines() if line.strip()]
-    multi = 0
-    for row in rows:
-        ch = chunk_text(row["solution"], cfg)
-        assert ch.text == row["solution"]
-        multi += len(ch.thoughts) > 1
-    assert multi > 50  # real paragraphs with cues do split
+    multi = {}
+    for rules in ("cues", "moves"):
+        multi[rules] = 0
+        for row in rows:
+            ch = chunk_text(row["solution"], ChunkConfig(rules=rules))
+            assert ch.text == row["solution"]
+            multi[rules] += len(ch.thoughts) > 1
+    # real paragraphs with cues do split; concise solutions are mostly one move ("So ...", "Then ..." continue it)
+    assert multi["cues"] > 50 and 0 < multi["moves"] < multi["cues"] / 2
 
 
 def test_code_fences_and_display_math_keep_their_blank_lines():
@@ -134,21 +136,25 @@ def test_code_fences_and_display_math_keep_their_blank_lines():
 def test_cues_open_thoughts_and_other_steps_merge():
     text = ("<think>\nFirst, compute 2 + 2 = 4.\n\nthe sum is even.\n\n**Wait**, recheck: 2 + 2 = 4.\n\n"
             "indeed four.\n\nAlternatively, count on fingers.\n\nSo the answer is 4.\n</think>\n\n\\boxed{4}")
-    ch = chunk_text(text, ChunkConfig())
+    ch = chunk_text(text, ChunkConfig(rules="cues"))
     assert [t.split("\n")[0] for t in ch.thoughts] == [
         "First, compute 2 + 2 = 4.", "**Wait**, recheck: 2 + 2 = 4.", "Alternatively, count on fingers.",
         "So the answer is 4."]
     assert "the sum is even." in ch.thoughts[0] and "indeed four." in ch.thoughts[1]
     # no cues at all: everything merges into one thought; max_thought_chars closes thoughts at step boundaries
-    assert len(chunk_text(text, ChunkConfig(cues={"en": []})).thoughts) == 1
-    capped = chunk_text(text, ChunkConfig(cues={"en": []}, max_thought_chars=40))
+    none = {"en": []}
+    for rules in ("cues", "moves"):
+        assert len(chunk_text(text, ChunkConfig(rules=rules, cues=none, check_cues=none,
+                                                conclusion_cues=none)).thoughts) == 1
+    capped = chunk_text(text, ChunkConfig(rules="cues", cues=none, check_cues=none, conclusion_cues=none,
+                                          max_thought_chars=40))
     assert len(capped.thoughts) > 2 and capped.text == text
 
 
 def test_cues_per_language():
     text = "<think>\n首先，2 + 2 = 4。\n\n所以答案是 4。\n\n等等，再检查一下。\n</think>"
-    en = chunk_text(text, ChunkConfig())
-    zh = chunk_text(text, ChunkConfig(language="zh"))
+    en = chunk_text(text, ChunkConfig(rules="cues"))
+    zh = chunk_text(text, ChunkConfig(language="zh", rules="cues"))
     assert len(en.thoughts) == 1 and len(zh.thoughts) == 3 and zh.text == text
     with pytest.raises(ValueError, match="language"):
         ChunkConfig(language="fr").validate()
@@ -203,7 +209,7 @@ def test_run_chunk_writes_thoughts_with_teacher_cover(tmp_path):
     recs = task_records(12)
     recs[3] = {k: v for k, v in recs[3].items() if k != "long_cot"}  # a problem without a CoT is skipped
     run = run_dir_with_task(tmp_path, recs)
-    res = run_chunk(ChunkConfig(), run)
+    res = run_chunk(ChunkConfig(rules="cues"), run)
     lines = [json.loads(line) for line in res.path.read_text().splitlines()]
     assert len(lines) == 11 and res.stats.cots == 11
     summary = json.loads((run / "chunk" / "summary.json").read_text())
@@ -218,3 +224,39 @@ def test_run_chunk_writes_thoughts_with_teacher_cover(tmp_path):
     assert json.loads((tmp_path / "other/chunk/summary.json").read_text())["left_out_by_limit"] == 8
     with pytest.raises(LongshortError, match="bootstrap"):
         run_chunk(ChunkConfig(), tmp_path / "empty")
+
+
+R1_STYLE = Path(__file__).resolve().parents[3] / "coldstart_data" / "r1_style" / "cots.jsonl"
+
+
+def _r1_style() -> list[str]:
+    return [json.loads(line)["long_cot"] for line in R1_STYLE.read_text().splitlines()]
+
+
+def test_moves_keep_a_conclusion_with_its_working_and_a_check_with_its_recomputation():
+    text = ("<think>\nFirst, square both sides: (x + 1/x)^2 = x^2 + 2 + 1/x^2 = 9.\n\n"
+            "So, solving for x^2 + 1/x^2: it is 9 - 2 = 7.\n\n"
+            "Let me double-check that expansion, since the middle term matters.\n\n"
+            "Now (a + b)^2 = a^2 + 2ab + b^2 and 2 * x * (1/x) = 2, so the middle term is 2.\n\n"
+            "Yes, right.\n\n"
+            "Alternatively, use the recurrence s_(n+1) = s_1 s_n - s_(n-1): s_2 = 3 * 3 - 2 = 7.\n</think>\n\n\\boxed{7}")
+    moves = chunk_text(text, ChunkConfig())
+    assert moves.text == text
+    assert [t.split("\n")[0][:20] for t in moves.thoughts] == [
+        "First, square both s", "Let me double-check ", "Alternatively, use t"]
+    assert "So, solving" in moves.thoughts[0]  # the conclusion stays with the working it concludes
+    assert "Now (a + b)^2" in moves.thoughts[1] and "Yes, right." in moves.thoughts[1]  # recomputation + a fragment
+    assert len(chunk_text(text, ChunkConfig(rules="cues")).thoughts) == 5  # cues: So and Now open thoughts
+
+
+def test_moves_on_r1_style_cots_give_fewer_longer_thoughts_and_stay_lossless():
+    cots = _r1_style()
+    counts = {}
+    for rules in ("cues", "moves"):
+        chunked = [chunk_text(t, ChunkConfig(rules=rules)) for t in cots]
+        assert [c.text for c in chunked] == cots
+        thoughts = [t.strip() for c in chunked for t in c.thoughts]
+        counts[rules] = (len(thoughts), sum(len(t) < 60 for t in thoughts),
+                         sum(t.startswith(("So", "Therefore", "Thus")) for t in thoughts))
+    assert counts["cues"] == (44, 13, 17)  # documented in docs/importance.md (bench/chunk_rules.py)
+    assert counts["moves"] == (21, 0, 0)

@@ -11,17 +11,31 @@ from longshort.cluster.engine_pool import EnginePoolConfig
 from longshort.data.problems import ProblemSource
 from longshort.data.protocol import THINK_CLOSE, THINK_OPEN
 
-_EN_CUES = [
+# Cue regexes, matched at the start of a step (after markdown markers). Three kinds, because they mean different
+# things for where a reasoning move ends (rules "moves", see rules.py): an opener starts a new thought, a check
+# also keeps the step after it (its recomputation), a conclusion continues the thought before it.
+_EN_OPENERS = [
     r"Wait\b", r"But wait\b", r"Hold on\b", r"Alternatively\b", r"Another (?:way|approach|method)\b", r"Hmm+\b",
-    r"Let me (?:double[- ]check|check|verify|re-?\w+|recheck|reconsider|think|try|see|go|be|slow|restate|compute)\b",
-    r"Let's\b", r"Actually\b", r"So\b", r"Therefore\b", r"Thus\b", r"Hence\b", r"But\b", r"However\b",
-    r"Okay\b", r"OK\b", r"Alright\b", r"Now\b", r"Next\b", r"Then\b", r"First\b", r"Finally\b", r"Step \d+",
-    r"To (?:verify|check|confirm)\b", r"Double[- ]check", r"Maybe\b", r"Perhaps\b", r"Oh\b",
+    r"Let me (?:re-?\w+|reconsider|think|try|see|go|be|slow|restate|compute)\b", r"Let's\b", r"Actually\b",
+    r"But\b", r"However\b", r"Okay\b", r"OK\b", r"Alright\b", r"Now\b", r"Next\b", r"First\b", r"Step \d+",
+    r"Maybe\b", r"Perhaps\b", r"Oh\b",
 ]
+_EN_CHECKS = [
+    r"(?:(?:But|Hmm+|Okay|Wait),? )?[Ll]et me (?:double[- ]check|check|verify|re-?check|confirm|make sure)\b",
+    r"To (?:verify|check|confirm)\b", r"Double[- ]check", r"Let's (?:double[- ]check|check|verify)\b",
+]
+_EN_CONCLUSIONS = [r"So\b", r"Therefore\b", r"Thus\b", r"Hence\b", r"Then\b", r"Finally\b"]
 DEFAULT_CUES: dict[str, list[str]] = {
-    "en": _EN_CUES,
-    "zh": [r"等等", r"等一下", r"或者", r"嗯", r"所以", r"因此", r"让我(?:再)?(?:检查|验证|想想|算)", r"不过", r"但是", r"首先", r"然后", r"最后"],
+    "en": _EN_OPENERS,
+    "zh": [r"等等", r"等一下", r"或者", r"嗯", r"让我(?:再)?(?:想想|算)", r"不过", r"但是", r"首先"],
 }
+DEFAULT_CHECK_CUES: dict[str, list[str]] = {"en": _EN_CHECKS, "zh": [r"让我(?:再)?(?:检查|验证)"]}
+DEFAULT_CONCLUSION_CUES: dict[str, list[str]] = {"en": _EN_CONCLUSIONS, "zh": [r"所以", r"因此", r"然后", r"最后"]}
+
+
+def _copy(cues: dict[str, list[str]]):
+    return lambda: {k: list(v) for k, v in cues.items()}
+
 
 @dataclass
 class GroupingConfig:
@@ -41,10 +55,16 @@ class ChunkConfig:
     RENAMED_KEYS = {"rollout": "engines"}  # old configs still load (with a warning)
 
     mode: Literal["rules", "model"] = "rules"
+    # moves: a thought is one reasoning move (rules.py); cues: every cue-led paragraph is a thought (the synthetic
+    # teacher writes one thought per paragraph, each opened by a cue)
+    rules: Literal["moves", "cues"] = "moves"
     language: str = "en"
-    # Cue regexes per language, matched at the start of a step (after markdown markers); a match starts a thought.
-    cues: dict[str, list[str]] = field(default_factory=lambda: {k: list(v) for k, v in DEFAULT_CUES.items()})
+    # Cue regexes per language (see above): openers, checks, conclusions. With rules "cues" all three open thoughts.
+    cues: dict[str, list[str]] = field(default_factory=_copy(DEFAULT_CUES))
+    check_cues: dict[str, list[str]] = field(default_factory=_copy(DEFAULT_CHECK_CUES))
+    conclusion_cues: dict[str, list[str]] = field(default_factory=_copy(DEFAULT_CONCLUSION_CUES))
     max_thought_chars: int = field(default=3000, metadata={"ge": 0})  # 0: no limit
+    min_thought_chars: int = field(default=60, metadata={"ge": 0})  # moves: a shorter thought joins the one before
     think_open: str = THINK_OPEN
     think_close: str = THINK_CLOSE
     grouping: GroupingConfig = field(default_factory=GroupingConfig)
@@ -57,12 +77,13 @@ class ChunkConfig:
         if self.language not in self.cues:
             raise ValueError(f"language: {self.language!r} has no cue list; accepted: {', '.join(sorted(self.cues))} "
                              "(or add chunk.cues.<language>)")
-        for lang, pats in self.cues.items():
-            for p in pats:
-                try:
-                    re.compile(p)
-                except re.error as e:
-                    raise ValueError(f"cues: pattern {p!r} for {lang!r} is not a valid regex ({e})") from None
+        for key in ("cues", "check_cues", "conclusion_cues"):
+            for lang, pats in getattr(self, key).items():
+                for p in pats:
+                    try:
+                        re.compile(p)
+                    except re.error as e:
+                        raise ValueError(f"{key}: pattern {p!r} for {lang!r} is not a valid regex ({e})") from None
 
 
 @dataclass

@@ -7,10 +7,9 @@ the end of the thought it follows.
 
 1. *Steps*: the thinking text is cut at blank lines, except inside fenced code blocks (```` ``` ````/``~~~``) and
    display math (``$$``, ``\\[ \\]``, ``\\begin{..} \\end{..}``), whose blank lines belong to the content.
-2. *Thoughts* (rules, the default): a step that opens with a reflection or transition cue ("Wait", "Alternatively",
-   "Hmm", "So", "Let me double-check", ...; regexes per language in ``ChunkConfig.cues``) starts a new thought;
-   any other step is merged into the thought before it. A thought longer than ``max_thought_chars`` is closed at
-   the next step boundary, so a trace with few cues still yields thoughts of bounded size.
+2. *Thoughts* (``mode: rules``, the default): steps are grouped by cues at their start ("Wait", "Alternatively",
+   "Let me double-check", "So", ...; regexes per language in ``ChunkConfig``), one reasoning move per thought
+   (``rules: moves``) or one thought per cue (``rules: cues``); see ``rules.py``.
 3. *Model grouping* (``mode: model``): an engine is shown the numbered steps and answers with ranges such as
    ``1-3,4,5-7``. The answer must cover every step exactly once, in order; anything else falls back to the rules
    and is counted by reason in ``ChunkStats.fallbacks``.
@@ -31,11 +30,10 @@ from longshort.core.errors import LongshortError
 from longshort.data.problems import load_problems
 from longshort.data.protocol import THINK_CLOSE, THINK_OPEN
 from longshort.recipes.longshort.chunking.config import ChunkConfig, ChunkStats
+from longshort.recipes.longshort.chunking.rules import cues_of, group_steps
 
 log = logging.getLogger("longshort")
 
-# Markdown a step may open with before its cue: emphasis, list bullets, headings, quotes.
-_LEAD = r"[\s>#*_\-]*"
 _FENCE = re.compile(r"^\s*(```|~~~)")
 _MATH_OPEN = re.compile(r"\\begin\{([A-Za-z*]+)\}|\\\[")
 _MATH_CLOSE = re.compile(r"\\end\{([A-Za-z*]+)\}|\\\]")
@@ -129,29 +127,6 @@ def split_steps(body: str) -> list[str]:
     return steps
 
 
-def cue_regex(cfg: ChunkConfig) -> re.Pattern[str]:
-    pats = cfg.cues.get(cfg.language)
-    if pats is None:
-        raise LongshortError(f"chunk.language {cfg.language!r} has no cue list; set chunk.cues.{cfg.language}")
-    if not pats:
-        return re.compile(r"(?!x)x")  # matches nothing: steps only merge (and split at max_thought_chars)
-    return re.compile(_LEAD + "(?:" + "|".join(f"(?:{p})" for p in pats) + ")")
-
-
-def group_by_rules(steps: list[str], cue: re.Pattern[str], max_chars: int = 0) -> list[tuple[int, int]]:
-    """Groups ``[start, end)`` of step indices: a cue opens a group; other steps join the open one."""
-    groups: list[tuple[int, int]] = []
-    start, size = 0, 0
-    for i, step in enumerate(steps):
-        if i > start and (cue.match(step) or (max_chars and size >= max_chars)):
-            groups.append((start, i))
-            start, size = i, 0
-        size += len(step)
-    if steps:
-        groups.append((start, len(steps)))
-    return groups
-
-
 def chunk_text(text: str, cfg: ChunkConfig | None = None, groups: list[tuple[int, int]] | None = None,
                method: str = "rules") -> Chunked:
     """Chunk one CoT with the rules (or with given step ``groups``, e.g. a validated model answer)."""
@@ -159,7 +134,7 @@ def chunk_text(text: str, cfg: ChunkConfig | None = None, groups: list[tuple[int
     head, body, tail = split_head_tail(text, cfg.think_open, cfg.think_close)
     steps = split_steps(body)
     if groups is None:
-        groups = group_by_rules(steps, cue_regex(cfg), cfg.max_thought_chars)
+        groups = group_steps(steps, cfg)
     thoughts = ["".join(steps[a:b]) for a, b in groups]
     out = Chunked(head, thoughts, tail, method)
     if out.text != text:  # a bug, never bad input: the invariant every later stage relies on
@@ -172,7 +147,7 @@ def chunk_many(texts: list[str], cfg: ChunkConfig, generate=None, tokenizer=None
     """Chunk ``texts``; with ``cfg.mode == "model"``, ``generate`` (a rollout backend: list of
     ``GenerationRequest`` -> results) and ``tokenizer`` (to build chat prompts) group the steps."""
     stats = stats if stats is not None else ChunkStats()
-    cue = cue_regex(cfg)
+    cues = cues_of(cfg)
     parts = [split_head_tail(t, cfg.think_open, cfg.think_close) for t in texts]
     steps = [split_steps(body) for _, body, _ in parts]
     groups: list[list[tuple[int, int]] | None] = [None] * len(texts)
@@ -186,7 +161,7 @@ def chunk_many(texts: list[str], cfg: ChunkConfig, generate=None, tokenizer=None
     out = []
     for text, st, grp, method in zip(texts, steps, groups, methods, strict=True):
         if grp is None:
-            grp = group_by_rules(st, cue, cfg.max_thought_chars)
+            grp = group_steps(st, cfg, cues)
         ch = chunk_text(text, cfg, grp, method)
         stats.cots += 1
         stats.thoughts += len(ch.thoughts)
