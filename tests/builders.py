@@ -6,7 +6,9 @@ Imported as ``from builders import ...`` (``tests/`` is on the path: pytest puts
 
 from __future__ import annotations
 
+import ipaddress
 import json
+import os
 import random
 from pathlib import Path
 
@@ -213,3 +215,26 @@ def sleeping_rank(info, pid_dir: str, report=None):
 
     (Path(pid_dir) / f"rank{info.rank}.pid").write_text(str(os.getpid()))
     time.sleep(120)
+
+
+def listening_addresses(pids) -> dict[int, list[ipaddress.IPv4Address | ipaddress.IPv6Address]]:
+    """``{pid: [address, ...]}``: where each process listens for TCP (its socket fds matched to /proc/net/tcp*)."""
+    out = {}
+    for pid in pids:
+        try:
+            links = [os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")]
+            tables = {t: open(f"/proc/{pid}/net/{t}").read().splitlines()[1:] for t in ("tcp", "tcp6")}
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            continue
+        inodes = {link[8:-1] for link in links if link.startswith("socket:[")}
+        for lines in tables.values():
+            for cols in map(str.split, lines):
+                if cols[3] == "0A" and cols[9] in inodes:  # 0A: LISTEN
+                    raw = bytes.fromhex(cols[1].split(":")[0])  # 32-bit words in host (little-endian) order
+                    raw = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
+                    out.setdefault(pid, []).append(ipaddress.ip_address(raw))
+    return out
+
+
+def loopback(ip) -> bool:
+    return ip.is_loopback or bool(getattr(ip, "ipv4_mapped", None) and ip.ipv4_mapped.is_loopback)

@@ -10,6 +10,7 @@ root is gone (``ray.shutdown()`` stopped them cleanly).
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 import signal
@@ -20,6 +21,7 @@ import time
 from pathlib import Path
 
 TICK_S = 0.5
+log = logging.getLogger("longshort")
 
 
 def _stat(pid: int) -> tuple[int, int] | None:
@@ -70,6 +72,13 @@ def watch(driver: int, roots: list[int]) -> None:
         time.sleep(TICK_S)
 
 
+def joins_cluster(address: str | None = None) -> bool:
+    """Will ``ray.init(address)`` join a running cluster (an address, ``RAY_ADDRESS``, or ``ray start``'s
+    ``/tmp/ray/ray_current_cluster``) rather than start one of its own?"""
+    return bool(address or os.environ.get("RAY_ADDRESS")
+                or (Path(tempfile.gettempdir()) / "ray" / "ray_current_cluster").exists())
+
+
 def session_token(address: str | None = None) -> None:
     """Give a local cluster this command starts a token of its own, passed to Ray's processes in the environment.
 
@@ -79,33 +88,66 @@ def session_token(address: str | None = None) -> None:
     when ray is already imported: it reads the mode once, at import, so the CLI calls this before anything else.
     """
     env = os.environ
-    if "ray" in sys.modules or address or env.get("RAY_ADDRESS") or any(
+    if "ray" in sys.modules or joins_cluster(address) or any(
             k in env for k in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")):
-        return
-    if (Path(tempfile.gettempdir()) / "ray" / "ray_current_cluster").exists():
         return
     env["RAY_AUTH_MODE"] = "token"
     env["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
 
 
+def loopback_only() -> None:
+    """Make the local cluster's node address 127.0.0.1, so its servers bind to loopback. ``ray.init`` turns a given
+    ``_node_ip_address`` of 127.0.0.1 into the machine's reachable address; Ray keeps loopback only where clusters
+    are off (its macOS/Windows default), which this switch turns on: read by Ray's processes from the environment,
+    and by this one, where ray may already be imported, from the constant."""
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    from ray._private import ray_constants
+
+    ray_constants.ENABLE_RAY_CLUSTER = False
+
+
 def start_ray(address: str | None = None, **kwargs) -> None:
-    """``ray.init``; a cluster this process starts locally gets a watcher that stops it if this process dies, and a
-    token of its own (``session_token``)."""
+    """``ray.init``. A cluster this process starts locally listens on loopback only (``127.0.0.1``: nothing of a
+    laptop run is reachable from the network), gets a token of its own (``session_token``, saved in Ray's session
+    directory for ``ray list actors``, whose command is logged) and a watcher that stops it if this process dies.
+    Joining a running cluster keeps that cluster's own settings."""
     session_token(address)
     import ray
 
-    ray.init(address=address, include_dashboard=False, ignore_reinit_error=True, **kwargs)
+    local = not joins_cluster(address)
+    if local:
+        loopback_only()
+    kwargs.setdefault("include_dashboard", local)  # on 127.0.0.1: `ray list actors` and the dashboard need it
+    context = ray.init(address=address, ignore_reinit_error=True, **kwargs)
+    if not local:
+        return
+    node = getattr(ray._private.worker, "_global_node", None)
+    if node is None:
+        return
+    _say_how_to_inspect(node, getattr(context, "dashboard_url", None))
     if not sys.platform.startswith("linux"):
         return
-    try:  # the processes this driver started (none when it joined an existing cluster)
-        node = ray._private.worker._global_node
-        roots = [info.process.pid for infos in node.all_processes.values() for info in infos]
-    except AttributeError:
-        return
-    if roots:
+    roots = [info.process.pid for infos in node.all_processes.values() for info in infos]
+    if roots:  # the processes this driver started
         subprocess.Popen([sys.executable, "-m", "longshort.cluster.reaper", str(os.getpid()), *map(str, roots)],
                          start_new_session=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                          stderr=subprocess.DEVNULL, close_fds=True)
+
+
+def _say_how_to_inspect(node, dashboard_url: str | None) -> None:
+    """Log the command that reaches this cluster from another shell: Ray's CLI must also keep to loopback, and
+    carry the cluster's token (saved, owner-only, in Ray's session directory)."""
+    env = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 "
+    token = os.environ.get("RAY_AUTH_TOKEN")
+    if token and os.environ.get("RAY_AUTH_MODE") == "token":
+        path = Path(node.get_session_dir_path()) / "longshort_auth_token"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(token)
+        env += f"RAY_AUTH_MODE=token RAY_AUTH_TOKEN_PATH={path} "
+    where = f"; dashboard http://{dashboard_url}" if dashboard_url else ""
+    log.info("local Ray cluster on 127.0.0.1 only%s; inspect it with: %sray list actors --address %s", where, env,
+             node.address)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ import tempfile
 import time
 
 import pytest
+from builders import listening_addresses, loopback
 
 from longshort.cluster.reaper import tree
 
@@ -89,3 +90,36 @@ def test_a_local_cluster_gets_a_token_of_its_own_and_the_home_stays_clean(tmp_pa
     assert run.returncode == 0, run.stderr[-2000:]
     assert run.stdout.strip() == "token"  # the workers run with token auth on
     assert not (tmp_path / ".ray").exists() and "Token authentication is enabled" not in run.stderr
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_a_local_cluster_listens_on_loopback_only_and_ray_tools_reach_it(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH") and k != "RAY_ADDRESS"}
+    short_tmp = tempfile.mkdtemp(prefix="ls-", dir="/tmp")
+    env.update(HOME=str(tmp_path), TMPDIR=short_tmp)
+    code = ("import logging, os, sys, time\nlogging.basicConfig(level=logging.INFO, stream=sys.stdout)\n"
+            "from longshort.cluster.reaper import start_ray\nstart_ray(num_cpus=1)\nimport ray\n"
+            "@ray.remote(num_cpus=0)\nclass Probe:\n    def pid(self): return os.getpid()\n"
+            "p = Probe.remote()\nprint('actor', ray.get(p.pid.remote()), flush=True)\ntime.sleep(600)")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=env)
+    try:
+        lines = []
+        while not (lines and lines[-1].startswith("actor")):
+            lines.append(proc.stdout.readline().strip())
+            assert lines[-1] or proc.poll() is None, "\n".join(lines)
+        listening = listening_addresses(tree([proc.pid]))
+        assert len(listening) >= 3, listening  # gcs, raylet, the workers at least
+        assert all(loopback(ip) for ips in listening.values() for ip in ips), listening
+        hint = next(line for line in lines if "inspect it with:" in line).split("inspect it with: ", 1)[1]
+        prefix, command = hint.split(" ray ", 1)  # "VAR=value ... ray list actors --address 127.0.0.1:PORT"
+        given = dict(a.split("=", 1) for a in prefix.split())
+        assert given["RAY_AUTH_MODE"] == "token" and os.stat(given["RAY_AUTH_TOKEN_PATH"]).st_mode & 0o077 == 0
+        ray_cli = os.path.join(os.path.dirname(sys.executable), "ray")
+        listed = subprocess.run([ray_cli, *command.split()], capture_output=True, text=True, timeout=120,
+                                env={**env, **given})  # the logged command, from another shell
+        assert listed.returncode == 0 and "Probe" in listed.stdout, listed.stderr[-2000:]
+    finally:
+        proc.kill()
+        proc.wait()
+        shutil.rmtree(short_tmp, ignore_errors=True)

@@ -257,3 +257,19 @@ def test_records_left_out_are_counted_in_the_results(run, tmp_path):
     assert summary["benchmarks"]["b"] == {"source": str(path), "n": 2, "records_read": 4,
                                           "bad_records_skipped": {"invalid_json": 1, "missing_field": 1},
                                           "left_out_by_limit": 2}
+
+
+def test_multiple_choice_benchmark_accepts_the_option_text(run, greedy, tmp_path):
+    # The fixture pair answers \boxed{7}: as the text of the right option it must count, though the gold is a letter.
+    problems = read_jsonl(run / "bootstrap" / "data" / "eval.jsonl")
+    path = tmp_path / "mc.jsonl"
+    path.write_text("".join(json.dumps({"id": p["id"], "problem": p["problem"], "answer": "7",
+                                        "choices": ["5", "7", "9"]}) + "\n" for p in problems))
+    bench = [{"name": "mc", "source": {"path": str(path)}}]
+    summary = run_eval(eval_cfg(systems=at(run, SYSTEMS[1:2]), benchmarks=bench), tmp_path, verifier=shared_verifier())
+    rows = read_jsonl(tmp_path / "eval" / "samples" / "sft-pair" / "mc.jsonl")
+    assert {r["gold"] for r in rows} <= set("ABC") and len({r["gold"] for r in rows}) > 1  # letters, shuffled
+    sevens = [r for r in rows if r["predicted"] == "7"]
+    assert sevens and all(r["correct"] for r in sevens)
+    assert all(not r["correct"] for r in rows if r["predicted"] not in ("7", r["gold"]))
+    assert summary["results"]["sft-pair"]["mc"]["accuracy"] == pytest.approx(sum(r["correct"] for r in rows) / N)

@@ -10,7 +10,7 @@ import json
 import pytest
 import ray
 import torch
-from builders import ROOT
+from builders import ROOT, listening_addresses, loopback
 
 from longshort.cli import main
 from longshort.pipeline.commands import open_tracker, prepare_run
@@ -250,6 +250,8 @@ def test_a_sigkilled_run_leaves_no_process_and_resumes_exactly(tmp_path):
         time.sleep(0.1)
     procs = set(tree([killed.pid]))
     assert len(procs) > 3  # the driver, its Ray cluster, the policy actors
+    listening = listening_addresses(procs)
+    assert listening and all(loopback(ip) for ips in listening.values() for ip in ips), listening
     os.kill(killed.pid, signal.SIGKILL)
     killed.wait()
     deadline = time.time() + 10
