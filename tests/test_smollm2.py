@@ -217,7 +217,7 @@ bootstrap:
   task: {{n_train: 16, n_eval: 8}}
   sft: {{max_steps: 2, micro_batch_size: 2, log_every: 1}}
   eval: {{n: 2, batch_size: 2, max_new_tokens: 24}}
-chunk: {{rules: cues, source: {{limit: 2}}}}
+chunk: {{source: {{limit: 2}}}}
 score: {{n_rollouts: 1, max_tokens: 8, report_cots: 2, batch_cots: 2}}
 sft:
   long: {{max_steps: 2, micro_batch_size: 2}}

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+from pathlib import Path
 
 import pytest
 import ray
@@ -13,6 +14,7 @@ import torch
 from builders import ROOT, listening_addresses, loopback
 
 from longshort.cli import main
+from longshort.core import run_dir as rd
 from longshort.pipeline.commands import open_tracker, prepare_run
 from longshort.pipeline.run_config import load_run_config
 from longshort.pipeline.runner import MARKER, outputs, plan, run_pipeline
@@ -220,36 +222,54 @@ def test_a_stopped_stage_names_the_command_that_resumes_it(monkeypatch, tmp_path
             raise RLInterrupted("no checkpoint", None, None, 1)
 
 
-def test_a_sigkilled_run_leaves_no_process_and_resumes_exactly(tmp_path):
-    """`kill -9` of `longshort run` in the middle of RL: no process of the run is alive 10 s later, and rerunning
-    the command resumes from the last checkpoint to the uninterrupted run's RL metrics and weights."""
+KILL_OVERRIDES = ["rl.steps=6", "tracking.backends=[jsonl]"]
+
+
+def _start_run(out: Path):
     import os
-    import signal
     import subprocess
     import sys
+
+    env = {**os.environ, "WANDB_MODE": "offline", "RAY_AUTH_MODE": "disabled"}
+    return subprocess.Popen([sys.executable, "-m", "longshort", "run", SMOKE, f"output_dir={out}", *KILL_OVERRIDES],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("whole")
+    whole = _start_run(out)
+    assert whole.wait(timeout=600) == 0, whole.stderr.read()[-3000:]
+    return out / "smoke"
+
+
+# Killed once this file exists: mid-stage, with the stage's workers up (score: its engines; sft: the two parallel
+# rank processes, after a checkpoint; rl: the policy actors, after a checkpoint).
+KILL_POINTS = {"score": "score/.started.json", "sft": "sft/long/checkpoints/step-000002",
+               "rl": "rl/checkpoints/step-000002"}
+
+
+@pytest.mark.parametrize("stage", list(KILL_POINTS))
+def test_a_sigkilled_run_leaves_no_process_and_resumes_exactly(stage, uninterrupted, tmp_path):
+    """`kill -9` of `longshort run` in the middle of a stage: no process of the run is alive 10 s later, it listened
+    on loopback only, and rerunning the command resumes to the uninterrupted run's scores, metrics and weights."""
+    import os
+    import signal
     import time
 
     from safetensors.torch import load_file
 
     from longshort.cluster.reaper import tree
 
-    env = {**os.environ, "WANDB_MODE": "offline", "RAY_AUTH_MODE": "disabled"}
-
-    def start(out):
-        return subprocess.Popen([sys.executable, "-m", "longshort", "run", SMOKE, f"output_dir={out}", "rl.steps=6",
-                                 "tracking.backends=[jsonl]"], env=env, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.PIPE, text=True)
-
-    whole = start(tmp_path / "a")
-    assert whole.wait(timeout=600) == 0, whole.stderr.read()[-3000:]
-    killed = start(tmp_path / "b")
-    ckpt = tmp_path / "b" / "smoke" / "rl" / "checkpoints" / "step-000002"
+    killed = _start_run(tmp_path)
+    marker = tmp_path / "smoke" / KILL_POINTS[stage]
     deadline = time.time() + 600
-    while not ckpt.exists():
+    while not marker.exists():
         assert killed.poll() is None and time.time() < deadline, killed.stderr.read()[-3000:]
-        time.sleep(0.1)
+        time.sleep(0.05)
+    time.sleep(0.5 if stage == "score" else 0)  # the score stage's engines are starting
     procs = set(tree([killed.pid]))
-    assert len(procs) > 3  # the driver, its Ray cluster, the policy actors
+    assert len(procs) > 3, procs  # the driver, its Ray cluster, the stage's workers
     listening = listening_addresses(procs)
     assert listening and all(loopback(ip) for ips in listening.values() for ip in ips), listening
     os.kill(killed.pid, signal.SIGKILL)
@@ -258,18 +278,19 @@ def test_a_sigkilled_run_leaves_no_process_and_resumes_exactly(tmp_path):
     while any(tree([p]) for p in procs) and time.time() < deadline:
         time.sleep(0.25)
     assert [p for p in procs if tree([p])] == []
-    again = start(tmp_path / "b")
+    again = _start_run(tmp_path)
     assert again.wait(timeout=600) == 0, again.stderr.read()[-3000:]
+    resumed = tmp_path / "smoke"
 
-    def rl_steps(out):
-        rows = read_metrics(out / "smoke" / "metrics.jsonl")
+    def rl_steps(run):
+        rows = read_metrics(run / "metrics.jsonl")
         return {r["rl/stage_step"]: {k: v for k, v in r.items() if k.startswith("episode/")} for r in rows
                 if "episode/accuracy" in r}
 
-    assert rl_steps(tmp_path / "b") == rl_steps(tmp_path / "a") and len(rl_steps(tmp_path / "a")) == 6
-    steps = [r["step"] for r in read_metrics(tmp_path / "b" / "smoke" / "metrics.jsonl")]
+    assert rl_steps(resumed) == rl_steps(uninterrupted) and len(rl_steps(uninterrupted)) == 6
+    steps = [r["step"] for r in read_metrics(resumed / "metrics.jsonl")]
     assert steps == sorted(steps)
-    for role in ("long", "short"):
-        a, b = (load_file(out / "smoke" / "rl" / role / "model" / "model.safetensors") for out in
-                (tmp_path / "a", tmp_path / "b"))
-        assert all(torch.equal(a[k], b[k]) for k in a)
+    assert (resumed / rd.SCORES).read_text() == (uninterrupted / rd.SCORES).read_text()
+    for model in ("sft/long/model", "sft/short/model", "rl/long/model", "rl/short/model"):
+        a, b = (load_file(run / model / "model.safetensors") for run in (uninterrupted, resumed))
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), model
