@@ -9,6 +9,7 @@ messages (metrics, progress) to whoever supervises it.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import queue as queue_mod
@@ -55,6 +56,37 @@ def free_port(addr: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((addr, 0))
         return s.getsockname()[1]
+
+
+def is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(socket.gethostbyname(host)).is_loopback
+    except (OSError, ValueError):
+        return False
+
+
+def gloo_on_loopback() -> None:
+    """Gloo's connections of this process use the loopback interface: by default gloo binds the address the host
+    name resolves to, which on many machines is the LAN address. (Read by every gloo group made after this.)"""
+    names = [name for _, name in socket.if_nameindex()]
+    loop = next((n for n in ("lo", "lo0") if n in names), None)
+    if loop is not None:
+        os.environ.setdefault("GLOO_SOCKET_IFNAME", loop)
+
+
+def tcp_store(host: str, port: int, world_size: int, is_master: bool, timeout: timedelta,
+              wait_for_workers: bool = True) -> torch.distributed.TCPStore:
+    """A ``TCPStore`` (where a process group's members meet) whose server, for a loopback ``host``, listens on loopback
+    only: torch's own server binds every interface (``::``), which exposes a laptop run's training to the network."""
+    fd = None
+    if is_master and is_loopback(host):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(128)
+        fd = sock.detach()  # the store owns it now
+    return torch.distributed.TCPStore(host, port, world_size, is_master=is_master, timeout=timeout,
+                                      wait_for_workers=wait_for_workers, master_listen_fd=fd)
 
 
 def default_extensions_dir() -> Path:
@@ -106,10 +138,17 @@ def init_rank(info: RankInfo, timeout_s: float = 1800.0) -> torch.device:
             deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
         except (AttributeError, TypeError):  # layout of a future DeepSpeed: building the op is harmless
             pass
-    deepspeed.init_distributed(
+    timeout = timedelta(seconds=timeout_s)
+    if backend == "gloo" and is_loopback(info.master_addr):
+        gloo_on_loopback()
+    store = tcp_store(info.master_addr, info.master_port, info.world_size, info.is_main, timeout)
+    extra = {"device_id": device} if backend == "nccl" and info.world_size > 1 else {}
+    torch.distributed.init_process_group(backend, store=store, rank=info.rank, world_size=info.world_size,
+                                         timeout=timeout, **extra)
+    deepspeed.init_distributed(  # adopts the group above
         dist_backend=backend,
         auto_mpi_discovery=False,
-        timeout=timedelta(seconds=timeout_s),
+        timeout=timeout,
         rank=info.rank,
         world_size=info.world_size,
     )

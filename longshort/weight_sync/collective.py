@@ -25,6 +25,7 @@ import torch
 import torch.distributed as dist
 
 from longshort.core.errors import LongshortError
+from longshort.training.ranks import gloo_on_loopback, is_loopback, tcp_store
 from longshort.weight_sync.base import Stopwatch, SyncError, SyncStats, VersionedEngine, WeightSync
 from longshort.weight_sync.buckets import Publisher, layout_bytes, pack_into, unpack_flat
 
@@ -96,13 +97,15 @@ class SyncGroup:
         self.rank, self.world, self.device = rank, world, device
         self.backend = resolve_backend(backend, device)
         timeout = datetime.timedelta(seconds=timeout_s)
-        store = dist.TCPStore(host, port, world, is_master=rank == 0, timeout=timeout, wait_for_workers=False)
+        store = tcp_store(host, port, world, is_master=rank == 0, timeout=timeout, wait_for_workers=False)
         store = dist.PrefixStore(name, store)
         if self.backend == "nccl":
             opts = dist.ProcessGroupNCCL.Options()
             opts._timeout = timeout
             self.pg = dist.ProcessGroupNCCL(store, rank, world, opts)
         else:
+            if is_loopback(host):
+                gloo_on_loopback()
             self.pg = dist.ProcessGroupGloo(store, rank, world, timeout)
         self._store = store  # the group keeps talking to it
 
