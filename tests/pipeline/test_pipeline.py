@@ -225,13 +225,13 @@ def test_a_stopped_stage_names_the_command_that_resumes_it(monkeypatch, tmp_path
 KILL_OVERRIDES = ["rl.steps=6", "tracking.backends=[jsonl]"]
 
 
-def _start_run(out: Path):
+def _start_run(out: Path, extra: tuple[str, ...] = ()):
     import os
     import subprocess
     import sys
 
     env = {**os.environ, "WANDB_MODE": "offline", "RAY_AUTH_MODE": "disabled"}
-    return subprocess.Popen([sys.executable, "-m", "longshort", "run", SMOKE, f"output_dir={out}", *KILL_OVERRIDES],
+    return subprocess.Popen([sys.executable, "-m", "longshort", "run", SMOKE, f"output_dir={out}", *KILL_OVERRIDES, *extra],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
@@ -243,10 +243,12 @@ def uninterrupted(tmp_path_factory) -> Path:
     return out / "smoke"
 
 
-# Killed once this file exists: mid-stage, with the stage's workers up (score: its engines; sft: the two parallel
-# rank processes, after a checkpoint; rl: the policy actors, after a checkpoint).
-KILL_POINTS = {"score": "score/.started.json", "sft": "sft/long/checkpoints/step-000002",
-               "rl": "rl/checkpoints/step-000002"}
+# Killed once the file exists: mid-stage, with the stage's workers up (score: its engines; sft: the two parallel
+# rank processes, or the one after the other, after a checkpoint; rl: the policy actors, after a checkpoint).
+# sft.parallel is placement only: the same weights either way, so one uninterrupted run serves every case.
+KILL_POINTS = {"score": ("score/.started.json", ()), "sft-parallel": ("sft/long/checkpoints/step-000002", ()),
+               "sft-serial": ("sft/long/checkpoints/step-000002", ("sft.parallel=false",)),
+               "rl": ("rl/checkpoints/step-000002", ())}
 
 
 @pytest.mark.parametrize("stage", list(KILL_POINTS))
@@ -261,8 +263,9 @@ def test_a_sigkilled_run_leaves_no_process_and_resumes_exactly(stage, uninterrup
 
     from longshort.cluster.reaper import tree
 
-    killed = _start_run(tmp_path)
-    marker = tmp_path / "smoke" / KILL_POINTS[stage]
+    at, extra = KILL_POINTS[stage]
+    killed = _start_run(tmp_path, extra)
+    marker = tmp_path / "smoke" / at
     deadline = time.time() + 600
     while not marker.exists():
         assert killed.poll() is None and time.time() < deadline, killed.stderr.read()[-3000:]
@@ -278,7 +281,7 @@ def test_a_sigkilled_run_leaves_no_process_and_resumes_exactly(stage, uninterrup
     while any(tree([p]) for p in procs) and time.time() < deadline:
         time.sleep(0.25)
     assert [p for p in procs if tree([p])] == []
-    again = _start_run(tmp_path)
+    again = _start_run(tmp_path, extra)
     assert again.wait(timeout=600) == 0, again.stderr.read()[-3000:]
     resumed = tmp_path / "smoke"
 

@@ -21,6 +21,7 @@ from longshort.data.protocol import (
 )
 from longshort.data.verify import shared_verifier
 from longshort.engines.hf.engine import HFEngine
+from longshort.recipes.longshort.chunking.config import ChunkConfig
 from longshort.recipes.longshort.chunking.thoughts import chunk_text, teacher_cover
 from longshort.recipes.longshort.coldstart.compression import key_quantities, rewrite_check
 from longshort.recipes.longshort.coldstart.dialogues import (
@@ -50,9 +51,12 @@ def tok(model):
     return AutoTokenizer.from_pretrained(str(model))
 
 
+SYNTHETIC = ChunkConfig(rules="cues")  # the embedded default's rule: one thought per teacher thought
+
+
 def scored_like(rec: dict, importances: list[float] | None = None) -> dict:
     """A record in the layout of score/scores.jsonl (importances given, here: from the teacher's tags)."""
-    ch = chunk_text(rec["long_cot"])
+    ch = chunk_text(rec["long_cot"], SYNTHETIC)
     cover = teacher_cover(ch, rec["thoughts"])
     imps = importances or [max(IMPORTANT[rec["thoughts"][i]["tag"]] for i in cov) for cov in cover]
     return {"id": rec["id"], "problem": rec["problem"], "answer": rec["answer"], "solution": rec["solution"],
@@ -120,7 +124,7 @@ def test_opening_promotion_wrong_answers_and_turn_limit():
     assert stats.dropped == {"teacher_mismatch": 1}
     # alternating importance makes many turns: more than max_turns is dropped and counted
     # (every other essential step goes to the short role, everything else to the long one)
-    tags = [rec["thoughts"][cov[0]]["tag"] for cov in teacher_cover(chunk_text(rec["long_cot"]), rec["thoughts"])]
+    tags = [rec["thoughts"][cov[0]]["tag"] for cov in teacher_cover(chunk_text(rec["long_cot"], SYNTHETIC), rec["thoughts"])]
     essential = [k for k, t in enumerate(tags) if t == "essential"]
     assert len(essential) >= 3
     alt = [-0.9 if k in essential[1::2] else 0.9 for k in range(n)]

@@ -71,7 +71,7 @@ class KillAfter:
 def test_prefixes_are_exact_token_prefixes_of_the_trained_layout(model):
     tok = AutoTokenizer.from_pretrained(str(model))
     for rec in task_records(10):
-        ch = chunk_text(rec["long_cot"])
+        ch = chunk_text(rec["long_cot"], ChunkConfig(rules="cues"))
         ids, cuts = prefix_cuts(tok, ch)
         assert ids == tok.encode(rec["long_cot"], add_special_tokens=False)
         assert cuts == sorted(cuts) and len(cuts) == len(ch.thoughts) + 1 and cuts[-1] <= len(ids)
