@@ -38,6 +38,7 @@ def main() -> None:
           f"{statistics.mean(len(c) for c in cots):.0f} characters per CoT\n")
     print(f"{'rules':<7}{'thoughts':>9}{'per CoT':>9}{'median ch':>11}{'p10 ch':>8}{'p90 ch':>8}"
           f"{'short':>7}{'open w/ conclusion':>20}{'ms':>7}")
+    conclusion = cues_of(ChunkConfig()).conclusion
     for rules in ("cues", "moves"):
         cfg = ChunkConfig(rules=rules)
         t0 = time.perf_counter()
@@ -46,7 +47,6 @@ def main() -> None:
         thoughts = [t.strip() for c in chunked for t in c.thoughts]
         lengths = sorted(len(t) for t in thoughts)
         deciles = statistics.quantiles(lengths, n=10) if len(lengths) > 1 else lengths * 9
-        conclusion = cues_of(ChunkConfig()).conclusion
         opened = sum(bool(conclusion.match(t)) for t in thoughts)
         print(f"{rules:<7}{len(thoughts):>9}{len(thoughts) / len(cots):>9.1f}{statistics.median(lengths):>11.0f}"
               f"{deciles[0]:>8.0f}{deciles[-1]:>8.0f}{sum(n < args.short for n in lengths):>7}{opened:>20}{ms:>7.1f}")

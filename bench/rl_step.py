@@ -66,7 +66,7 @@ def run_ours(model: Path, work: Path, args, pair: bool) -> dict:
     cfg = build(RLConfig, {"steps": args.steps + 1, "prompts_per_step": args.prompts, "group_size": args.group,
                            "episode": {**episode, "max_episode_tokens": args.max_tokens},
                            "rewards": [{"name": "correctness"}], "kl_coef": 0.0,
-                           "optim": {"lr": 1e-5, "grad_accum": getattr(args, "grad_accum", 1)},
+                           "optim": {"lr": 1e-5, "grad_accum": args.grad_accum},
                            "eval_before": False, "eval_at_end": False, "eval_every": 0, "save_every": 0,
                            "samples_logged": 0, "export": False, "progress": False}, "rl")
     res = RoleResources(cpus_per_rank=1, threads_per_actor=args.threads, reference=False)
@@ -120,7 +120,7 @@ def run_trl(model: Path, work: Path, args) -> dict | None:
             self.steps.append(time.perf_counter() - self.t)
 
     clock = Clock()
-    ga = getattr(args, "grad_accum", 1)  # same micro-batches as ours: generation still covers prompts x group at once
+    ga = args.grad_accum  # same micro-batches as ours: generation still covers prompts x group at once
     cfg = GRPOConfig(output_dir=str(work / "trl"), use_cpu=True, bf16=False, learning_rate=1e-5,
                      per_device_train_batch_size=args.prompts * args.group // ga, gradient_accumulation_steps=ga,
                      generation_batch_size=args.prompts * args.group, num_generations=args.group,

@@ -119,6 +119,13 @@ def picked_letter(answer: str) -> str | None:
     return m.group(1).upper() if m else None
 
 
+def option_with_text(answer: str, options) -> int | None:
+    """The index of the one option whose text is ``answer`` (both after ``plain_text``); None if none or several."""
+    texts = [plain_text(o) for o in options]
+    said = plain_text(answer)
+    return texts.index(said) if texts.count(said) == 1 else None
+
+
 @dataclass(frozen=True)
 class MultipleChoice:
     """A multiple-choice gold answer: the right option's ``letter`` and the ``options`` in the order shown (A, B, ...).
@@ -140,10 +147,8 @@ class MultipleChoice:
 
     def picked(self, answer: str) -> str | None:
         """The letter ``answer`` picks: an option's text (after ``plain_text``), else a letter; None if neither."""
-        texts = [plain_text(o) for o in self.options]
-        said = plain_text(answer)
-        if said in texts and texts.count(said) == 1:
-            return LETTERS[texts.index(said)]
+        if (index := option_with_text(answer, self.options)) is not None:
+            return LETTERS[index]
         letter = picked_letter(answer)
         return letter if letter is not None and letter in LETTERS[: len(self.options)] else None
 

@@ -21,7 +21,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from longshort.data.answers import LETTERS, choice_letter, plain_text
+from longshort.data.answers import LETTERS, choice_letter, option_with_text
 
 _OPTION_LINE = re.compile(r"[ \t]*(?:\(([A-J])\)|([A-J])[).:])[ \t]+(\S.*?)[ \t]*")
 
@@ -65,9 +65,7 @@ def _gold_index(gold: str, options: Sequence[str], index_given: bool) -> int | N
     letter = choice_letter(gold)
     if letter is not None:
         return LETTERS.index(letter) if LETTERS.index(letter) < len(options) else None
-    texts = [plain_text(o) for o in options]
-    said = plain_text(gold)
-    return texts.index(said) if texts.count(said) == 1 else None
+    return option_with_text(gold, options)
 
 
 def build(problem: str, gold: str, field_options: Sequence[str] | None, *, seed: int, shuffle: bool,

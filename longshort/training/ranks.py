@@ -65,9 +65,12 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def gloo_on_loopback() -> None:
-    """Gloo's connections of this process use the loopback interface: by default gloo binds the address the host
-    name resolves to, which on many machines is the LAN address. (Read by every gloo group made after this.)"""
+def gloo_on_loopback(host: str) -> None:
+    """For a loopback ``host``, gloo's connections of this process use the loopback interface: by default gloo binds
+    the address the host name resolves to, which on many machines is the LAN address. (Read by every gloo group made
+    after this.)"""
+    if not is_loopback(host):
+        return
     names = [name for _, name in socket.if_nameindex()]
     loop = next((n for n in ("lo", "lo0") if n in names), None)
     if loop is not None:
@@ -139,8 +142,8 @@ def init_rank(info: RankInfo, timeout_s: float = 1800.0) -> torch.device:
         except (AttributeError, TypeError):  # layout of a future DeepSpeed: building the op is harmless
             pass
     timeout = timedelta(seconds=timeout_s)
-    if backend == "gloo" and is_loopback(info.master_addr):
-        gloo_on_loopback()
+    if backend == "gloo":
+        gloo_on_loopback(info.master_addr)
     store = tcp_store(info.master_addr, info.master_port, info.world_size, info.is_main, timeout)
     extra = {"device_id": device} if backend == "nccl" and info.world_size > 1 else {}
     torch.distributed.init_process_group(backend, store=store, rank=info.rank, world_size=info.world_size,

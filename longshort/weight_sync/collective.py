@@ -25,7 +25,7 @@ import torch
 import torch.distributed as dist
 
 from longshort.core.errors import LongshortError
-from longshort.training.ranks import gloo_on_loopback, is_loopback, tcp_store
+from longshort.training.ranks import gloo_on_loopback, tcp_store
 from longshort.weight_sync.base import Stopwatch, SyncError, SyncStats, VersionedEngine, WeightSync
 from longshort.weight_sync.buckets import Publisher, layout_bytes, pack_into, unpack_flat
 
@@ -104,8 +104,7 @@ class SyncGroup:
             opts._timeout = timeout
             self.pg = dist.ProcessGroupNCCL(store, rank, world, opts)
         else:
-            if is_loopback(host):
-                gloo_on_loopback()
+            gloo_on_loopback(host)
             self.pg = dist.ProcessGroupGloo(store, rank, world, timeout)
         self._store = store  # the group keeps talking to it
 
