@@ -8,6 +8,7 @@ import logging
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from longshort import __version__
 from longshort.core.errors import LongshortError
@@ -73,15 +74,31 @@ def _config_cmd_args(p: argparse.ArgumentParser) -> None:
     _recipe_arg(show)
 
 
+def _recipe_order() -> list[str]:
+    from longshort.recipes import DEFAULT_RECIPE, RECIPES
+
+    return [DEFAULT_RECIPE, *(n for n in RECIPES.names() if n != DEFAULT_RECIPE)]
+
+
 def _all_stages() -> dict[str, Stage]:
-    """Every registered recipe's stages by name (a name two recipes share is one subcommand)."""
-    from longshort.recipes import RECIPES
+    """Every registered recipe's stages by name, the default recipe's first (a name two recipes share is one
+    subcommand, run as the config's recipe declares it; a stage of another recipe alone says which)."""
+    from dataclasses import replace
+
+    from longshort.recipes import DEFAULT_RECIPE, RECIPES
 
     out: dict[str, Stage] = {}
-    for name in RECIPES.names():
+    for name in _recipe_order():
         for stage in RECIPES.get(name).stages:
-            out.setdefault(stage.name, stage)
+            if stage.name not in out:
+                out[stage.name] = stage if name == DEFAULT_RECIPE else replace(stage, help=f"[{name}] {stage.help}")
     return out
+
+
+def _pipelines() -> str:
+    from longshort.recipes import RECIPES
+
+    return "; ".join(f"{n}: {' → '.join(RECIPES.get(n).stage_names)}" for n in _recipe_order())
 
 
 def _recipe_arg(p: argparse.ArgumentParser) -> None:
@@ -152,17 +169,28 @@ def _solve_args(p: argparse.ArgumentParser) -> None:
 
 
 def _solve(args: argparse.Namespace) -> int:
-    from longshort.recipes.longshort.solve import solve_cmd
+    """The solve of the recipe whose export format ``PAIR_DIR/manifest.json`` states (the pair's by default)."""
+    import json
 
-    return solve_cmd(args)
+    from longshort.core.registry import import_target
+    from longshort.recipes import DEFAULT_RECIPE, RECIPES
+
+    manifest = Path(args.pair_dir) / "manifest.json"
+    try:
+        fmt = json.loads(manifest.read_text(encoding="utf-8")).get("format")
+    except (OSError, ValueError, AttributeError):
+        fmt = None  # the default recipe's solve names what is wrong with the directory
+    recipe = next((RECIPES.get(n) for n in RECIPES.names() if fmt and RECIPES.get(n).export_format == fmt),
+                  RECIPES.get(DEFAULT_RECIPE))
+    return import_target(recipe.solve)(args)
 
 
 def commands() -> dict[str, Command]:
     """Every subcommand: ``run``, ``config``, one per stage (from the recipes' stage registry), then the tools."""
     stages = _all_stages()
     return {
-        "run": Command(f"the whole pipeline: {' → '.join(stages)}; complete stages are skipped, an interrupted "
-                       "one resumes", _run_args, _run),
+        "run": Command(f"the config's recipe's whole pipeline ({_pipelines()}); complete stages are skipped, an "
+                       "interrupted one resumes", _run_args, _run),
         "config": Command("inspect run configs", _config_cmd_args, _config_show),
         "prepare-model": Command("add the pair protocol's tokens and chat template to a hub checkpoint (once, "
                                  "before training it)", _prepare_args, _prepare),

@@ -121,21 +121,28 @@ def write_problems(path: Path, items) -> Path:
 
 
 def _teach_format(model_dir: Path, items, steps: int, seed: int) -> None:
+    teach(model_dir, [([Message("user", q), Message("long", thought), Message("short", answer)], {"long", "short"})
+                      for q, _, thought, answer in items], steps, seed)
+
+
+def teach(model_dir: Path, dialogues: list[tuple[list[Message], set[str]]], steps: int, seed: int,
+          lr: float = 3e-3) -> None:
+    """Full-batch SFT of the model in ``model_dir`` on (messages, trained roles) dialogues, saved in place."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     rows = []
-    for q, _, thought, answer in items:
-        r = render([Message("user", q), Message("long", thought), Message("short", answer)], tok)
-        rows.append((r.ids, r.loss_mask({"long", "short"})))
+    for messages, roles in dialogues:
+        r = render(messages, tok)
+        rows.append((r.ids, r.loss_mask(roles)))
     width = max(len(i) for i, _ in rows)
     ids = torch.tensor([i + [tok.pad_token_id] * (width - len(i)) for i, _ in rows])
     mask = torch.tensor([m + [0] * (width - len(m)) for _, m in rows])
     attn = torch.tensor([[1] * len(i) + [0] * (width - len(i)) for i, _ in rows])
     torch.manual_seed(seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr)
     model.train()
     for _ in range(steps):
         logits = model(input_ids=ids, attention_mask=attn).logits[:, :-1]

@@ -19,7 +19,7 @@ class Stage:
 
     name: str
     help: str  # one line for ``longshort --help``
-    sections: tuple[str, ...]  # config sections whose values decide the outputs (the stage's fingerprint)
+    sections: tuple[str, ...]  # config sections (or dotted keys in one) whose values decide the outputs (fingerprint)
     outputs: tuple[str, ...]  # files a complete stage has, relative to the run dir; "{export.out}/x": that key's dir
     run: StageFn
     keep: tuple[str, ...] = ()  # content-addressed entries of the stage folder kept when its config changed
@@ -52,6 +52,10 @@ class Recipe:
     # (cfg, run_dir) -> None: checks that need files (e.g. the roles' checkpoints share a tokenizer), run by
     # ``longshort run`` before its first stage so a bad pair fails before hours of work
     preflight: Callable[[Any, Path], None] | None = None
+    # ``longshort solve DIR`` on this recipe's exports: the ``format`` its export manifest states, and the
+    # "module:function" (argparse namespace -> exit code) that runs one
+    export_format: str | None = None
+    solve: str | None = None
 
     def stage(self, name: str) -> Stage:
         for s in self.stages:

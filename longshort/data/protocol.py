@@ -144,6 +144,13 @@ class TurnRules:
     order: tuple[str, ...]
     finishers: frozenset[str]
     max_turns: int  # model turns in one dialogue, all roles together
+    # (role, chat role) pairs: a recipe role whose turns open with another role's header token (e.g. Hawkeye's
+    # planner writes under ``<|assistant|>``, the header its base model was trained with); others use their own.
+    headers: tuple[tuple[str, str], ...] = ()
+
+    def header(self, role: str) -> str:
+        """The chat role whose header token opens ``role``'s turns."""
+        return dict(self.headers).get(role, role)
 
     def role(self, turn: int) -> str:
         """Role of model turn ``turn`` (0-based, the user turn not counted)."""
@@ -184,6 +191,12 @@ class TurnRules:
 PAIR_ROLES = ("long", "short")
 MAX_TURNS = 12  # model turns (long and short together) in one dialogue
 PAIR_RULES = TurnRules(PAIR_ROLES, frozenset({"short"}), MAX_TURNS)
+# Hawkeye (arXiv 2504.00424): a planner writes a concise CoT, a responder reads the problem and that CoT and answers.
+# The planner writes under the assistant header (its base model's), the responder under the short (answering) one:
+#     <|user|>problem<|end_turn|><|assistant|>concise CoT<|end_turn|><|short|>answer<|endoftext|>
+PLANNER_RESPONDER_ROLES = ("planner", "responder")
+PLANNER_RESPONDER_RULES = TurnRules(PLANNER_RESPONDER_ROLES, frozenset({"responder"}), 2,
+                                    headers=(("planner", "assistant"), ("responder", "short")))
 # A single model answering alone: one assistant turn, which finishes the dialogue.
 SINGLE_RULES = TurnRules(("assistant",), frozenset({"assistant"}), 1)
 

@@ -7,7 +7,7 @@ import csv
 from pathlib import Path
 
 CSV_COLUMNS = ["system", "kind", "benchmark", "n", "k", "accuracy", "accuracy_se", "accuracy_std", "mean_tokens", "median_tokens",
-               "tokens_long", "tokens_short", "mean_turns", "truncated", "seconds"]
+               "tokens_long", "tokens_short", "tokens_planner", "tokens_responder", "mean_turns", "truncated", "seconds"]
 _MARKERS = "osD^vP*Xph"
 
 
@@ -17,22 +17,28 @@ def _acc(m: dict) -> str:
     return text + (f" ± {100 * m['accuracy_se']:.1f}" if "accuracy_se" in m else "")
 
 
+def _by_role(per: dict, benches: list[str]) -> str:
+    """A team's mean tokens per role over the benchmarks (``long 30 / short 50``); "" for a single model."""
+    roles = [k[len("tokens_"):] for k in per[benches[0]] if k.startswith("tokens_")]
+    return " / ".join(f"{r} {sum(per[b].get(f'tokens_{r}', 0) for b in benches) / len(benches):.0f}" for r in roles)
+
+
 def table_md(summary: dict) -> str:
     """One row per system; per benchmark an Acc (pass@1, %) and a Tokens (mean per answer) column; then averages."""
     benches = list(summary["benchmarks"])
-    head = ["System"] + [f"{b} {c}" for b in benches for c in ("Acc", "Tokens")] + ["Avg Acc", "Avg Tokens"]
+    head = ["System"] + [f"{b} {c}" for b in benches for c in ("Acc", "Tokens")] + ["Avg Acc", "Avg Tokens", "Avg Tokens by role"]
     lines = ["| " + " | ".join(head) + " |", "|---" + "|---:" * (len(head) - 1) + "|"]
     for system, per in summary["results"].items():
         cells = [system]
         for b in benches:
             cells += [_acc(per[b]), f"{per[b]['mean_tokens']:.0f}"]
         accs, toks = [per[b]["accuracy"] for b in benches], [per[b]["mean_tokens"] for b in benches]
-        cells += [f"{100 * sum(accs) / len(accs):.1f}", f"{sum(toks) / len(toks):.0f}"]
+        cells += [f"{100 * sum(accs) / len(accs):.1f}", f"{sum(toks) / len(toks):.0f}", _by_role(per, benches)]
         lines.append("| " + " | ".join(cells) + " |")
     s = summary["settings"]
     lines += ["", f"Acc: pass@1 in %, mean over k={s['k']} sample(s) per problem (temperature {s['temperature']}), "
                   "± one standard error over problems (a 95% interval is about ± 2 SE). Tokens: mean generated "
-                  "tokens per answer (a pair: both roles). Avg: unweighted mean over the benchmarks."]
+                  "tokens per answer (a pair: both roles; by role: each role's share). Avg: unweighted mean over the benchmarks."]
     for system, why in summary.get("skipped", {}).items():
         lines.append(f"Skipped {system}: {why}.")
     return "\n".join(lines) + "\n"

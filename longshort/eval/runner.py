@@ -1,4 +1,5 @@
-"""Benchmark evaluation of single models and long/short pairs (``longshort eval``): the paper's results table.
+"""Benchmark evaluation of single models, long/short pairs and Hawkeye planner/responder pairs (``longshort eval``):
+the paper's results table.
 
 Every system (a single model answering alone, or a pair through the protocol) answers every benchmark ``k`` times;
 answers are checked with the project's verifier (a pair's answer is the short role's last turn, and only a finished
@@ -24,7 +25,7 @@ from longshort.core import run_dir as rd
 from longshort.core.errors import LongshortError
 from longshort.core.jsonl import write_jsonl
 from longshort.data.problems import Problem, ProblemSource, load_problems
-from longshort.data.protocol import MAX_TURNS, PAIR_RULES, SINGLE_RULES
+from longshort.data.protocol import MAX_TURNS, PAIR_RULES, PLANNER_RESPONDER_RULES, SINGLE_RULES, TurnRules
 from longshort.rl.episodes import Episode, EpisodeConfig, PromptItem, rollout
 
 log = logging.getLogger("longshort")
@@ -50,30 +51,42 @@ class BenchmarkSpec:
         _check_name(self.name, "benchmark")
 
 
+# System kind -> the dialogue its models hold (its roles are the SystemSpec keys that name their models).
+KIND_RULES: dict[str, TurnRules] = {"pair": PAIR_RULES, "hawkeye": PLANNER_RESPONDER_RULES}
+_EXAMPLES = {"single": "model: bootstrap/base_model", "pair": "long: sft/long/model, short: sft/short/model",
+             "hawkeye": "planner: rl/planner/model, responder: responder/model"}
+
+
 @dataclass
 class SystemSpec:
-    """One table row: a single model (``model``) or a pair (``long`` + ``short``); paths relative to the run dir."""
+    """One table row: a single model (``model``), a Long⊗Short pair (``long`` + ``short``) or a Hawkeye pair
+    (``planner`` + ``responder``); paths relative to the run dir."""
 
     name: str = ""
-    kind: Literal["single", "pair"] = "single"
+    kind: Literal["single", "pair", "hawkeye"] = "single"
     model: str | None = None
     long: str | None = None
     short: str | None = None
+    planner: str | None = None
+    responder: str | None = None
+
+    @property
+    def roles(self) -> tuple[str, ...]:
+        """The keys that name this kind's models (``model`` for a single model)."""
+        return tuple(dict.fromkeys(KIND_RULES[self.kind].order)) if self.kind in KIND_RULES else ("model",)
 
     def validate(self) -> None:
         _check_name(self.name, "system")
-        if self.kind == "single" and (not self.model or self.long or self.short):
-            raise ValueError("model: a single system needs model: (and no long:/short:); accepted: a model directory, "
-                             "e.g. bootstrap/base_model")
-        if self.kind == "pair" and (not self.long or not self.short or self.model):
-            raise ValueError("long: a pair system needs long: and short: (and no model:); accepted: model directories, "
-                             "e.g. sft/long/model and sft/short/model")
+        given = {k for k in ("model", "long", "short", "planner", "responder") if getattr(self, k)}
+        if given != set(self.roles):
+            raise ValueError(f"{self.roles[0]}: a {self.kind} system needs {', '.join(self.roles)} (and no other "
+                             f"model key; given: {', '.join(sorted(given)) or 'none'}); accepted: model directories, "
+                             f"e.g. {_EXAMPLES[self.kind]}")
 
     @property
     def model_paths(self) -> dict[str, str]:
         """Role -> configured path (``model`` for a single model)."""
-        paths = {"model": self.model} if self.kind == "single" else {"long": self.long, "short": self.short}
-        return {role: str(p) for role, p in paths.items()}
+        return {role: str(getattr(self, role)) for role in self.roles}
 
 
 def _default_systems() -> list[SystemSpec]:
@@ -126,9 +139,11 @@ class Answer:
     status: str  # finished | length (a single answer hit max_tokens) | cut (a pair turn hit its limit) | max_turns
     answer_text: str
 
+    roles: tuple[str, ...] = ()  # every role of the system's dialogue (a role that never spoke counts 0 tokens)
+
     @property
     def tokens(self) -> dict[str, int]:
-        out: dict[str, int] = {"long": 0, "short": 0} if any(r != "assistant" for r, _ in self.turns) else {}
+        out: dict[str, int] = {r: 0 for r in self.roles}
         for role, ids in self.turns:
             out[role] = out.get(role, 0) + len(ids)
         return out
@@ -138,10 +153,23 @@ class Answer:
         return sum(len(ids) for _, ids in self.turns)
 
 
-def _pair_answer(e: Episode) -> Answer:
+def _pair_answer(e: Episode, roles: tuple[str, ...] = ("long", "short")) -> Answer:
     """Only a finished dialogue has an answer; a budget stop counts as a cut turn."""
     status = e.status if e.status in ("finished", "max_turns") else "cut"
-    return Answer(e.turn_ids(), status, e.answer_text if status == "finished" else "")
+    return Answer(e.turn_ids(), status, e.answer_text if status == "finished" else "", roles)
+
+
+def run_team(generators: dict, rules: TurnRules, tokenizer, problems: list[str], *, max_turns: int = MAX_TURNS,
+             max_turn_tokens: int = 256, temperature: float = 0.0, top_p: float = 1.0, seed: int = 0) -> list[Answer]:
+    """Models holding ``rules``' dialogue on every problem (``max_turns`` capped by the rules'), batched per turn;
+    every request of problem ``i`` is seeded ``seed + i``."""
+    turns = min(max_turns, rules.max_turns)
+    limits = EpisodeConfig(max_turns=turns, max_turn_tokens_long=max_turn_tokens, max_turn_tokens_short=max_turn_tokens,
+                           max_episode_tokens=max(2, turns * max_turn_tokens), temperature=temperature, top_p=top_p)
+    episodes, _ = rollout(_prompts(problems), generators, tokenizer, limits, group_size=1, logprobs=False, rules=rules,
+                          seed_fn=lambda e, turn: seed + e.group)
+    roles = tuple(dict.fromkeys(rules.order))
+    return [_pair_answer(e, roles) for e in episodes]
 
 
 def _single_answer(e: Episode, tokenizer) -> Answer:
@@ -151,16 +179,9 @@ def _single_answer(e: Episode, tokenizer) -> Answer:
     return Answer([(role, ids)], status, tokenizer.decode(ids, skip_special_tokens=True))
 
 
-def run_pair(long_gen, short_gen, tokenizer, problems: list[str], *, max_turns: int = MAX_TURNS,
-             max_turn_tokens: int = 256, temperature: float = 0.0, top_p: float = 1.0, seed: int = 0) -> list[Answer]:
-    """Alternate the two models through the pair protocol on every problem (the one dialogue driver,
-    ``rl.episodes.rollout``), all problems batched per turn; every request of problem ``i`` is seeded ``seed + i``."""
-    limits = EpisodeConfig(max_turns=max_turns, max_turn_tokens_long=max_turn_tokens,
-                           max_turn_tokens_short=max_turn_tokens, max_episode_tokens=max(2, max_turns * max_turn_tokens),
-                           temperature=temperature, top_p=top_p)
-    episodes, _ = rollout(_prompts(problems), {"long": long_gen, "short": short_gen}, tokenizer, limits, group_size=1,
-                          logprobs=False, rules=PAIR_RULES, seed_fn=lambda e, turn: seed + e.group)
-    return [_pair_answer(e) for e in episodes]
+def run_pair(long_gen, short_gen, tokenizer, problems: list[str], **limits) -> list[Answer]:
+    """Alternate the two models through the pair protocol on every problem (``run_team`` with the pair's rules)."""
+    return run_team({"long": long_gen, "short": short_gen}, PAIR_RULES, tokenizer, problems, **limits)
 
 
 def run_single(gen, tokenizer, problems: list[str], *, max_tokens: int = 512, temperature: float = 0.0,
@@ -247,8 +268,8 @@ def _generate(system: SystemSpec, engines: _Engines, run_dir: Path, texts: list[
     common = {"temperature": cfg.temperature, "top_p": cfg.top_p, "seed": cfg.seed}
     if system.kind == "single":
         return run_single(engines.get(dirs["model"]), tok, many, max_tokens=cfg.max_tokens, **common)
-    return run_pair(engines.get(dirs["long"]), engines.get(dirs["short"]), tok, many, max_turns=cfg.max_turns,
-                    max_turn_tokens=cfg.max_turn_tokens, **common)
+    return run_team({r: engines.get(d) for r, d in dirs.items()}, KIND_RULES[system.kind], tok, many,
+                    max_turns=cfg.max_turns, max_turn_tokens=cfg.max_turn_tokens, **common)
 
 
 def accuracy_se(correct: list[bool], n: int, k: int) -> float:
@@ -261,15 +282,14 @@ def accuracy_se(correct: list[bool], n: int, k: int) -> float:
     return statistics.stdev(per_problem) / n**0.5
 
 
-def _metrics(answers: list[Answer], correct: list[bool], n: int, k: int, pair: bool) -> dict:
+def _metrics(answers: list[Answer], correct: list[bool], n: int, k: int, roles: tuple[str, ...]) -> dict:
     runs = [sum(correct[j * n : (j + 1) * n]) / n for j in range(k)]
     totals = [a.total for a in answers]
     m = {"n": n, "k": k, "accuracy": sum(runs) / k, "accuracy_se": accuracy_se(correct, n, k),
          "accuracy_std": statistics.pstdev(runs), "accuracy_runs": runs,
          "mean_tokens": statistics.fmean(totals), "median_tokens": float(statistics.median(totals))}
-    if pair:
-        for role in ("long", "short"):
-            m[f"tokens_{role}"] = statistics.fmean(a.tokens[role] for a in answers)
+    for role in roles:  # a team's tokens per role (a single model's are mean_tokens)
+        m[f"tokens_{role}"] = statistics.fmean(a.tokens[role] for a in answers)
     m["mean_turns"] = statistics.fmean(len(a.turns) for a in answers)
     m["truncated"] = statistics.fmean(a.status != "finished" for a in answers)
     return m
@@ -311,7 +331,7 @@ def run_eval(cfg: EvalConfig, run_dir: str | Path, tracker=None, verifier=None) 
         raise LongshortError("eval: none of the systems can run (" + "; ".join(f"{k}: {v}" for k, v in skipped.items())
                              + "); run the stages that make them first, or list existing models in eval.systems")
     for s in systems:  # a pair whose roles cannot read each other's tokens fails before any generation
-        if s.kind == "pair":
+        if s.kind != "single":
             check_shared_tokenizer({r: _model_dir(run_dir, p) for r, p in s.model_paths.items()},
                                    f"eval system {s.name!r}")
     verifier = verifier or shared_verifier()
@@ -324,7 +344,8 @@ def run_eval(cfg: EvalConfig, run_dir: str | Path, tracker=None, verifier=None) 
                 t0 = time.perf_counter()
                 answers = _generate(s, engines, run_dir, [p.problem for p in problems], cfg)
                 verdicts = judge(answers, [p.gold for p in problems] * cfg.k, verifier)
-                m = _metrics(answers, [v.correct for v in verdicts], len(problems), cfg.k, s.kind == "pair")
+                m = _metrics(answers, [v.correct for v in verdicts], len(problems), cfg.k,
+                             s.roles if s.kind != "single" else ())
                 m["seconds"] = time.perf_counter() - t0
                 results[s.name][bname] = m
                 tok = engines.tokenizer(_model_dir(run_dir, next(iter(s.model_paths.values()))))

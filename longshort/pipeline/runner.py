@@ -50,12 +50,21 @@ def stage_names(cfg) -> list[str]:
     return list(cfg.pipeline.stages or _recipe(cfg).stage_names)
 
 
+def _section(cfg, key: str):
+    """A config section or a dotted key inside one (``hawkeye.responder``), as plain data."""
+    import dataclasses
+    import functools
+
+    value = functools.reduce(getattr, key.split("."), cfg)
+    return to_dict(value, results_only=True) if dataclasses.is_dataclass(value) else value
+
+
 def fingerprints(cfg) -> dict[str, str]:
     """Each stage's fingerprint: a hash of its config sections chained to the previous stage's."""
     out, prev = {}, ""
     for stage in _recipe(cfg).stages:
         body = {"stage": stage.name, "upstream": prev,
-                "sections": {s: to_dict(getattr(cfg, s), results_only=True) for s in stage.sections}}
+                "sections": {s: _section(cfg, s) for s in stage.sections}}
         prev = out[stage.name] = hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()[:16]
     return out
 

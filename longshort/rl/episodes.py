@@ -47,12 +47,21 @@ class EpisodeConfig:
     max_turns: int = field(default=MAX_TURNS, metadata={"ge": 1})  # model turns, long and short together (1: long only)
     max_turn_tokens_long: int = field(default=96, metadata={"ge": 1})  # one long turn, terminator included
     max_turn_tokens_short: int = field(default=96, metadata={"ge": 1})
+    # per-role limits for a recipe's own roles (e.g. Hawkeye's {planner: 192, responder: 32}); they win over the two above
+    max_turn_tokens: dict[str, int] = field(default_factory=dict)
     max_episode_tokens: int = field(default=384, metadata={"ge": 2})  # generated tokens of both roles together
     temperature: float = field(default=1.0, metadata={"ge": 0})
     top_p: float = field(default=1.0, metadata={"gt": 0, "le": 1})
 
+    def validate(self) -> None:
+        bad = {r: n for r, n in self.max_turn_tokens.items() if not isinstance(n, int) or n < 1}
+        if bad:
+            raise ValueError(f"max_turn_tokens: {bad!r}; accepted: role -> a token count >= 1")
+
     def turn_limit(self, role: str) -> int:
-        """The long role's limit for ``long``; every other role (short, or a recipe's others) gets the short one."""
+        """``max_turn_tokens[role]`` when given; else the long limit for ``long`` and the short one for any other."""
+        if role in self.max_turn_tokens:
+            return self.max_turn_tokens[role]
         return self.max_turn_tokens_long if role == "long" else self.max_turn_tokens_short
 
 
@@ -86,6 +95,7 @@ class Episode:
     turns: list[Turn] = field(default_factory=list)
     status: Status = "running"
     answer_text: str = ""  # decoded last short turn when finished (for the verifier; training uses ids only)
+    references: dict[str, str] = field(default_factory=dict)  # the problem's reference texts (solution, long_cot)
 
     def spans(self, role: str) -> list[Span]:
         return [Span(t.role, t.start, t.end) for t in self.turns if t.role == role]
@@ -114,6 +124,7 @@ class PromptItem:
     problem_id: str
     problem: str
     answer: str | MultipleChoice  # gold (Problem.gold)
+    references: dict[str, str] = field(default_factory=dict)  # e.g. solution, long_cot (length targets)
 
 
 @dataclass
@@ -138,7 +149,8 @@ def new_episodes(prompts: Sequence[PromptItem], group_size: int, tokenizer) -> l
     out = []
     for g, p in enumerate(prompts):
         user = render([Message("user", p.problem)], tokenizer, finished=False).ids
-        out += [Episode(p.problem_id, p.problem, p.answer, g, i, list(user), len(user)) for i in range(group_size)]
+        out += [Episode(p.problem_id, p.problem, p.answer, g, i, list(user), len(user), references=p.references)
+                for i in range(group_size)]
     return out
 
 
@@ -176,7 +188,7 @@ def rollout(
         live = [e for e in episodes if e.status == "running"]
         if not live:
             break
-        head = header_ids(tokenizer, role)
+        head = header_ids(tokenizer, rules.header(role))
         reqs, todo = [], []
         for e in live:
             room = cfg.max_episode_tokens - e.tokens()

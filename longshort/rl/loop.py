@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 from longshort.cluster.actor_calls import ActorFailure
 from longshort.cluster.topology import TopologyConfig, topology_config_class
@@ -30,14 +30,14 @@ from longshort.core.config import PLACEMENT
 from longshort.core.errors import LongshortError
 from longshort.core.stage import RoleSpec
 from longshort.data.problems import ProblemSource, load_problems
-from longshort.data.protocol import PAIR_ROLES
+from longshort.data.protocol import PAIR_ROLES, PAIR_RULES, TurnRules
 from longshort.rl import checkpoint as ckpt
 from longshort.rl.advantages import Estimator, compute_advantages
 from longshort.rl.episodes import EpisodeConfig, PromptItem, rollout
 from longshort.rl.experience import Aggregation, make_minibatches, role_sequences
-from longshort.rl.metrics import SAMPLE_COLUMNS, base_metrics, episode_metrics, evaluate, sample_rows
+from longshort.rl.metrics import base_metrics, episode_metrics, evaluate, sample_columns, sample_rows
 from longshort.rl.policy_loss import KLEstimator, LossSpec
-from longshort.rl.rewards import RewardTerm, compute_rewards
+from longshort.rl.rewards import RewardTerm, check_terms, compute_rewards
 from longshort.rl.update import UpdateSpec, train_role
 from longshort.training.trainer import TrainerConfig
 
@@ -71,8 +71,13 @@ def _default_rewards() -> list[RewardTerm]:
 
 
 @dataclass
-class RLConfig:
-    """Multi-turn RL of the pair (config section ``rl``); defaults suit the tiny embedded run on a laptop."""
+class RLSettings:
+    """What every recipe's ``rl`` section has. A recipe subclasses it with its ``ROLES`` (trainable or frozen),
+    ``RULES`` (who speaks when), one ``<role>_model`` key per role and ``model_default``; frozen roles only
+    generate, and are never trained, checkpointed or exported. ``RLConfig`` is the Long⊗Short pair's."""
+
+    ROLES: ClassVar[dict[str, RoleSpec]] = {r: RoleSpec() for r in PAIR_ROLES}
+    RULES: ClassVar[TurnRules] = PAIR_RULES
 
     steps: int = field(default=40, metadata={"ge": 1})
     prompts_per_step: int = field(default=8, metadata={"ge": 1})
@@ -91,8 +96,6 @@ class RLConfig:
     mini_batches: int = field(default=1, metadata={"ge": 1})  # optimizer steps per role per RL step
     rewards: list[RewardTerm] = field(default_factory=_default_rewards)
     optim: RLOptimConfig = field(default_factory=RLOptimConfig)
-    long_model: str | None = None  # None: <run>/sft/long/model
-    short_model: str | None = None  # None: <run>/sft/short/model
     train: ProblemSource = field(default_factory=ProblemSource)  # path "": <run>/bootstrap/data/train.jsonl
     eval: ProblemSource = field(default_factory=ProblemSource)  # path "": <run>/bootstrap/data/eval.jsonl
     eval_every: int = field(default=10, metadata={"ge": 0})  # 0: only before and after training
@@ -117,15 +120,40 @@ class RLConfig:
                              "or kl_coef 0")
         if not self.rewards:
             raise ValueError("rewards: empty; accepted: at least one term, e.g. [{name: correctness}]")
+        try:
+            check_terms(self.rewards, list(self.ROLES), self.trainable_roles)
+        except LongshortError as e:
+            raise ValueError(f"rewards: {e}") from None
+
+    @property
+    def trainable_roles(self) -> tuple[str, ...]:
+        return tuple(r for r, spec in self.ROLES.items() if spec.trainable)
+
+    def model_dir(self, run_dir: Path, role: str) -> Path:
+        """``rl.<role>_model`` when set, else the run's own (the pair's: ``sft/<role>/model``)."""
+        return rd.resolve(run_dir, getattr(self, f"{role}_model", None), self.model_default(role))
+
+    def model_default(self, role: str) -> str:
+        return rd.role_model("sft", role)
 
     def loss_spec(self) -> LossSpec:
         return LossSpec(self.clip_low, self.clip_high, self.dual_clip, self.kl_coef, self.kl_estimator,
                         self.episode.temperature)
 
     def training_roles(self, step: int) -> tuple[str, ...]:
+        """The roles updated at ``step``: every trainable one (``both``), or one at a time (``alternate``)."""
+        trainable = self.trainable_roles
         if self.schedule == "both":
-            return PAIR_ROLES
-        return (PAIR_ROLES[((step - 1) // self.alternate_every) % 2],)
+            return trainable
+        return (trainable[((step - 1) // self.alternate_every) % len(trainable)],)
+
+
+@dataclass
+class RLConfig(RLSettings):
+    """Multi-turn RL of the pair (config section ``rl``); defaults suit the tiny embedded run on a laptop."""
+
+    long_model: str | None = None  # None: <run>/sft/long/model
+    short_model: str | None = None  # None: <run>/sft/short/model
 
 
 @dataclass
@@ -146,7 +174,7 @@ class RLInterrupted(LongshortError):
         self.failure, self.checkpoint, self.step = failure, checkpoint, step
 
 
-def _check(cfg: RLConfig) -> None:
+def _check(cfg: RLSettings) -> None:
     """The checks ``config.build`` runs, for configs built in Python."""
     for i, section in enumerate([*cfg.rewards, cfg]):
         try:
@@ -160,13 +188,15 @@ def _prompts(src: ProblemSource, run_dir: Path, default: str) -> list[PromptItem
     problems, report = load_problems(replace(src, path=str(rd.resolve(run_dir, src.path or None, default))))
     if report.n_skipped:
         log.warning("rl: %s", report.summary())
-    return [PromptItem(p.id, p.problem, p.gold) for p in problems]
+    return [PromptItem(p.id, p.problem, p.gold, {k: v for k, v in (("solution", p.solution), ("long_cot", p.long_cot))
+                                                 if v}) for p in problems]
 
 
-def _model_dir(run_dir: Path, given: str | None, role: str) -> Path:
-    path = rd.resolve(run_dir, given, rd.role_model("sft", role))
+def _model_dir(cfg: RLSettings, run_dir: Path, role: str) -> Path:
+    path = cfg.model_dir(run_dir, role)
     if not (path / "config.json").exists():
-        raise LongshortError(f"rl: the {role} model {path} does not exist; run `longshort sft` first or set "
+        stage = Path(cfg.model_default(role)).parts[0]
+        raise LongshortError(f"rl: the {role} model {path} does not exist; run `longshort {stage}` first or set "
                              f"rl.{role}_model to a Hugging Face model directory")
     return path
 
@@ -180,9 +210,10 @@ def _context_limit(model_dirs: dict[str, Path]) -> int | None:
     return min(known) if known else None
 
 
-def run_rl(cfg: RLConfig, run_dir: str | Path, topology: TopologyConfig | None = None, tracker=None, verifier=None,
+def run_rl(cfg: RLSettings, run_dir: str | Path, topology: TopologyConfig | None = None, tracker=None, verifier=None,
            resume: bool = False, hook: Hook | None = None) -> RLResult:
-    """Train the pair ``cfg.steps`` steps (see the module docstring); ``hook`` is called at step events."""
+    """Train the recipe's trainable roles ``cfg.steps`` steps (see the module docstring); ``hook`` is called at
+    step events."""
     from transformers import AutoTokenizer
 
     from longshort.cluster.policy_group import Policies
@@ -191,13 +222,14 @@ def run_rl(cfg: RLConfig, run_dir: str | Path, topology: TopologyConfig | None =
 
     _check(cfg)
     run_dir = Path(run_dir)
-    topology = topology or topology_config_class({r: RoleSpec() for r in PAIR_ROLES})()
+    roles, trainable = tuple(cfg.ROLES), cfg.trainable_roles
+    topology = topology or topology_config_class(cfg.ROLES)()
     if not cfg.loss_spec().uses_kl:  # no KL term: the frozen references would only take memory
         topology = replace(topology, **{r: replace(topology.role(r), reference=False) for r in topology.role_names})
     out = run_dir / rd.RL
-    models = {r: _model_dir(run_dir, getattr(cfg, f"{r}_model"), r) for r in PAIR_ROLES}
+    models = {r: _model_dir(cfg, run_dir, r) for r in roles}
     check_shared_tokenizer(models, "rl")
-    tok = AutoTokenizer.from_pretrained(str(models["long"]))
+    tok = AutoTokenizer.from_pretrained(str(models[trainable[0]]))
     stream = ckpt.ProblemStream(_prompts(cfg.train, run_dir, rd.TRAIN_DATA), cfg.seed)
     eval_prompts = _prompts(cfg.eval, run_dir, rd.EVAL_DATA)
     verifier = verifier or shared_verifier()
@@ -212,7 +244,7 @@ def run_rl(cfg: RLConfig, run_dir: str | Path, topology: TopologyConfig | None =
     if skipped:
         log.warning("rl: skipping damaged checkpoint(s) %s", "; ".join(skipped))
     total_opt = cfg.steps * cfg.mini_batches
-    trainer_cfgs = {r: cfg.optim.trainer_config(total_opt) for r in PAIR_ROLES}
+    trainer_cfgs = {r: cfg.optim.trainer_config(total_opt) for r in trainable}
     spec = UpdateSpec(cfg.loss_spec(), recompute_old=cfg.logprobs == "recompute")
     state = ckpt.ControllerState(seed=cfg.seed)
     rng = random.Random(f"longshort-rl-samples/{cfg.seed}")
@@ -223,20 +255,20 @@ def run_rl(cfg: RLConfig, run_dir: str | Path, topology: TopologyConfig | None =
             tracker.log(metrics, step=step)
 
     def run_eval(pol, step: int) -> dict:
-        res = evaluate({r: pol[r].generate for r in PAIR_ROLES}, tok, eval_prompts, eval_cfg, verifier,
-                       seed=cfg.seed, context_limit=limit, base=base)
-        log.info("rl eval @%d: accuracy %.3f, tokens %.1f (long %.1f, short %.1f)%s", step, res["accuracy"],
-                 res["tokens"], res["tokens_long"], res["tokens_short"],
+        res = evaluate({r: pol[r].generate for r in roles}, tok, eval_prompts, eval_cfg, verifier,
+                       seed=cfg.seed, context_limit=limit, base=base, rules=cfg.RULES)
+        per_role = ", ".join(f"{r} {res[f'tokens_{r}']:.1f}" for r in roles)
+        log.info("rl eval @%d: accuracy %.3f, tokens %.1f (%s)%s", step, res["accuracy"], res["tokens"], per_role,
                  f", base {res['base_accuracy']:.3f} / {res['base_tokens']:.1f} tokens" if "base_tokens" in res else "")
         log_metrics({f"eval/{k}": v for k, v in res.items()}, step)
         state.evals.append({"step": step, **res})
         return res
 
-    bar = _Bar(cfg.progress, cfg.steps)
+    bar = _Bar(cfg.progress, cfg.steps, roles)
     with Policies.start(topology, {r: str(p) for r, p in models.items()}, trainer_cfgs, cfg.seed) as pol:
         try:
             if resume and latest is not None:
-                state = ckpt.load(pol, latest, PAIR_ROLES)
+                state = ckpt.load(pol, latest, trainable)
                 stream.cursor, rng = state.cursor, ckpt.rng_from_json(state.rng)
                 log.info("rl: resumed from %s (step %d, %d prompts consumed)", latest, state.step, state.cursor)
             elif resume:
@@ -256,10 +288,10 @@ def run_rl(cfg: RLConfig, run_dir: str | Path, topology: TopologyConfig | None =
                 if eval_prompts and (at_end or (cfg.eval_every and step % cfg.eval_every == 0)):
                     last_eval = run_eval(pol, step)
                 if step == cfg.steps or (cfg.save_every and step % cfg.save_every == 0):
-                    last_ckpt = ckpt.save(pol, root, state, PAIR_ROLES, cfg.keep_checkpoints)
+                    last_ckpt = ckpt.save(pol, root, state, trainable, cfg.keep_checkpoints)
             exported = {}
             if cfg.export:
-                for r in PAIR_ROLES:
+                for r in trainable:  # a frozen role's model is its input, unchanged
                     exported[r] = Path(pol[r].export(out / r / "model"))
         except ActorFailure as e:
             bar.stop()
@@ -276,23 +308,24 @@ def run_rl(cfg: RLConfig, run_dir: str | Path, topology: TopologyConfig | None =
     return RLResult(state.step, last_ckpt, last_eval, exported, resumed_from)
 
 
-def _step(cfg: RLConfig, pol, tok, stream, step: int, verifier, limit, spec: UpdateSpec, tracker, rng,
+def _step(cfg: RLSettings, pol, tok, stream, step: int, verifier, limit, spec: UpdateSpec, tracker, rng,
           hook: Hook | None) -> dict:
     """One RL step: rollout, rewards, per-role advantages and update, weight sync. Returns the step's metrics."""
     t_step = time.perf_counter()
     prompts = stream.take(cfg.prompts_per_step)
-    episodes, rstats = rollout(prompts, {r: pol[r].generate for r in PAIR_ROLES}, tok, cfg.episode,
-                               group_size=cfg.group_size, seed=cfg.seed, step=step, context_limit=limit)
+    roles = tuple(cfg.ROLES)
+    episodes, rstats = rollout(prompts, {r: pol[r].generate for r in roles}, tok, cfg.episode,
+                               group_size=cfg.group_size, seed=cfg.seed, step=step, context_limit=limit, rules=cfg.RULES)
     t_gen = time.perf_counter() - t_step
     if hook:
         hook("after_generate", step, pol)
     t0 = time.perf_counter()
-    rewards = compute_rewards(episodes, cfg.rewards, verifier, tok)
+    rewards = compute_rewards(episodes, cfg.rewards, verifier, tok, roles)
     t_reward = time.perf_counter() - t0
     groups = [e.group for e in episodes]
-    advantages = {r: compute_advantages(rewards.total[r], groups, cfg.advantage) for r in PAIR_ROLES}
-    m = episode_metrics(episodes, rewards, advantages)
-    n_ranks = {r: len(pol[r].ranks) for r in PAIR_ROLES}
+    advantages = {r: compute_advantages(rewards.total[r], groups, cfg.advantage) for r in cfg.trainable_roles}
+    m = episode_metrics(episodes, rewards, advantages, roles)
+    n_ranks = {r: len(pol[r].ranks) for r in cfg.trainable_roles}
     train_tokens = 0.0
     for role in cfg.training_roles(step):
         seqs = role_sequences(episodes, role, advantages[role])
@@ -315,11 +348,11 @@ def _step(cfg: RLConfig, pol, tok, stream, step: int, verifier, limit, spec: Upd
     if hook:
         hook("after_train", step, pol)
     if tracker is not None and cfg.samples_logged and step % cfg.samples_every == 0:
-        tracker.log_table("rl/samples", SAMPLE_COLUMNS, sample_rows(episodes, rewards, tok, cfg.samples_logged, rng),
-                          step=step)
+        tracker.log_table("rl/samples", sample_columns(roles),
+                          sample_rows(episodes, rewards, tok, cfg.samples_logged, rng, roles), step=step)
     elapsed = time.perf_counter() - t_step
     generated = sum(rstats.generated.values())
-    m.update({f"time/generate_{r}": rstats.seconds[r] for r in PAIR_ROLES})
+    m.update({f"time/generate_{r}": rstats.seconds[r] for r in roles})
     m.update({"time/generate": t_gen, "time/reward": t_reward, "time/step": elapsed,
               "throughput/generated_tokens_per_s": generated / max(t_gen, 1e-9),
               "throughput/train_tokens_per_s": train_tokens / max(elapsed - t_gen - t_reward, 1e-9),
@@ -330,8 +363,8 @@ def _step(cfg: RLConfig, pol, tok, stream, step: int, verifier, limit, spec: Upd
 class _Bar:
     """A progress row over RL steps (off with ``progress: false``; drawn only at a terminal)."""
 
-    def __init__(self, show: bool, total: int):
-        self.show, self.total, self.bar, self.task = show, total, None, None
+    def __init__(self, show: bool, total: int, roles: tuple[str, ...]):
+        self.show, self.total, self.roles, self.bar, self.task = show, total, roles, None, None
 
     def start(self, done: int) -> None:
         if not self.show:
@@ -344,9 +377,10 @@ class _Bar:
         self.task = self.bar.enter_context(bar("rl", self.total, completed=done))
 
     def update(self, step: int, m: dict) -> None:
-        log.info("rl step %d/%d: accuracy %.3f reward long %.3f short %.3f tokens long %.1f short %.1f (%.1f s)",
-                 step, self.total, m["episode/accuracy"], m["long/reward"], m["short/reward"], m["long/tokens"],
-                 m["short/tokens"], m["time/step"])
+        rewards = " ".join(f"{r} {m[f'{r}/reward']:.3f}" for r in self.roles)
+        tokens = " ".join(f"{r} {m[f'{r}/tokens']:.1f}" for r in self.roles)
+        log.info("rl step %d/%d: accuracy %.3f reward %s tokens %s (%.1f s)", step, self.total,
+                 m["episode/accuracy"], rewards, tokens, m["time/step"])
         if self.task is not None:
             self.task.update(completed=step, description=f"acc {m['episode/accuracy']:.2f}")
 

@@ -9,19 +9,25 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from longshort.core import run_dir as rd
-from longshort.data.protocol import PAIR_ROLES
+from longshort.data.protocol import PAIR_ROLES, PAIR_RULES, TurnRules
 from longshort.rl.episodes import Episode, EpisodeConfig, Generate, PromptItem, rollout
 from longshort.rl.rewards import Rewards
 
-SAMPLE_COLUMNS = ["problem", "gold", "answer", "correct", "status", "turns", "tokens_long", "tokens_short",
-                  "reward_long", "reward_short", "dialogue"]
+
+def sample_columns(roles=PAIR_ROLES) -> list[str]:
+    """Columns of the ``rl/samples`` table for a recipe's roles."""
+    return ["problem", "gold", "answer", "correct", "status", "turns", *(f"tokens_{r}" for r in roles),
+            *(f"reward_{r}" for r in roles), "dialogue"]
+
+
 
 
 def _mean(xs: Sequence[float]) -> float:
     return sum(xs) / len(xs) if xs else 0.0
 
 
-def episode_metrics(episodes: Sequence[Episode], rewards: Rewards, advantages: Mapping[str, Sequence[float]]) -> dict:
+def episode_metrics(episodes: Sequence[Episode], rewards: Rewards, advantages: Mapping[str, Sequence[float]],
+                    roles: Sequence[str] = PAIR_ROLES) -> dict:
     """Accuracy, ends, turns and tokens per episode; per role: reward total and parts, tokens, turns, advantages."""
     n = len(episodes)
     m: dict[str, float] = {
@@ -37,7 +43,7 @@ def episode_metrics(episodes: Sequence[Episode], rewards: Rewards, advantages: M
         by_group.setdefault(e.group, []).append(c)
     m["episode/groups_all_correct"] = _mean([float(all(v)) for v in by_group.values()])
     m["episode/groups_none_correct"] = _mean([float(not any(v)) for v in by_group.values()])
-    for role in PAIR_ROLES:
+    for role in roles:
         m[f"{role}/reward"] = _mean(rewards.total[role])
         for label, scores in rewards.parts.items():
             m[f"{role}/reward/{label}"] = _mean(scores[role])
@@ -51,33 +57,34 @@ def episode_metrics(episodes: Sequence[Episode], rewards: Rewards, advantages: M
     return m
 
 
-def sample_rows(episodes: Sequence[Episode], rewards: Rewards, tokenizer, k: int, rng: random.Random) -> list[list]:
-    """``k`` random episodes as rows of ``SAMPLE_COLUMNS`` (the dialogue with its role markers)."""
+def sample_rows(episodes: Sequence[Episode], rewards: Rewards, tokenizer, k: int, rng: random.Random,
+                roles: Sequence[str] = PAIR_ROLES) -> list[list]:
+    """``k`` random episodes as rows of ``sample_columns(roles)`` (the dialogue with its role markers)."""
     picks = sorted(rng.sample(range(len(episodes)), min(k, len(episodes))))
     rows = []
     for i in picks:
         e = episodes[i]
         rows.append([e.problem, str(e.answer), e.answer_text, rewards.correct[i], e.status, e.num_turns(),
-                     e.tokens("long"), e.tokens("short"), round(rewards.total["long"][i], 4),
-                     round(rewards.total["short"][i], 4), e.text(tokenizer)])
+                     *(e.tokens(r) for r in roles), *(round(rewards.total[r][i], 4) for r in roles),
+                     e.text(tokenizer)])
     return rows
 
 
 def evaluate(generators: Mapping[str, Generate], tokenizer, prompts: Sequence[PromptItem], cfg: EpisodeConfig,
-             verifier, *, seed: int, context_limit: int | None, base: dict | None = None) -> dict:
+             verifier, *, seed: int, context_limit: int | None, base: dict | None = None,
+             rules: TurnRules = PAIR_RULES) -> dict:
     """The pair on held-out problems, one episode each (greedy at ``cfg.temperature`` 0): accuracy and tokens,
     next to the base long-CoT model's (``base``: its ``accuracy`` and ``mean_tokens``) when known."""
     t0 = time.perf_counter()
     episodes, _ = rollout(prompts, generators, tokenizer, cfg, group_size=1, seed=seed, step=-1,
-                          context_limit=context_limit, logprobs=False)
+                          context_limit=context_limit, logprobs=False, rules=rules)
     verdicts = verifier.judge_many([e.answer_text for e in episodes], [e.answer for e in episodes])
     correct = [e.finished and v.correct for e, v in zip(episodes, verdicts, strict=True)]
     out = {
         "problems": len(episodes),
         "accuracy": _mean([float(c) for c in correct]),
         "tokens": _mean([e.tokens() for e in episodes]),
-        "tokens_long": _mean([e.tokens("long") for e in episodes]),
-        "tokens_short": _mean([e.tokens("short") for e in episodes]),
+        **{f"tokens_{r}": _mean([e.tokens(r) for e in episodes]) for r in dict.fromkeys(rules.order)},
         "turns": _mean([e.num_turns() for e in episodes]),
         "finished": _mean([float(e.finished) for e in episodes]),
         "seconds": time.perf_counter() - t0,

@@ -1,8 +1,8 @@
 """Episode rewards: named terms from a registry (or a user's ``package.module:function``), weighted and summed per role.
 
 A term scores a whole step's episodes at once (group-relative terms need the group) and returns either one value
-per episode (both roles get it) or ``{"long": [...], "short": [...]}`` (each role its own, e.g. a length term over
-that role's own tokens). Config::
+per episode (every role gets it) or ``{role: [...], ...}`` for each role of the recipe (each role its own, e.g. a
+length term over that role's own tokens). A term applies to ``roles`` (default: every role of the recipe). Config::
 
     rewards:
       - {name: correctness, weight: 1.0}
@@ -40,12 +40,11 @@ class RewardTerm:
     name: str = "correctness"
     weight: float = 1.0
     kwargs: dict[str, Any] = field(default_factory=dict)
-    roles: list[str] = field(default_factory=lambda: list(PAIR_ROLES))  # roles whose reward includes this term
+    roles: list[str] | None = None  # roles whose reward includes this term; None: every role of the recipe
 
     def validate(self) -> None:
-        bad = [r for r in self.roles if r not in PAIR_ROLES]
-        if bad or not self.roles:
-            raise ValueError(f"roles: {self.roles!r}; accepted: a non-empty list of {', '.join(PAIR_ROLES)}")
+        if self.roles is not None and not self.roles:
+            raise ValueError("roles: []; accepted: a non-empty list of the recipe's roles, or leave it out (all)")
         fn = resolve_reward(self.name)
         try:
             inspect.signature(fn).bind(None, None, **self.kwargs)
@@ -57,6 +56,22 @@ class RewardTerm:
     def label(self) -> str:
         """Metric name: the registry name, or a user function's last component."""
         return self.name.rpartition(":")[2].rpartition(".")[2] or self.name
+
+    def applies_to(self, roles: Sequence[str]) -> list[str]:
+        return list(roles) if self.roles is None else list(self.roles)
+
+
+def check_terms(terms: Sequence[RewardTerm], roles: Sequence[str], trainable: Sequence[str]) -> None:
+    """Each term's ``roles`` are roles of the recipe, and at least one is trained (a term on frozen roles only
+    trains nothing); the error names the key."""
+    for i, term in enumerate(terms):
+        unknown = [r for r in term.applies_to(roles) if r not in roles]
+        if unknown:
+            raise LongshortError(f"rl.rewards[{i}].roles: {unknown!r} are not roles of this recipe; accepted: "
+                                 f"{', '.join(roles)}")
+        if not any(r in trainable for r in term.applies_to(roles)):
+            raise LongshortError(f"rl.rewards[{i}] ({term.name}) applies only to frozen role(s) "
+                                 f"{term.applies_to(roles)}: it trains nothing; accepted roles: {', '.join(trainable)}")
 
 
 def _params(fn: RewardFn) -> str:
@@ -96,8 +111,8 @@ def resolve_reward(name: str) -> RewardFn:
 class RewardContext:
     """What terms may use besides the episodes: the verifier (answers judged once, shared by all terms)."""
 
-    def __init__(self, episodes: Sequence[Episode], verifier, tokenizer=None):
-        self.episodes, self.verifier, self.tokenizer = episodes, verifier, tokenizer
+    def __init__(self, episodes: Sequence[Episode], verifier, tokenizer=None, roles: Sequence[str] = PAIR_ROLES):
+        self.episodes, self.verifier, self.tokenizer, self.roles = episodes, verifier, tokenizer, tuple(roles)
         self._correct: list[bool] | None = None
 
     @property
@@ -116,16 +131,16 @@ class RewardContext:
         return out
 
 
-def _per_role(scores: RoleScores, n: int, name: str) -> dict[str, list[float]]:
+def _per_role(scores: RoleScores, n: int, name: str, roles: Sequence[str]) -> dict[str, list[float]]:
     if isinstance(scores, dict):
-        missing = [r for r in PAIR_ROLES if r not in scores]
+        missing = [r for r in roles if r not in scores]
         if missing:
             raise LongshortError(f"reward {name!r} returned a dict without role(s) {missing}; return a list (shared) "
                                  "or one list per role")
-        out = {r: [float(x) for x in scores[r]] for r in PAIR_ROLES}
+        out = {r: [float(x) for x in scores[r]] for r in roles}
     else:
         shared = [float(x) for x in scores]
-        out = {r: shared for r in PAIR_ROLES}
+        out = {r: shared for r in roles}
     for r, vals in out.items():
         if len(vals) != n:
             raise LongshortError(f"reward {name!r} gave {len(vals)} values for role {r!r}, expected one per episode "
@@ -140,17 +155,18 @@ class Rewards:
     correct: list[bool]
 
 
-def compute_rewards(episodes: Sequence[Episode], terms: Sequence[RewardTerm], verifier, tokenizer=None) -> Rewards:
+def compute_rewards(episodes: Sequence[Episode], terms: Sequence[RewardTerm], verifier, tokenizer=None,
+                    roles: Sequence[str] = PAIR_ROLES) -> Rewards:
     """Score every term, then each role's total = sum of weight x term over the terms that include that role."""
-    ctx = RewardContext(episodes, verifier, tokenizer)
+    ctx = RewardContext(episodes, verifier, tokenizer, roles)
     n = len(episodes)
-    total = {r: [0.0] * n for r in PAIR_ROLES}
+    total = {r: [0.0] * n for r in roles}
     parts: dict[str, dict[str, list[float]]] = {}
     for term in terms:
-        scores = _per_role(resolve_reward(term.name)(episodes, ctx, **term.kwargs), n, term.name)
+        scores = _per_role(resolve_reward(term.name)(episodes, ctx, **term.kwargs), n, term.name, roles)
         label = term.label if term.label not in parts else f"{term.label}_{len(parts)}"
         parts[label] = scores
-        for r in term.roles:
+        for r in term.applies_to(roles):
             total[r] = [t + term.weight * s for t, s in zip(total[r], scores[r], strict=True)]
     return Rewards(total, parts, list(ctx.correct))
 
@@ -187,16 +203,35 @@ def kimi_length(lengths: Sequence[int], correct: Sequence[bool]) -> list[float]:
     return [x if c else min(0.0, x) for x, c in zip(lam, correct, strict=True)]
 
 
+def _words(text: str) -> int:
+    return len(text.split())
+
+
+def target_penalty(n: int, n_ref: int, ratio: float, coef: float) -> float:
+    """Hawkeye's length penalty: ``-coef * max(0, n - ratio * n_ref)^2`` (0 up to the target length)."""
+    return -coef * max(0.0, n - ratio * n_ref) ** 2
+
+
 @register_reward("length")
-def length(episodes: Sequence[Episode], ctx: RewardContext, kind: str = "kimi", budget: int = 256) -> RoleScores:
+def length(episodes: Sequence[Episode], ctx: RewardContext, kind: str = "kimi", budget: int = 256,
+           ratio: float = 0.3, coef: float = 0.01, unit: str = "tokens", reference: str = "long_cot") -> RoleScores:
     """Each role's own generated tokens. ``kind: kimi``: group-relative (``kimi_length`` per group and role);
-    ``kind: budget``: ``-min(1, max(0, tokens - budget) / budget)``, a penalty only past the budget."""
-    if kind not in ("kimi", "budget"):
-        raise LongshortError(f"reward 'length': kind {kind!r} is unknown; accepted: kimi, budget")
+    ``kind: budget``: ``-min(1, max(0, tokens - budget) / budget)``, a penalty only past the budget;
+    ``kind: target`` (Hawkeye): ``target_penalty`` against ``ratio`` x the length of the problem's ``reference``
+    text (``long_cot`` or ``solution`` of its record), lengths in ``unit`` (tokens, or words as the paper)."""
+    if kind not in ("kimi", "budget", "target"):
+        raise LongshortError(f"reward 'length': kind {kind!r} is unknown; accepted: kimi, budget, target")
     if budget < 1:
         raise LongshortError(f"reward 'length': budget {budget} must be >= 1")
+    if unit not in ("tokens", "words") or reference not in ("long_cot", "solution"):
+        raise LongshortError(f"reward 'length': unit {unit!r} / reference {reference!r}; accepted: unit tokens or "
+                             "words, reference long_cot or solution")
     out: dict[str, list[float]] = {}
-    for role in PAIR_ROLES:
+    for role in ctx.roles:
+        if kind == "target":
+            out[role] = [target_penalty(*_target_lengths(e, role, ctx, unit, reference), ratio, coef)
+                         for e in episodes]
+            continue
         lengths = [e.tokens(role) for e in episodes]
         if kind == "budget":
             out[role] = [-min(1.0, max(0, n - budget) / budget) for n in lengths]
@@ -207,6 +242,18 @@ def length(episodes: Sequence[Episode], ctx: RewardContext, kind: str = "kimi", 
                 vals[i] = v
         out[role] = vals
     return out
+
+
+def _target_lengths(e: Episode, role: str, ctx: RewardContext, unit: str, reference: str) -> tuple[int, int]:
+    """(the role's own turns' length, the reference's) in ``unit``; a problem without the reference is refused."""
+    ref = e.references.get(reference)
+    if not ref:
+        raise LongshortError(f"reward 'length' (kind target): problem {e.problem_id!r} has no {reference!r} text; "
+                             f"give the data a {reference} field, or set kwargs.reference to one it has")
+    if unit == "words":
+        text = " ".join(ctx.tokenizer.decode(ids, skip_special_tokens=True) for r, ids in e.turn_ids() if r == role)
+        return _words(text), _words(ref)
+    return e.tokens(role), len(ctx.tokenizer.encode(ref, add_special_tokens=False))
 
 
 @register_reward("collaboration")

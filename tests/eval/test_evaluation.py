@@ -110,11 +110,12 @@ def test_results_table_csv_and_plot(run, greedy):
         assert [t[0] for t in r["turns"]] == [("long", "short")[i % 2] for i in range(len(r["turns"]))]
     # the table: one row per system, Acc and Tokens per benchmark, then the averages; skipped systems named
     table = (out / "table.md").read_text().splitlines()
-    assert table[0] == "| System | tiny Acc | tiny Tokens | Avg Acc | Avg Tokens |"
+    assert table[0] == "| System | tiny Acc | tiny Tokens | Avg Acc | Avg Tokens | Avg Tokens by role |"
     assert [line.split(" | ")[0] for line in table[2:5]] == ["| base", "| sft-pair", "| sft-long"]
     acc_cell = f"{100 * pair['accuracy']:.1f} ± {100 * pair['accuracy_se']:.1f}"  # accuracy ± standard error
     assert table[3].split(" | ")[1] == acc_cell and table[3].endswith(
-        f" | {pair['mean_tokens']:.0f} |")
+        f" | {pair['mean_tokens']:.0f} | long {pair['tokens_long']:.0f} / short {pair['tokens_short']:.0f} |")
+    assert table[2].endswith(f" | {single['mean_tokens']:.0f} |  |")  # a single model has no roles
     assert any(line.startswith("Skipped rl-pair:") for line in table)
     with open(out / "table.csv", newline="") as f:
         rows = list(csv.DictReader(f))

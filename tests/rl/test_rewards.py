@@ -82,7 +82,7 @@ def test_user_reward_from_an_import_path(tmp_path, monkeypatch, verifier):
     ([{"name": "nope_pkg.mod:fn"}], "key 'rl.rewards[0].name': cannot import 'nope_pkg.mod'"),
     ([{"name": "length", "kwargs": {"kinds": "kimi"}}], "key 'rl.rewards[0].kwargs': {'kinds': 'kimi'} do not fit "
                                                         "reward 'length'"),
-    ([{"name": "length", "roles": ["medium"]}], "key 'rl.rewards[0].roles': ['medium']; accepted"),
+    ([{"name": "length", "roles": ["medium"]}], "key 'rl.rewards': rl.rewards[0].roles: ['medium'] are not roles"),
     ([], "key 'rl.rewards': empty"),
 ])
 def test_bad_reward_config_names_the_key(rewards, message):

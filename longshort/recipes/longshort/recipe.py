@@ -32,4 +32,6 @@ RECIPE = Recipe(
     stages=STAGES,
     default_config="configs/tiny.yaml",
     preflight=preflight,
+    export_format="longshort-pair",
+    solve="longshort.recipes.longshort.solve:solve_cmd",
 )
