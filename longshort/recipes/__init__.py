@@ -5,6 +5,7 @@
 from longshort.core.registry import Registry
 from longshort.core.stage import Recipe
 
-RECIPES: Registry[Recipe] = Registry("recipe", {"longshort": "longshort.recipes.longshort.recipe:RECIPE"},
+RECIPES: Registry[Recipe] = Registry("recipe", {"longshort": "longshort.recipes.longshort.recipe:RECIPE",
+                                                  "hawkeye": "longshort.recipes.hawkeye.recipe:RECIPE"},
                                      check=lambda r: isinstance(r, Recipe))
 DEFAULT_RECIPE = "longshort"

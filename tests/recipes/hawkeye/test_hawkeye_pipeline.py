@@ -1,0 +1,67 @@
+"""`longshort run` of the Hawkeye recipe end to end at smoke sizes (every real stage: bootstrap, responder, warmup,
+rl, eval, export), then `longshort solve` on its export; a config change reruns exactly the stages it affects."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+
+import pytest
+import ray
+from builders import ROOT
+
+from longshort.cli import main
+from longshort.pipeline.run_config import load_run_config
+from longshort.pipeline.runner import plan
+from longshort.recipes.hawkeye.recipe import RECIPE
+
+SMOKE = str(ROOT / "ray_configs" / "hawkeye-smoke.yaml")
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("hawkeye-pipeline")
+    overrides = [f"output_dir={out}", "tracking.mode=disabled"]
+    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
+    try:
+        assert main(["run", SMOKE, *overrides]) == 0
+        yield {"dir": out / "hawkeye-smoke", "overrides": overrides}
+    finally:
+        ray.shutdown()
+
+
+def test_every_stage_ran_and_eval_shows_each_roles_tokens(run):
+    d = run["dir"]
+    cfg = load_run_config(SMOKE, run["overrides"])
+    assert dict(plan(cfg, d)) == {s: "done" for s in RECIPE.stage_names}
+    results = json.loads((d / "eval" / "results.json").read_text())
+    assert results["systems"]["hawkeye-rl"] == {"kind": "hawkeye", "models": {"planner": "rl/planner/model",
+                                                                             "responder": "responder/model"}}
+    assert "longshort-rl-pair" in results["skipped"]  # the Long⊗Short run is not there: skipped, and said why
+    m = results["results"]["hawkeye-rl"]["tiny"]
+    assert m["tokens_planner"] + m["tokens_responder"] == pytest.approx(m["mean_tokens"])
+    assert "tokens_planner" not in results["results"]["base"]["tiny"]
+    table = (d / "eval" / "table.md").read_text()
+    assert f"planner {m['tokens_planner']:.0f} / responder {m['tokens_responder']:.0f}" in table
+    assert not (d / "rl" / "responder").exists()  # frozen: never exported from RL
+
+
+def test_export_holds_both_models_and_solve_runs_them(run):
+    d = run["dir"]
+    manifest = json.loads((d / "export" / "manifest.json").read_text())
+    assert manifest["format"] == "longshort-hawkeye" and manifest["planner_stage"] == "rl"
+    assert manifest["protocol"]["headers"] == {"planner": "<|assistant|>", "responder": "<|short|>"}
+    for role in ("planner", "responder"):
+        assert (d / "export" / role / "config.json").exists() and manifest["models"][role]["sha256"]
+    with contextlib.redirect_stdout(io.StringIO()) as out:
+        assert main(["solve", str(d / "export"), "Take the number 5. First add 3. What is the result?", "--json",
+                     "--max-turn-tokens", "24"]) == 0
+    rec = json.loads(out.getvalue())
+    assert [t["role"] for t in rec["turns"]][:1] == ["planner"] and rec["status"] in ("finished", "cut")
+
+
+def test_a_warmup_change_keeps_the_responder_and_reruns_from_the_warmup(run):
+    cfg = load_run_config(SMOKE, [*run["overrides"], "hawkeye.warmup.examples=16"])
+    assert dict(plan(cfg, run["dir"])) == {"bootstrap": "done", "responder": "done", "warmup": "changed",
+                                           "rl": "changed", "eval": "changed", "export": "changed"}
