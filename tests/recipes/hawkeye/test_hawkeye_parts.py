@@ -97,7 +97,7 @@ def test_warmup_cots_mix_the_styles_and_skip_planted_errors():
         "Step 1: double it, so 4 × 2 = 8.\n\nStep 2: add 8, so 8 + 8 = 16.",
         "double it, so 4 × 2 = 8.\nadd 8, so 8 + 8 = 16.", "double it: 4 × 2 = 8\nadd 8: 8 + 8 = 16",
         "4 × 2 = 8\n8 + 8 = 16"]
-    mixed = {e.messages[1].content.partition(" ")[0] for e in warmup_examples(problems, 1000, seed=0)}
+    mixed = {e.messages[1].content.partition(" ")[0] for e in warmup_examples(problems, 1000, 0, PLANNER_STYLES)}
     assert "Step" in mixed and len(mixed) > 3  # every style appears
 
 
