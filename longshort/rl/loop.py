@@ -6,8 +6,10 @@ advantages (``advantages``), update each training role on its own tokens (``expe
 the new weights to that role's engines. ``schedule: both`` updates both policies every step; ``alternate`` trains
 one while the other stays frozen (as the official code does), switching every ``alternate_every`` steps.
 
-Outputs under ``<run>/rl/``: ``checkpoints/step-N/`` (both policies + controller state, atomic), ``eval.json`` (the
-last held-out evaluation, with the base model's numbers next to it), ``{long,short}/model`` (exported HF models).
+Other recipes bring their own roles and turn rules through their ``rl`` section class (``RLSettings``); a frozen
+role only generates. Outputs under ``<run>/rl/``: ``checkpoints/step-N/`` (every trainable policy + controller
+state, atomic), ``eval.json`` (the last held-out evaluation, with the base model's numbers next to it),
+``<role>/model`` per trainable role (exported HF models).
 ``resume=True`` continues from the latest complete checkpoint and reproduces an uninterrupted run's metrics.
 """
 
