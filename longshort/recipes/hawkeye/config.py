@@ -84,6 +84,9 @@ class HawkeyeConfig:
     responder_model: str | None = None  # None: trained by the `responder` stage on the embedded task
     responder: ResponderConfig = field(default_factory=ResponderConfig)
     warmup: WarmupConfig = field(default_factory=WarmupConfig)
+    # The paper's code counts a problem as answered when the responder alone already fails it (recipes/hawkeye/
+    # forgive.py says why it exists and why it is off): the rl stage then swaps `correctness` for that variant.
+    forgive_responder_failures: bool = False
 
 
 def _hawkeye_rewards() -> list[RewardTerm]:

@@ -104,10 +104,32 @@ def _rl(cfg, run_dir: Path, tracker, resume: bool) -> None:
     h = cfg.hawkeye  # the hawkeye section's model keys stand in for rl's unset ones (a warm-up replaces the planner)
     planner = cfg.rl.planner_model or (None if h.warmup.enabled else h.planner_model)
     rl = replace(cfg.rl, planner_model=planner, responder_model=cfg.rl.responder_model or h.responder_model)
+    if h.forgive_responder_failures:
+        rl = replace(rl, rewards=_forgiving(rl, run_dir, shared_verifier(cfg.verify)))
     resume = resume and bool(checkpoint.checkpoints(run_dir / rd.RL_CHECKPOINTS))
     result = run_rl(rl, run_dir, cfg.topology, tracker, shared_verifier(cfg.verify), resume=resume)
     if result.eval is not None:
         tracker.summary({f"rl_eval/{k}": v for k, v in result.eval.items() if not isinstance(v, list)})
+
+
+def _forgiving(rl, run_dir: Path, verifier) -> list:
+    """``rl.rewards`` with ``correctness`` replaced by ``forgive.forgiven_correctness`` over the RL training
+    problems the responder alone gets wrong (computed once into ``rl/responder_alone_wrong.json``)."""
+    from dataclasses import replace
+
+    from longshort.data.problems import load_problems
+    from longshort.recipes.hawkeye.forgive import responder_alone_wrong
+
+    out = run_dir / rd.RL / "responder_alone_wrong.json"
+    if not out.exists():
+        src = replace(rl.train, path=str(rd.resolve(run_dir, rl.train.path or None, rd.TRAIN_DATA)))
+        problems, _ = load_problems(src)
+        responder_alone_wrong(rl.model_dir(run_dir, "responder"), problems, verifier, out)
+        log.info("rl: the responder alone gets %d of %d training problems wrong; they count as answered",
+                 len(json.loads(out.read_text())), len(problems))
+    fn = "longshort.recipes.hawkeye.forgive:forgiven_correctness"
+    return [replace(t, name=fn, kwargs={"wrong_ids_file": str(out)}) if t.name == "correctness" else t
+            for t in rl.rewards]
 
 
 def _rl_report(cfg, run_dir: Path) -> str:

@@ -65,3 +65,24 @@ def test_a_warmup_change_keeps_the_responder_and_reruns_from_the_warmup(run):
     cfg = load_run_config(SMOKE, [*run["overrides"], "hawkeye.warmup.examples=16"])
     assert dict(plan(cfg, run["dir"])) == {"bootstrap": "done", "responder": "done", "warmup": "changed",
                                            "rl": "changed", "eval": "changed", "export": "changed"}
+
+
+def test_forgiveness_counts_what_the_responder_alone_gets_wrong(run, verifier):
+    """The paper's quirk, off by default: with ``hawkeye.forgive_responder_failures`` the rl stage swaps
+    ``correctness`` for a variant that counts the problems the responder alone gets wrong as answered."""
+    from longshort.recipes.hawkeye.forgive import forgiven_correctness
+    from longshort.recipes.hawkeye.stages import _forgiving
+    from longshort.rl.episodes import Episode
+    from longshort.rl.rewards import RewardContext
+
+    d = run["dir"]
+    cfg = load_run_config(SMOKE, [*run["overrides"], "hawkeye.forgive_responder_failures=true"])
+    terms = _forgiving(cfg.rl, d, verifier)
+    assert [t.name for t in terms] == ["longshort.recipes.hawkeye.forgive:forgiven_correctness", "length"]
+    wrong = json.loads((d / "rl" / "responder_alone_wrong.json").read_text())
+    ids = [json.loads(line)["id"] for line in (d / "bootstrap" / "data" / "train.jsonl").read_text().splitlines()]
+    assert wrong and set(wrong) <= set(ids)  # a 4-step responder answers few problems without a CoT
+    right = next((i for i in ids if i not in wrong), None)
+    episodes = [Episode(i, "q", "1", 0, 0, [0], 1) for i in (wrong[0], right) if i is not None]
+    got = forgiven_correctness(episodes, RewardContext(episodes, verifier), terms[0].kwargs["wrong_ids_file"])
+    assert got == [1.0, 0.0][: len(episodes)]  # unfinished both: forgiven only where the responder alone fails
