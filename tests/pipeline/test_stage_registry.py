@@ -62,7 +62,7 @@ def test_a_recipe_brings_its_own_sections_and_stages(probe_recipe, capsys):
     assert cfg.probe.greeting == "hello" and not hasattr(cfg, "rl") and cfg.pipeline.stages == ["probe-stage"]
     with pytest.raises(LongshortError, match="unknown key 'rl'"):
         load_run_config(None, ["recipe=probe", "rl.steps=3"])
-    with pytest.raises(LongshortError, match="'recipe' is 'nope'; accepted: longshort, probe"):
+    with pytest.raises(LongshortError, match="'recipe' is 'nope'; accepted: hawkeye, longshort, probe"):
         load_run_config(None, ["recipe=nope"])
     with pytest.raises(LongshortError, match=r"command line \(pipeline.stages=\[probe-stage\]\): key 'pipeline.stages' "
                        r"is \['probe-stage'\], out of order, repeated or unknown; accepted: a subsequence of the "
