@@ -270,10 +270,12 @@ def test_a_sigkilled_run_leaves_no_process_and_resumes_exactly(stage, uninterrup
     while not marker.exists():
         assert killed.poll() is None and time.time() < deadline, killed.stderr.read()[-3000:]
         time.sleep(0.05)
-    time.sleep(0.5 if stage == "score" else 0)  # the score stage's engines are starting
-    procs = set(tree([killed.pid]))
+    listening, until = {}, time.time() + 15
+    while not listening and time.time() < until:  # the stage's Ray cluster may still be opening its ports
+        time.sleep(0.25)
+        procs = set(tree([killed.pid]))
+        listening = listening_addresses(procs)
     assert len(procs) > 3, procs  # the driver, its Ray cluster, the stage's workers
-    listening = listening_addresses(procs)
     assert listening and all(loopback(ip) for ips in listening.values() for ip in ips), listening
     os.kill(killed.pid, signal.SIGKILL)
     killed.wait()
