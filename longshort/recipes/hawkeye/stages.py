@@ -29,6 +29,8 @@ def _problems(src, run_dir: Path, stage: str) -> list:
         raise LongshortError(f"{stage}: {path} does not exist; run `longshort bootstrap` first, or set "
                              f"hawkeye.{stage}.data.path")
     problems, report = load_problems(replace(src, path=str(path)))
+    if report.n_skipped:  # on_bad_record: skip
+        log.warning("%s: %s", stage, report.summary())
     usable = [p for p in problems if p.solution]
     if len(usable) < len(problems):
         log.warning("%s: %d of %d problems have no solution and are left out", stage, len(problems) - len(usable),
