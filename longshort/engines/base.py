@@ -36,6 +36,9 @@ class GenerationRequest:
     prompt_ids: list[int]
     params: SamplingParams = field(default_factory=SamplingParams)
     request_id: str = ""
+    # ``[len(prompt_ids), hidden]``: the prompt's input embeddings, used instead of looking the ids up (soft tokens
+    # a composite model computed; HF engine). The ids still count as the prompt (length, positions, stop windows).
+    prompt_embeds: torch.Tensor | None = None
 
 
 @dataclass

@@ -6,6 +6,7 @@ from longshort.core.registry import Registry
 from longshort.core.stage import Recipe
 
 RECIPES: Registry[Recipe] = Registry("recipe", {"longshort": "longshort.recipes.longshort.recipe:RECIPE",
-                                                  "hawkeye": "longshort.recipes.hawkeye.recipe:RECIPE"},
+                                                  "hawkeye": "longshort.recipes.hawkeye.recipe:RECIPE",
+                                                  "softcot": "longshort.recipes.softcot.recipe:RECIPE"},
                                      check=lambda r: isinstance(r, Recipe))
 DEFAULT_RECIPE = "longshort"

@@ -68,6 +68,7 @@ class SFTConfig:
     num_ranks: int = field(default=1, metadata={"ge": 1})
     threads_per_rank: int | None = field(default=None, metadata={"ge": 1})  # CPU: default cores // num_ranks
     progress: bool = field(default=True, metadata={PLACEMENT: True})
+    model_factory: str = "causal_lm"  # the module to train (training.models); a recipe's composite model names its own
 
     def validate(self) -> None:
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
@@ -92,7 +93,7 @@ class SFTConfig:
             weight_decay=self.weight_decay, betas=(self.betas[0], self.betas[1]), eps=self.eps,
             grad_clip=self.grad_clip, zero_stage=self.zero_stage, precision=self.precision, offload=self.offload,
             grad_accum=self.grad_accum, micro_batch_size=1 if self.batching == "pack" else self.micro_batch_size,
-            gradient_checkpointing=self.gradient_checkpointing,
+            gradient_checkpointing=self.gradient_checkpointing, model_factory=self.model_factory,
         )
 
 
@@ -272,7 +273,7 @@ class _Progress:
 
 def run_sft(
     cfg: SFTConfig,
-    data: str | Path | list[SFTExample],
+    data: str | Path | list[SFTExample] | TokenizedSet,
     model_dir: str | Path,
     out_dir: str | Path,
     *,
@@ -284,7 +285,8 @@ def run_sft(
 ) -> SFTResult:
     """Fine-tune the model in ``model_dir`` (HF dir with a protocol tokenizer) on ``data``; export to ``out_dir/model``.
 
-    ``data`` is a JSONL path or in-memory ``SFTExample``s. With ``resume`` an existing checkpoint in
+    ``data`` is a JSONL path, in-memory ``SFTExample``s, or a ``TokenizedSet`` a recipe built (side inputs for a
+    composite model; ``sft.max_len`` was the recipe's to apply). With ``resume`` an existing checkpoint in
     ``out_dir`` is continued exactly. ``tracker`` is any object with ``log(metrics: dict, step: int)``.
     ``in_process=False`` trains even a single rank in a spawned process (two trainings at once need that: one
     process holds one default process group).
@@ -297,11 +299,17 @@ def run_sft(
         raise LongshortError(f"sft config: {e}") from None
     if not (Path(model_dir) / "config.json").exists():
         raise LongshortError(f"model dir {model_dir} has no config.json; point sft at a Hugging Face model directory")
-    examples = load_sft_jsonl(data) if isinstance(data, (str, Path)) else list(data)
-    if not isinstance(data, (str, Path)):
-        validate_examples(examples)
-    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
-    tokenized, stats = tokenize_examples(examples, tokenizer, cfg.max_len, cfg.overlong)
+    if isinstance(data, TokenizedSet):
+        tokenized = data
+        stats = TokenizeStats(examples=len(data), tokens=len(data.ids), targets=int(data.mask.sum()))
+        if data.side and cfg.batching == "pack":
+            raise LongshortError(f"sft.batching: 'pack' cannot carry the side inputs {sorted(data.side)}; use bucket")
+    else:
+        examples = load_sft_jsonl(data) if isinstance(data, (str, Path)) else list(data)
+        if not isinstance(data, (str, Path)):
+            validate_examples(examples)
+        tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+        tokenized, stats = tokenize_examples(examples, tokenizer, cfg.max_len, cfg.overlong)
     vocab = AutoConfig.from_pretrained(str(model_dir)).get_text_config().vocab_size
     if int(tokenized.ids.max()) >= vocab:
         raise LongshortError(

@@ -169,6 +169,9 @@ class TokenizedSet:
     mask: np.ndarray  # uint8, 1 = trained target token
     offsets: np.ndarray  # int64, len n+1
     example_ids: list[str] = field(default_factory=list)
+    # more forward() inputs per example, ragged (name -> (values int32, offsets int64)): a composite model's second
+    # token sequence, say; ``collate`` right-pads each into ``Batch.model_inputs[name]`` and ``[name + "_mask"]``
+    side: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.offsets) - 1
@@ -185,7 +188,21 @@ class TokenizedSet:
         h = hashlib.sha256()
         for arr in (self.ids, self.mask, self.offsets):
             h.update(np.ascontiguousarray(arr).tobytes())
+        for name in sorted(self.side):
+            h.update(name.encode())
+            for arr in self.side[name]:
+                h.update(np.ascontiguousarray(arr).tobytes())
         return h.hexdigest()[:16]
+
+    def with_side(self, name: str, rows: dict[str, Sequence[int]]) -> TokenizedSet:
+        """This set plus the side input ``name``: ``rows[example id]`` for every kept example."""
+        missing = [i for i in self.example_ids if i not in rows]
+        if missing:
+            raise LongshortError(f"side input {name!r} has no row for example(s) {missing[:5]}")
+        parts = [np.asarray(rows[i], dtype=np.int32) for i in self.example_ids]
+        offsets = np.cumsum([0] + [len(p) for p in parts], dtype=np.int64)
+        values = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int32)
+        return TokenizedSet(self.ids, self.mask, self.offsets, self.example_ids, {**self.side, name: (values, offsets)})
 
 
 def tokenize_examples(
@@ -302,4 +319,13 @@ def collate(data: TokenizedSet, indices: list[int], pad_id: int, packed: bool) -
         ids[row, : len(t)] = torch.from_numpy(t.astype(np.int64))
         mask[row, : len(t)] = torch.from_numpy(m.astype(np.float32))
         attn[row, : len(t)] = 1
-    return Batch(ids, mask, attention_mask=attn)
+    inputs = {}
+    for name, (values, offsets) in data.side.items():
+        rows = [values[offsets[i]:offsets[i + 1]] for i in indices]
+        side = torch.full((len(rows), max(1, max(len(r) for r in rows))), pad_id, dtype=torch.long)
+        side_mask = torch.zeros_like(side)
+        for row, r in enumerate(rows):
+            side[row, : len(r)] = torch.from_numpy(r.astype(np.int64))
+            side_mask[row, : len(r)] = 1
+        inputs[name], inputs[f"{name}_mask"] = side, side_mask
+    return Batch(ids, mask, attention_mask=attn, model_inputs=inputs)

@@ -213,6 +213,8 @@ class Trainer:
         )
         self.engine.train()
         self.module = self.engine.module
+        # a composite model's frozen parts (they come from their own files) stay out of its checkpoints
+        self.has_frozen = any(not p.requires_grad for p in self.module.parameters())
 
     def _param_groups(self, model) -> list[dict]:
         # No weight decay on biases and norm gains (1-D); ZeRO-3 params keep their real shape in ds_shape.
@@ -349,7 +351,8 @@ class Trainer:
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir(parents=True)
         self.barrier()
-        self.engine.save_checkpoint(str(tmp), tag="engine", client_state={}, save_latest=False)
+        self.engine.save_checkpoint(str(tmp), tag="engine", client_state={}, save_latest=False,
+                                    exclude_frozen_parameters=self.has_frozen)
         torch.save(rng_state(), tmp / f"rng-rank{self.rank}.pt")
         self.barrier()
         if self.rank == 0:
@@ -372,7 +375,7 @@ class Trainer:
                 f"checkpoint {path} was written by {meta['world_size']} rank(s) but this run has {self.world_size}; "
                 f"resume with num_ranks={meta['world_size']} or start a fresh output directory"
             )
-        loaded, _ = self.engine.load_checkpoint(str(path), tag="engine")
+        loaded, _ = self.engine.load_checkpoint(str(path), tag="engine", load_module_strict=not self.has_frozen)
         if loaded is None:
             raise LongshortError(f"checkpoint {path}: DeepSpeed could not load 'engine'; delete it to start over")
         set_rng_state(torch.load(path / f"rng-rank{self.rank}.pt", weights_only=False))

@@ -16,8 +16,9 @@ from longshort.core.errors import LongshortError
 from longshort.data.protocol import EOS, add_protocol_tokens
 from longshort.engines.base import GenerationRequest, SamplingParams
 from longshort.engines.hf import engine as hf
-from longshort.engines.hf.engine import HFConfig, HFEngine, _pick, _Row
+from longshort.engines.hf.engine import HFConfig, HFEngine, _Row
 from longshort.engines.hf.kv_cache import GrowingLayer
+from longshort.engines.hf.sampling import pick
 from longshort.engines.registry import engine_class, make_engine
 
 CORPUS = [
@@ -151,7 +152,7 @@ def test_unseeded_requests_follow_the_engine_seed(tok, engine):
 def test_sampler_draws_the_right_distribution(temperature, top_p, expected):
     rows = 20000
     logits = torch.tensor([[0.5, 0.25, 0.15, 0.1, 0.0]]).log().expand(rows, 5)
-    tokens, logprobs = _pick(logits, torch.full((rows,), temperature), torch.full((rows,), top_p),
+    tokens, logprobs = pick(logits, torch.full((rows,), temperature), torch.full((rows,), top_p),
                              [random.Random(i).random() for i in range(rows)])
     freq = torch.bincount(tokens, minlength=5).double() / rows
     torch.testing.assert_close(freq, torch.tensor(expected, dtype=torch.float64), atol=0.015, rtol=0)
@@ -183,7 +184,7 @@ def test_coupled_sampling_draws_the_right_distribution():
     ks = (torch.tensor(sorted(uniforms), dtype=torch.float64) - torch.arange(rows, dtype=torch.float64) / rows).abs()
     assert float(ks.max()) < 0.015  # 1.63 / sqrt(rows) = 0.0115 at the 1% level
     logits = torch.tensor([[0.5, 0.25, 0.15, 0.1, 0.0]]).log().expand(rows, 5)
-    tokens, _ = _pick(logits, torch.ones(rows), torch.ones(rows), uniforms)
+    tokens, _ = pick(logits, torch.ones(rows), torch.ones(rows), uniforms)
     freq = torch.bincount(tokens, minlength=5).double() / rows
     torch.testing.assert_close(freq, torch.tensor([0.5, 0.25, 0.15, 0.1, 0.0], dtype=torch.float64), atol=0.015,
                                rtol=0)
@@ -265,6 +266,25 @@ def test_update_weights_rejects_bad_input_and_changes_nothing(tok):
     assert eng.weight_version == 0
     for k, v in eng.model.state_dict().items():
         assert torch.equal(v, snapshot[k]), k
+
+
+def test_prompt_embeds_prefill_in_place_of_the_ids(engine, tok):
+    """Soft tokens (SoftCoT): a request's ``prompt_embeds`` are what the prefill reads. The model's own embeddings
+    give exactly the ids' samples, in a batch with plain requests; other embeddings give other tokens."""
+    ids = tok.encode(PROMPTS[1])
+    params = SamplingParams(n=2, temperature=1.0, max_tokens=12, seed=3)
+    own = engine.model.get_input_embeddings()(torch.tensor(ids)).detach()
+    plain = engine.generate([GenerationRequest(ids, params)])[0]
+    mixed = engine.generate([*reqs(tok, temperature=1.0, max_tokens=12, seed=5),
+                             GenerationRequest(ids, params, prompt_embeds=own)])[-1]
+    assert [s.token_ids for s in mixed.samples] == [s.token_ids for s in plain.samples]
+    soft = own.clone()
+    soft[-2:] = torch.randn(2, own.shape[1]) * 3
+    greedy = SamplingParams(temperature=0.0, max_tokens=12)
+    assert engine.generate([GenerationRequest(ids, greedy, prompt_embeds=soft)])[0].samples[0].token_ids != \
+        engine.generate([GenerationRequest(ids, greedy)])[0].samples[0].token_ids
+    with pytest.raises(LongshortError, match=r"prompt_embeds has shape \(3, 128\)"):
+        engine.generate([GenerationRequest(ids, greedy, prompt_embeds=own[:3])])
 
 
 def test_bad_requests_are_refused(engine, tok):

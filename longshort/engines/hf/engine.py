@@ -21,6 +21,7 @@ from longshort.core.checkpoint_io import load_error
 from longshort.core.errors import LongshortError
 from longshort.engines.base import Engine, GenerationRequest, GenerationResult, Sample, SamplingParams
 from longshort.engines.hf.kv_cache import new_cache
+from longshort.engines.hf.sampling import pick
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,7 @@ class _Row:
     logprobs: list[float] = field(default_factory=list)
     finish: Literal["stop", "length"] | None = None
     key: int | None = None  # coupled sampling: the sample's seed, mixed with the last ``couple_context`` tokens
+    embeds: torch.Tensor | None = None  # the request's prompt_embeds
 
     def uniform(self) -> float:
         """This step's uniform number (sampled rows only): from the row's RNG, or (coupled) a hash of the seed and
@@ -261,6 +263,10 @@ class HFEngine(Engine):
             if bad:
                 raise LongshortError(f"{at}: prompt token ids {bad[:5]} are outside the model's vocabulary [0, {vocab}); "
                                      "was the prompt tokenized with another tokenizer?")
+            hidden = self.model.get_input_embeddings().weight.shape[1]
+            if req.prompt_embeds is not None and tuple(req.prompt_embeds.shape) != (len(req.prompt_ids), hidden):
+                raise LongshortError(f"{at}: prompt_embeds has shape {tuple(req.prompt_embeds.shape)}; accepted: "
+                                     f"({len(req.prompt_ids)}, {hidden}), one embedding per prompt token")
             if p.stop and self.tokenizer is None:
                 raise LongshortError(f"{at}: stop strings {p.stop!r} need a tokenizer; pass tokenizer= to HFEngine")
             if any(not s for s in p.stop):
@@ -282,7 +288,7 @@ class HFEngine(Engine):
                         seed = self._seed_rng.getrandbits(63)
                     rng = random.Random(seed)
                 row = _Row(r, j, list(req.prompt_ids), p, rng, self._eos_ids | frozenset(p.stop_token_ids), max_new,
-                           window)
+                           window, embeds=req.prompt_embeds)
                 if p.couple_context and rng is not None:
                     row.key = rng.getrandbits(63)  # fixed by the seed: the same (seed, j) couples across prompts
                 rows.append(row)
@@ -323,14 +329,21 @@ class HFEngine(Engine):
         temps = torch.tensor([r.params.temperature for r in rows], dtype=torch.float32, device=dev)
         top_ps = torch.tensor([r.params.top_p for r in rows], dtype=torch.float32, device=dev)
         cache = new_cache(self.model.config)
-        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, **self._cache_kw(cache),
+        prompt = {"input_ids": ids}
+        if any(r.embeds is not None for r in rows):  # soft tokens: the prefill reads embeddings, decoding ids
+            emb = self.model.get_input_embeddings()(ids)
+            for i, r in enumerate(rows):
+                if r.embeds is not None:
+                    emb[i, width - len(r.prompt):] = r.embeds.to(emb.device, emb.dtype)
+            prompt = {"inputs_embeds": emb}
+        out = self.model(**prompt, attention_mask=mask, position_ids=positions, **self._cache_kw(cache),
                          use_cache=True, logits_to_keep=1)
         next_pos = mask.sum(-1, keepdim=True)
         active = list(rows)  # the cache's rows, in order; finished ones stay (dead) until the next compaction
         live = [True] * len(active)
         while True:
             uniforms = [r.uniform() if ok and r.rng is not None else None for r, ok in zip(active, live, strict=True)]
-            tokens, logprobs = _pick(out.logits[:, -1, :].float(), temps, top_ps, uniforms)
+            tokens, logprobs = pick(out.logits[:, -1, :].float(), temps, top_ps, uniforms)
             for i, (r, tok, lp) in enumerate(zip(active, tokens.tolist(), logprobs.tolist(), strict=True)):
                 if not live[i]:
                     continue
@@ -372,29 +385,3 @@ class HFEngine(Engine):
         # Only the tail can hold a new match: an earlier one would already have stopped the row.
         tail = self.tokenizer.decode(row.ids[-row.stop_window :], skip_special_tokens=True)
         return any(s in tail for s in row.params.stop)
-
-
-def _pick(logits: torch.Tensor, temps: torch.Tensor, top_ps: torch.Tensor, uniforms: list[float | None]):
-    """Next token and its logprob per row: greedy where ``uniforms`` is None (temperature 0), else a sample.
-
-    Sampling inverts the CDF at the row's own uniform number (its RNG's next draw, or the coupled hash), so a row's
-    sample depends only on its seed and step, never on the other rows of the batch (no per-row kernel launch).
-    """
-    greedy = temps == 0
-    logp = torch.log_softmax(logits / torch.where(greedy, 1.0, temps)[:, None], dim=-1)
-    if all(u is None for u in uniforms):
-        tokens = logits.argmax(-1)
-    else:
-        probs = logp.exp()
-        if bool((top_ps < 1).any()):
-            sorted_p, order = probs.sort(dim=-1, descending=True)
-            drop = (sorted_p.cumsum(-1) - sorted_p) >= top_ps[:, None]  # mass before a token already reaches top_p
-            probs = probs.masked_fill(drop.scatter(1, order, drop), 0.0)
-        cdf = probs.double().cumsum(-1)  # float64: a float32 running sum over a large vocabulary drifts
-        u = torch.tensor([0.0 if u is None else u for u in uniforms], dtype=torch.float64, device=logits.device)
-        # right=True: the first token whose cdf exceeds u, so zero-probability tokens are never picked
-        sampled = torch.searchsorted(cdf, (u * cdf[:, -1])[:, None], right=True).squeeze(1)
-        tokens = sampled.clamp(max=logits.shape[-1] - 1)
-        if any(u is None for u in uniforms):
-            tokens = torch.where(greedy, logits.argmax(-1), tokens)
-    return tokens, logp.gather(1, tokens[:, None]).squeeze(1)

@@ -213,6 +213,9 @@ class VLLMEngine(VLLMWeightUpdates, Engine):
             raise LongshortError("VLLMEngine.generate called while asleep; call engine.wake() first")
         if not requests:
             return []
+        if any(req.prompt_embeds is not None for req in requests):
+            raise LongshortError("the vllm engine takes token prompts only (prompt_embeds given); generate soft-token "
+                                 "prompts with the hf backend")
         params = [self._vllm_params(r, req) for r, req in enumerate(requests)]
         prompts = [TokensPrompt(prompt_token_ids=list(req.prompt_ids)) for req in requests]
         outputs = self.llm.generate(prompts, params, use_tqdm=False)

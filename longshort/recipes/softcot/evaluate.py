@@ -1,0 +1,108 @@
+"""SoftCoT's results table: the frozen LLM alone (zero-shot CoT, no thoughts), SoftCoT with the projection as it
+was before training (the control: any gain must come from training), and SoftCoT trained. Each system answers every
+held-out problem once per sampling seed; pass@1 is the mean over seeds, ± one standard error over problems
+(``eval.runner.accuracy_se``). Written as the shared report (``eval/results.json``, ``table.md``, CSV, plot)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import statistics
+import time
+from pathlib import Path
+
+from longshort.core import run_dir as rd
+from longshort.eval.report import write_report
+from longshort.eval.runner import accuracy_se
+from longshort.recipes.softcot.config import INIT_MODEL, TRAINED_MODEL
+
+log = logging.getLogger("longshort")
+
+
+def load_system(model_dir: str | Path, device: str = "auto", dtype: str = "auto"):
+    """The composite model in eval mode on ``device``, with the LLM's and the assistant's tokenizers."""
+    import torch
+    from transformers import AutoTokenizer
+
+    from longshort.recipes.softcot.model import resolve_ref, softcot_model
+
+    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
+                       "cpu" if device == "auto" else device)
+    dt = {"float32": torch.float32, "bfloat16": torch.bfloat16}.get(dtype, torch.bfloat16 if dev.type == "cuda"
+                                                                    else torch.float32)
+    model = softcot_model(model_dir, dtype=dt).to(dev).eval()
+    root = Path(model_dir)
+    toks = [AutoTokenizer.from_pretrained(resolve_ref(root, model.spec[r])) for r in ("llm", "assistant")]
+    return model, toks[0], toks[1]
+
+
+def metrics(correct: list[bool], tokens: list[int], finished: list[bool], n: int, k: int, seconds: float) -> dict:
+    """``correct``/``tokens`` are seed-major (seed j's answers at ``j * n .. j * n + n``)."""
+    runs = [sum(correct[j * n:(j + 1) * n]) / n for j in range(k)]
+    return {"n": n, "k": k, "accuracy": sum(runs) / k, "accuracy_se": accuracy_se(correct, n, k),
+            "accuracy_std": statistics.pstdev(runs), "accuracy_runs": runs, "mean_tokens": statistics.fmean(tokens),
+            "median_tokens": float(statistics.median(tokens)), "truncated": 1 - statistics.fmean(finished),
+            "seconds": seconds}
+
+
+def evaluate(model, llm_tok, assistant_tok, prompts, problems: list, n_thoughts: int, cfg, verifier,
+             samples_path: Path | None = None) -> dict:
+    from longshort.recipes.softcot.infer import generate
+
+    seeds = cfg.seeds if cfg.temperature > 0 else cfg.seeds[:1]
+    t0 = time.perf_counter()
+    correct, tokens, finished, rows = [], [], [], []
+    for seed in seeds:
+        answers = generate(model, llm_tok, assistant_tok, prompts, [p.problem for p in problems], n_thoughts,
+                           temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens, seed=seed,
+                           batch_size=cfg.batch_size)
+        verdicts = verifier.judge_many([a.text for a in answers], [p.gold for p in problems])
+        for p, a, v in zip(problems, answers, verdicts, strict=True):
+            correct.append(v.correct)
+            tokens.append(a.tokens)
+            finished.append(a.finished)
+            rows.append({"id": p.id, "seed": seed, "answer": v.answer, "correct": v.correct, "tokens": a.tokens,
+                         "text": a.text})
+    if samples_path is not None:
+        samples_path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    return metrics(correct, tokens, finished, len(problems), len(seeds), time.perf_counter() - t0)
+
+
+def run_softcot_eval(cfg, run_dir: Path, tracker, verifier) -> dict:
+    """The three systems of the table on ``eval.data`` (the bootstrap's held-out problems by default)."""
+    from dataclasses import replace
+
+    from longshort.data.problems import load_problems
+
+    ev, sc = cfg.eval, cfg.softcot
+    problems, report = load_problems(replace(ev.data, path=str(rd.resolve(run_dir, ev.data.path or None,
+                                                                           rd.EVAL_DATA))))
+    if report.n_skipped:
+        log.warning("eval: %s", report.summary())
+    systems = {"llm": ("single", INIT_MODEL, 0), "softcot-untrained": ("softcot", INIT_MODEL, sc.thoughts_eval),
+               "softcot": ("softcot", TRAINED_MODEL, sc.thoughts_eval)}
+    out = run_dir / rd.EVAL
+    out.mkdir(parents=True, exist_ok=True)
+    results = {}
+    for name, (_, model_dir, n) in systems.items():
+        model, llm_tok, assistant_tok = load_system(run_dir / model_dir, ev.device, ev.dtype)
+        m = evaluate(model, llm_tok, assistant_tok, sc.prompts, problems, n, ev, verifier, out / f"samples-{name}.jsonl")
+        results[name] = {ev.name: m}
+        log.info("eval %s: accuracy %.1f ± %.1f%% (seeds %s), %.0f tokens, %.0f s", name, 100 * m["accuracy"],
+                 100 * m["accuracy_se"], " ".join(f"{100 * r:.1f}" for r in m["accuracy_runs"]), m["mean_tokens"],
+                 m["seconds"])
+    k = len(ev.seeds) if ev.temperature > 0 else 1
+    summary = {
+        "settings": {"k": k, "seeds": ev.seeds[:k], "temperature": ev.temperature, "top_p": ev.top_p,
+                     "max_tokens": ev.max_new_tokens, "thoughts": sc.thoughts_eval},
+        "benchmarks": {ev.name: {"path": str(ev.data.path or rd.EVAL_DATA), "n": len(problems)}},
+        "systems": {name: {"kind": kind, "models": {"softcot": model_dir}, "thoughts": n}
+                    for name, (kind, model_dir, n) in systems.items()},
+        "results": results,
+    }
+    (out / "results.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    write_report(summary, out)
+    if tracker is not None:
+        tracker.log({f"eval/{s}/{b}/{key}": v for s, per in results.items() for b, m in per.items()
+                     for key, v in m.items() if isinstance(v, int | float)}, step=0)
+    return summary
