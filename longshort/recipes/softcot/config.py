@@ -58,7 +58,9 @@ class TrainConfig:
     """The projection's training: cross-entropy of the LLM's target given the problem and the soft thoughts."""
 
     data: ProblemSource = field(default_factory=ProblemSource)  # path "": <run>/bootstrap/data/train.jsonl
-    target: Literal["solution", "long_cot"] = "solution"  # what the LLM is taught to write after the thoughts
+    # what the LLM is taught to write after the thoughts: the data's long CoT, its solution, or the solution's lines
+    # as "## Step k:" plus the boxed answer (the public code's GSM8K layout)
+    target: Literal["steps", "solution", "long_cot"] = "steps"
     examples: int | None = field(default=None, metadata={"ge": 1})  # None: every problem once per epoch
     sft: SFTConfig = field(default_factory=_projection_sft)
     init_seed: int = 0  # the projection's initial weights (also the untrained control's)

@@ -22,10 +22,17 @@ def assistant_examples(problems: list, n: int) -> list[SFTExample]:
 
 
 def target_text(problem, target: str) -> str:
+    """``long_cot``/``solution``: that field as it is; ``steps``: the solution's lines as ``## Step k: ...`` and
+    the boxed answer (the public code's layout for GSM8K)."""
     text = problem.long_cot if target == "long_cot" else problem.solution
     if not text:
-        raise LongshortError(f"softcot.train.target: problem {problem.id!r} has no {target}; map the data's "
-                             f"{target} field or choose the other target")
+        field = "long_cot" if target == "long_cot" else "solution"
+        raise LongshortError(f"softcot.train.target: problem {problem.id!r} has no {field}; map the data's "
+                             f"{field} field or choose another target")
+    if target == "steps":
+        lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+        text = "".join(f"## Step {k}: {ln}\n" for k, ln in enumerate(lines, 1))
+        text += f"Therefore, the final answer is: $\\boxed{{{problem.answer}}}$."
     return text
 
 

@@ -1,7 +1,9 @@
 """SoftCoT's results table: the frozen LLM alone (zero-shot CoT, no thoughts), SoftCoT with the projection as it
-was before training (the control: any gain must come from training), and SoftCoT trained. Each system answers every
-held-out problem once per sampling seed; pass@1 is the mean over seeds, ± one standard error over problems
-(``eval.runner.accuracy_se``). Written as the shared report (``eval/results.json``, ``table.md``, CSV, plot)."""
+was before training (control: any gain must come from training), SoftCoT trained but with the assistant reading
+another problem (control: does the gain come from what the assistant read, or is the projection a learned soft
+prompt?), and SoftCoT trained. Each system answers every held-out problem once per sampling seed; pass@1 is the mean
+over seeds, ± one standard error over problems (``eval.runner.accuracy_se``). Written as the shared report
+(``eval/results.json``, ``table.md``, CSV, plot)."""
 
 from __future__ import annotations
 
@@ -46,16 +48,19 @@ def metrics(correct: list[bool], tokens: list[int], finished: list[bool], n: int
 
 
 def evaluate(model, llm_tok, assistant_tok, prompts, problems: list, n_thoughts: int, cfg, verifier,
-             samples_path: Path | None = None) -> dict:
+             samples_path: Path | None = None, other_problem: bool = False) -> dict:
+    """``other_problem``: the assistant reads the next problem's text (the last reads the first), the LLM its own."""
     from longshort.recipes.softcot.infer import generate
 
     seeds = cfg.seeds if cfg.temperature > 0 else cfg.seeds[:1]
+    texts = [p.problem for p in problems]
+    reads = texts[1:] + texts[:1] if other_problem else None
     t0 = time.perf_counter()
     correct, tokens, finished, rows = [], [], [], []
     for seed in seeds:
-        answers = generate(model, llm_tok, assistant_tok, prompts, [p.problem for p in problems], n_thoughts,
-                           temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens, seed=seed,
-                           batch_size=cfg.batch_size)
+        answers = generate(model, llm_tok, assistant_tok, prompts, texts, n_thoughts, temperature=cfg.temperature,
+                           top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens, seed=seed, batch_size=cfg.batch_size,
+                           assistant_reads=reads)
         verdicts = verifier.judge_many([a.text for a in answers], [p.gold for p in problems])
         for p, a, v in zip(problems, answers, verdicts, strict=True):
             correct.append(v.correct)
@@ -69,7 +74,7 @@ def evaluate(model, llm_tok, assistant_tok, prompts, problems: list, n_thoughts:
 
 
 def run_softcot_eval(cfg, run_dir: Path, tracker, verifier) -> dict:
-    """The three systems of the table on ``eval.data`` (the bootstrap's held-out problems by default)."""
+    """The four systems of the table on ``eval.data`` (the bootstrap's held-out problems by default)."""
     from dataclasses import replace
 
     from longshort.data.problems import load_problems
@@ -79,14 +84,17 @@ def run_softcot_eval(cfg, run_dir: Path, tracker, verifier) -> dict:
                                                                            rd.EVAL_DATA))))
     if report.n_skipped:
         log.warning("eval: %s", report.summary())
-    systems = {"llm": ("single", INIT_MODEL, 0), "softcot-untrained": ("softcot", INIT_MODEL, sc.thoughts_eval),
-               "softcot": ("softcot", TRAINED_MODEL, sc.thoughts_eval)}
+    n = sc.thoughts_eval
+    systems = {"llm": ("single", INIT_MODEL, 0, False), "softcot-untrained": ("softcot", INIT_MODEL, n, False),
+               "softcot-other-problem": ("softcot", TRAINED_MODEL, n, True),
+               "softcot": ("softcot", TRAINED_MODEL, n, False)}
     out = run_dir / rd.EVAL
     out.mkdir(parents=True, exist_ok=True)
     results = {}
-    for name, (_, model_dir, n) in systems.items():
+    for name, (_, model_dir, thoughts, other) in systems.items():
         model, llm_tok, assistant_tok = load_system(run_dir / model_dir, ev.device, ev.dtype)
-        m = evaluate(model, llm_tok, assistant_tok, sc.prompts, problems, n, ev, verifier, out / f"samples-{name}.jsonl")
+        m = evaluate(model, llm_tok, assistant_tok, sc.prompts, problems, thoughts, ev, verifier,
+                     out / f"samples-{name}.jsonl", other_problem=other)
         results[name] = {ev.name: m}
         log.info("eval %s: accuracy %.1f ± %.1f%% (seeds %s), %.0f tokens, %.0f s", name, 100 * m["accuracy"],
                  100 * m["accuracy_se"], " ".join(f"{100 * r:.1f}" for r in m["accuracy_runs"]), m["mean_tokens"],
@@ -96,8 +104,9 @@ def run_softcot_eval(cfg, run_dir: Path, tracker, verifier) -> dict:
         "settings": {"k": k, "seeds": ev.seeds[:k], "temperature": ev.temperature, "top_p": ev.top_p,
                      "max_tokens": ev.max_new_tokens, "thoughts": sc.thoughts_eval},
         "benchmarks": {ev.name: {"path": str(ev.data.path or rd.EVAL_DATA), "n": len(problems)}},
-        "systems": {name: {"kind": kind, "models": {"softcot": model_dir}, "thoughts": n}
-                    for name, (kind, model_dir, n) in systems.items()},
+        "systems": {name: {"kind": kind, "models": {"softcot": model_dir}, "thoughts": thoughts, "assistant_reads":
+                           "another problem" if other else "the problem"}
+                    for name, (kind, model_dir, thoughts, other) in systems.items()},
         "results": results,
     }
     (out / "results.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")

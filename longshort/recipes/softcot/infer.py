@@ -34,9 +34,10 @@ def _pad(rows: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
 @torch.no_grad()
 def generate(model: SoftCoTModel, llm_tok, assistant_tok, prompts: PromptConfig, problems: list[str], n: int, *,
              temperature: float = 1.0, top_p: float = 1.0, max_new_tokens: int = 1024, seed: int = 0,
-             batch_size: int = 64) -> list[Generated]:
+             batch_size: int = 64, assistant_reads: list[str] | None = None) -> list[Generated]:
     """One answer per problem with ``n`` soft thoughts (0: the LLM alone). Problem ``i`` samples under its own
-    seed (``seed * 1000003 + i``), so an answer does not depend on the batch it shares."""
+    seed (``seed * 1000003 + i``), so an answer does not depend on the batch it shares. ``assistant_reads``: what
+    the assistant reads in place of each problem (a control: the thoughts of another problem)."""
     from longshort.engines.base import GenerationRequest, SamplingParams
     from longshort.engines.hf.engine import HFEngine
 
@@ -44,6 +45,7 @@ def generate(model: SoftCoTModel, llm_tok, assistant_tok, prompts: PromptConfig,
     pad = llm_tok.pad_token_id if llm_tok.pad_token_id is not None else 0
     engine = HFEngine(model.llm, llm_tok, max_batch_size=batch_size)
     requests = []
+    reads = problems if assistant_reads is None else assistant_reads
     for b in range(0, len(problems), batch_size):
         chunk = problems[b:b + batch_size]
         rows = [llm_prompt(llm_tok, prompts, p, n, model.llm_slot_id) for p in chunk]
@@ -51,7 +53,7 @@ def generate(model: SoftCoTModel, llm_tok, assistant_tok, prompts: PromptConfig,
         if n:
             ids, mask = _pad(rows, pad)
             a_ids, a_mask = _pad([assistant_prompt(assistant_tok, prompts, p, n, model.assistant_slot_id)
-                                  for p in chunk], pad)
+                                  for p in reads[b:b + batch_size]], pad)
             full = model.embed(ids.to(device), mask.to(device), a_ids.to(device), a_mask.to(device))
             embeds = [full[i, :len(r)] for i, r in enumerate(rows)]
         for i, (r, e) in enumerate(zip(rows, embeds, strict=True)):

@@ -118,3 +118,26 @@ def test_the_model_dir_holds_the_projection_only_and_reloads_bit_exact(pair, tmp
         again.assistant, again.llm, assistant_slot_id=0, llm_slot_id=0, seed=3).projection.weight)
     with pytest.raises(LongshortError, match="has no softcot.json"):
         softcot_model(pair["llm"])
+
+
+def test_generation_reads_the_thoughts_of_the_problem_it_is_given(pair):
+    """N = 0 generates what the LLM alone does (the shared HF engine on plain ids); with thoughts, the control that
+    hands the assistant other problems changes the answers, so the table's control is a real one."""
+    from longshort.engines.base import GenerationRequest, SamplingParams
+    from longshort.engines.hf.engine import HFEngine
+    from longshort.recipes.softcot.infer import generate
+
+    model, tok, cfg = softcot_model(pair["init"]), pair["tok"], PromptConfig()
+    problems = ["what is two plus two ?", "the cat sat on the mat", "long thoughts explore"]
+    alone = generate(model, tok, tok, cfg, problems, 0, temperature=0.0, max_new_tokens=8)
+    plain = HFEngine(model.llm, tok).generate([GenerationRequest(prompt_ids([Message("user", p)], tok, "assistant"),
+                                                                 SamplingParams(temperature=0.0, max_tokens=8))
+                                               for p in problems])
+    assert [a.text for a in alone] == [r.samples[0].text for r in plain]
+    with torch.no_grad():
+        model.projection.weight.normal_(std=2.0)
+    own = generate(model, tok, tok, cfg, problems, 2, temperature=0.0, max_new_tokens=8)
+    other = generate(model, tok, tok, cfg, problems, 2, temperature=0.0, max_new_tokens=8,
+                     assistant_reads=problems[1:] + problems[:1])
+    assert [a.text for a in own] != [a.text for a in other]
+    assert all(1 <= a.tokens <= 8 for a in own)

@@ -26,20 +26,22 @@ def run(tmp_path_factory):
     return {"dir": out / "softcot-smoke", "overrides": overrides}
 
 
-def test_every_stage_ran_and_the_table_has_the_three_systems_over_seeds(run):
+def test_every_stage_ran_and_the_table_has_the_systems_and_controls_over_seeds(run):
     d = run["dir"]
     cfg = load_run_config(SMOKE, run["overrides"])
     assert dict(plan(cfg, d)) == {s: "done" for s in RECIPE.stage_names}
     results = json.loads((d / "eval" / "results.json").read_text())
-    assert list(results["results"]) == ["llm", "softcot-untrained", "softcot"]
+    assert list(results["results"]) == ["llm", "softcot-untrained", "softcot-other-problem", "softcot"]
     assert results["settings"]["k"] == 2 and results["settings"]["seeds"] == [41, 42]
-    assert {s: v["thoughts"] for s, v in results["systems"].items()} == {"llm": 0, "softcot-untrained": 4,
-                                                                           "softcot": 4}
+    assert {s: v["thoughts"] for s, v in results["systems"].items()} == {
+        "llm": 0, "softcot-untrained": 4, "softcot-other-problem": 4, "softcot": 4}
+    assert results["systems"]["softcot-other-problem"]["assistant_reads"] == "another problem"
     m = results["results"]["softcot"]["tiny"]
     assert m["n"] == 6 and len(m["accuracy_runs"]) == 2 and m["mean_tokens"] > 0
     samples = (d / "eval" / "samples-softcot.jsonl").read_text().splitlines()
     assert len(samples) == 12  # 6 problems x 2 seeds, each sample kept
-    assert "| softcot-untrained |" in (d / "eval" / "table.md").read_text()
+    table = (d / "eval" / "table.md").read_text()
+    assert "| softcot-untrained |" in table and "| softcot-other-problem |" in table
     # the trained composite's dir holds the projection, the spec and the LLM's tokenizer: no model weights
     assert sorted(p.name for p in (d / "softcot" / "model").glob("*.safetensors")) == ["projection.safetensors"]
 
