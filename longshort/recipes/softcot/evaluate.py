@@ -30,8 +30,8 @@ def load_system(model_dir: str | Path, device: str = "auto", dtype: str = "auto"
 
     dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
                        "cpu" if device == "auto" else device)
-    dt = {"float32": torch.float32, "bfloat16": torch.bfloat16}.get(dtype, torch.bfloat16 if dev.type == "cuda"
-                                                                    else torch.float32)
+    dt = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}.get(
+        dtype, torch.bfloat16 if dev.type == "cuda" else torch.float32)
     model = softcot_model(model_dir, dtype=dt).to(dev).eval()
     root = Path(model_dir)
     toks = [AutoTokenizer.from_pretrained(resolve_ref(root, model.spec[r])) for r in ("llm", "assistant")]

@@ -37,7 +37,11 @@ def model_refs(cfg, run_dir: Path) -> dict[str, str]:
     out = {}
     for role, (given, default) in refs.items():
         path = rd.resolve(run_dir, given, default)
-        out[role] = str(path.resolve()) if path.exists() or given is None else given
+        if given is None and not (path / "config.json").exists():
+            stage = "bootstrap" if role == "llm" else "assistant"
+            raise LongshortError(f"softcot: the {role} model {path} does not exist; run `longshort {stage}` first, "
+                                 f"or set softcot.{role}_model")
+        out[role] = str(path.resolve()) if path.exists() else given
     return out
 
 
