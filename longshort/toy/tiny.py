@@ -148,3 +148,18 @@ def save_pretrained(model, tokenizer, out_dir: str | Path) -> Path:
     model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
     return out
+
+
+def fresh_model_dir(cfg: TinyModelConfig, tokenizer_dir: str | Path, out_dir: str | Path) -> tuple[Path, int | None]:
+    """A randomly initialised tiny model with the tokenizer of ``tokenizer_dir``, saved to ``out_dir`` (a recipe's
+    smaller helper model before its SFT); an existing one is reused. Returns the dir and the new model's size (None
+    when reused)."""
+    from transformers import AutoTokenizer
+
+    out = Path(out_dir)
+    if (out / "config.json").exists():
+        return out, None
+    tok = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+    model = build_model(cfg, tok)
+    save_pretrained(model, tok, out)
+    return out, n_params(model)

@@ -335,6 +335,17 @@ def run_sft(
     return SFTResult(r["steps"], r["total"], r["losses"], r["model_dir"], r["checkpoint"], r["resumed_from"], stats)
 
 
+def publish(result: SFTResult, dest: str | Path, stage: str) -> Path:
+    """Copy a finished SFT's exported model to ``dest`` (the stage's published output), replacing what was there."""
+    if result.model_dir is None:
+        raise LongshortError(f"{stage}: SFT stopped before its last step; run the stage again to resume")
+    dest = Path(dest)
+    if dest.exists():
+        shutil.rmtree(dest)
+    shutil.copytree(result.model_dir, dest)
+    return dest
+
+
 def steps_per_epoch(cfg: SFTConfig, data: TokenizedSet) -> list[int]:
     """Optimizer steps in each epoch for ``cfg.num_ranks`` ranks (for planning runs and schedules)."""
     return [len(p) for p in epoch_plans(cfg, data, cfg.num_ranks)]

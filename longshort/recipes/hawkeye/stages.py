@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 from pathlib import Path
 
 from longshort.core import run_dir as rd
@@ -57,44 +56,32 @@ def _bootstrap_needed(cfg) -> bool:
 
 def _responder(cfg, run_dir: Path, tracker, resume: bool) -> None:
     """A fresh smaller tiny model (the bootstrap's tokenizer) taught to answer from problem + CoT, then frozen."""
-    from transformers import AutoTokenizer
-
     from longshort.recipes.hawkeye.data import responder_examples
-    from longshort.toy.tiny import build_model, n_params
-    from longshort.training.sft import run_sft
+    from longshort.toy.tiny import fresh_model_dir
+    from longshort.training.sft import publish, run_sft
 
     rc = cfg.hawkeye.responder
     out = run_dir / "responder"
     init = Path(rc.init) if rc.init else out / "init_model"
-    if not rc.init and not (init / "config.json").exists():
-        tok = AutoTokenizer.from_pretrained(str(run_dir / rd.BASE_MODEL))
-        model = build_model(rc.model, tok)
-        model.save_pretrained(init)
-        tok.save_pretrained(init)
-        log.info("responder: %s model with %.2fM parameters", rc.model.arch, n_params(model) / 1e6)
+    if not rc.init:
+        init, size = fresh_model_dir(rc.model, run_dir / rd.BASE_MODEL, init)
+        if size:
+            log.info("responder: %s model with %.2fM parameters", rc.model.arch, size / 1e6)
     examples = responder_examples(_problems(rc.data, run_dir, "responder"), rc.examples, rc.seed)
     result = run_sft(rc.sft, examples, init, out / "sft", tracker=tracker, metric_prefix="responder/sft/")
-    _publish(result, out / "model", "responder")
+    publish(result, out / "model", "responder")
 
 
 def _warmup(cfg, run_dir: Path, tracker, resume: bool) -> None:
     from longshort.recipes.hawkeye.data import warmup_examples
-    from longshort.training.sft import run_sft
+    from longshort.training.sft import publish, run_sft
 
     wc = cfg.hawkeye.warmup
     start = rd.resolve(run_dir, cfg.hawkeye.planner_model, rd.BASE_MODEL)
     result = run_sft(wc.sft, warmup_examples(_problems(wc.data, run_dir, "warmup"), wc.examples, wc.seed, tuple(wc.styles)), start,
                      run_dir / "warmup" / "sft",
                      tracker=tracker, metric_prefix="warmup/sft/")
-    _publish(result, run_dir / WARMUP_MODEL, "warmup")
-
-
-def _publish(result, dest: Path, stage: str) -> None:
-    if result.model_dir is None:
-        raise LongshortError(f"{stage}: SFT stopped before its last step; run the stage again to resume")
-    if dest.exists():
-        shutil.rmtree(dest)
-    shutil.copytree(result.model_dir, dest)
+    publish(result, run_dir / WARMUP_MODEL, "warmup")
 
 
 def _rl(cfg, run_dir: Path, tracker, resume: bool) -> None:

@@ -61,36 +61,23 @@ def _bootstrap_needed(cfg) -> bool:
 
 def _assistant(cfg, run_dir: Path, tracker, resume: bool) -> None:
     """A fresh smaller tiny model (the bootstrap's tokenizer) taught to write the concise solutions, then frozen."""
-    from transformers import AutoTokenizer
-
     from longshort.recipes.softcot.data import assistant_examples
-    from longshort.toy.tiny import build_model, n_params
-    from longshort.training.sft import run_sft
+    from longshort.toy.tiny import fresh_model_dir
+    from longshort.training.sft import publish, run_sft
 
     ac = cfg.softcot.assistant
     out = run_dir / "assistant"
     init = Path(ac.init) if ac.init else out / "init_model"
-    if not ac.init and not (init / "config.json").exists():
-        tok = AutoTokenizer.from_pretrained(str(run_dir / rd.BASE_MODEL))
-        model = build_model(ac.model, tok)
-        model.save_pretrained(init)
-        tok.save_pretrained(init)
-        log.info("assistant: %s model, hidden %d, %.2fM parameters", ac.model.arch, ac.model.hidden,
-                 n_params(model) / 1e6)
+    if not ac.init:
+        init, size = fresh_model_dir(ac.model, run_dir / rd.BASE_MODEL, init)
+        if size:
+            log.info("assistant: %s model, hidden %d, %.2fM parameters", ac.model.arch, ac.model.hidden, size / 1e6)
     problems = [p for p in _problems(ac.data, run_dir, rd.TRAIN_DATA, "softcot.assistant.data") if p.solution]
     if not problems:
         raise LongshortError("softcot.assistant.data: no problem has a solution; map the data's solution field")
     result = run_sft(ac.sft, assistant_examples(problems, ac.examples), init, out / "sft", tracker=tracker,
                      metric_prefix="assistant/sft/")
-    _publish(result, run_dir / ASSISTANT_MODEL, "assistant")
-
-
-def _publish(result, dest: Path, stage: str) -> None:
-    if result.model_dir is None:
-        raise LongshortError(f"{stage}: training stopped before its last step; run the stage again to resume")
-    if dest.exists():
-        shutil.rmtree(dest)
-    shutil.copytree(result.model_dir, dest)
+    publish(result, run_dir / ASSISTANT_MODEL, "assistant")
 
 
 def write_init(cfg, run_dir: Path) -> Path:
@@ -115,7 +102,7 @@ def _train(cfg, run_dir: Path, tracker, resume: bool) -> None:
 
     from longshort.recipes.softcot.data import projection_set
     from longshort.recipes.softcot.model import token_id
-    from longshort.training.sft import run_sft
+    from longshort.training.sft import publish, run_sft
 
     sc, tc = cfg.softcot, cfg.softcot.train
     refs = model_refs(cfg, run_dir)
@@ -130,7 +117,7 @@ def _train(cfg, run_dir: Path, tracker, resume: bool) -> None:
     data = projection_set(problems, llm_tok, a_tok, sc.prompts, sc.thoughts_train, tc.target, tc.sft.max_len, slots)
     sft = replace(tc.sft, model_factory=FACTORY)
     result = run_sft(sft, data, init, run_dir / "softcot" / "sft", tracker=tracker, metric_prefix="softcot/sft/")
-    _publish(result, run_dir / TRAINED_MODEL, "train")
+    publish(result, run_dir / TRAINED_MODEL, "train")
 
 
 def _eval(cfg, run_dir: Path, tracker, resume: bool) -> None:
