@@ -13,6 +13,7 @@ from longshort.core.errors import LongshortError
 from longshort.core.stage import Stage
 from longshort.data.verify import shared_verifier
 from longshort.recipes.hawkeye.config import RESPONDER_MODEL, WARMUP_MODEL
+from longshort.toy.stage import bootstrap_stage
 
 log = logging.getLogger("longshort")
 
@@ -40,15 +41,7 @@ def _problems(src, run_dir: Path, stage: str) -> list:
     return usable
 
 
-def _bootstrap(cfg, run_dir: Path, tracker, resume: bool) -> None:
-    from longshort.toy.bootstrap import run_bootstrap
-
-    run_bootstrap(cfg.bootstrap, run_dir / rd.BOOTSTRAP, tracker, cfg.verify)
-
-
-def _bootstrap_needed(cfg) -> bool:
-    if cfg.pipeline.bootstrap != "auto":
-        return cfg.pipeline.bootstrap == "always"
+def _uses_embedded(cfg) -> bool:
     h = cfg.hawkeye
     return (h.planner_model is None or h.responder_model is None or cfg.rl.train.path == "" or cfg.rl.eval.path == ""
             or any(b.source.path == "" for b in cfg.eval.benchmarks))
@@ -145,9 +138,8 @@ def _export(cfg, run_dir: Path, tracker, resume: bool) -> None:
 
 
 STAGES = (
-    Stage("bootstrap", "generate the synthetic task, build tokenizer + tiny model, SFT the long-CoT base model "
-          "(the planner's start), evaluate it", ("bootstrap",), (f"{rd.BASE_MODEL}/config.json", rd.BOOTSTRAP_EVAL),
-          _bootstrap, needed=_bootstrap_needed),
+    bootstrap_stage(_uses_embedded, "generate the synthetic task, build tokenizer + tiny model, SFT the long-CoT base "
+                    "model (the planner's start), evaluate it"),
     Stage("responder", "train the small responder to answer from a problem and a CoT of any completeness (frozen "
           "afterwards) → runs/<name>/responder/", ("hawkeye.responder", "hawkeye.responder_model"), (f"{RESPONDER_MODEL}/config.json",), _responder,
           needed=lambda cfg: cfg.hawkeye.responder_model is None),

@@ -9,12 +9,7 @@ from pathlib import Path
 from longshort.core import run_dir as rd
 from longshort.core.stage import Stage
 from longshort.data.verify import shared_verifier
-
-
-def _bootstrap(cfg, run_dir: Path, tracker, resume: bool) -> None:
-    from longshort.toy.bootstrap import run_bootstrap
-
-    run_bootstrap(cfg.bootstrap, run_dir / rd.BOOTSTRAP, tracker, cfg.verify)
+from longshort.toy.stage import bootstrap_stage
 
 
 def _bootstrap_report(cfg, run_dir: Path) -> str:
@@ -22,10 +17,8 @@ def _bootstrap_report(cfg, run_dir: Path) -> str:
     return f"Base model: {run_dir / rd.BASE_MODEL}\n" + format_table(summary)
 
 
-def _bootstrap_needed(cfg) -> bool:
+def _uses_embedded(cfg) -> bool:
     """Whether a stage of this config reads the embedded base model or its task data (a path left unset)."""
-    if cfg.pipeline.bootstrap != "auto":
-        return cfg.pipeline.bootstrap == "always"
     reads = {
         "chunk": lambda: cfg.chunk.source.path == "",
         "score": lambda: cfg.score.model is None,
@@ -125,9 +118,7 @@ def format_table(metrics: dict) -> str:
 
 
 STAGES = (
-    Stage("bootstrap", "generate the synthetic task, build tokenizer + tiny model, SFT the long-CoT base model, "
-          "evaluate it", ("bootstrap",), (f"{rd.BASE_MODEL}/config.json", rd.BOOTSTRAP_EVAL), _bootstrap,
-          report=_bootstrap_report, needed=_bootstrap_needed),
+    bootstrap_stage(_uses_embedded, report=_bootstrap_report),
     Stage("chunk", "split long CoTs into thoughts (rules, or an engine's grouping validated) → runs/<name>/chunk/",
           ("chunk",), (rd.THOUGHTS,), _chunk),
     Stage("score", "Monte Carlo importance of each thought from prefix rollouts (cached, resumable) → "

@@ -14,6 +14,7 @@ from longshort.core.errors import LongshortError
 from longshort.core.stage import Stage
 from longshort.data.verify import shared_verifier
 from longshort.recipes.softcot.config import ASSISTANT_MODEL, FACTORY, INIT_MODEL, TRAINED_MODEL
+from longshort.toy.stage import bootstrap_stage
 
 log = logging.getLogger("longshort")
 
@@ -45,15 +46,7 @@ def model_refs(cfg, run_dir: Path) -> dict[str, str]:
     return out
 
 
-def _bootstrap(cfg, run_dir: Path, tracker, resume: bool) -> None:
-    from longshort.toy.bootstrap import run_bootstrap
-
-    run_bootstrap(cfg.bootstrap, run_dir / rd.BOOTSTRAP, tracker, cfg.verify)
-
-
-def _bootstrap_needed(cfg) -> bool:
-    if cfg.pipeline.bootstrap != "auto":
-        return cfg.pipeline.bootstrap == "always"
+def _uses_embedded(cfg) -> bool:
     sc = cfg.softcot
     return (sc.llm_model is None or sc.assistant_model is None or sc.train.data.path == ""
             or cfg.eval.data.path == "")
@@ -139,9 +132,8 @@ def _export(cfg, run_dir: Path, tracker, resume: bool) -> None:
 TRAIN_KEYS = tuple(f"softcot.{k}" for k in ("llm_model", "assistant_model", "thoughts_train", "layer", "prompts",
                                              "train"))
 STAGES = (
-    Stage("bootstrap", "generate the synthetic task, build tokenizer + tiny model, SFT the long-CoT base model "
-          "(the frozen LLM), evaluate it", ("bootstrap",), (f"{rd.BASE_MODEL}/config.json", rd.BOOTSTRAP_EVAL),
-          _bootstrap, needed=_bootstrap_needed),
+    bootstrap_stage(_uses_embedded, "generate the synthetic task, build tokenizer + tiny model, SFT the long-CoT base "
+                    "model (the frozen LLM), evaluate it"),
     Stage("assistant", "train the smaller assistant on the task's concise solutions (frozen afterwards) → "
           "runs/<name>/assistant/", ("softcot.assistant", "softcot.assistant_model"), (f"{ASSISTANT_MODEL}/config.json",),
           _assistant, needed=lambda cfg: cfg.softcot.assistant_model is None),
