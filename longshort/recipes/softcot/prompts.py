@@ -8,6 +8,7 @@ prompt (the "LLM alone" baseline): no markers, no placeholders.
 
 from __future__ import annotations
 
+import string
 from dataclasses import dataclass
 
 from longshort.core.errors import LongshortError
@@ -29,6 +30,16 @@ class PromptConfig:
     llm_slot: str = "<|pad|>"
 
     def validate(self) -> None:
+        allowed = {"assistant": {"problem", "n"}, "assistant_prefix": {"n"}, "llm": {"problem", "n", "thoughts"}}
+        for key, names in allowed.items():
+            try:
+                used = {f for _, f, _, _ in string.Formatter().parse(getattr(self, key)) if f is not None}
+            except ValueError as e:
+                raise ValueError(f"{key}: {getattr(self, key)!r} is not a valid template ({e}); write literal "
+                                 "braces as {{ and }}") from None
+            if used - names:
+                raise ValueError(f"{key}: {getattr(self, key)!r} uses {sorted(used - names)}; accepted: "
+                                 f"{', '.join('{' + n + '}' for n in sorted(names))}, literal braces as {{{{ }}}}")
         if self.llm.count("{thoughts}") != 1:
             raise ValueError(f"llm: {self.llm!r} needs '{{thoughts}}' exactly once; accepted: e.g. "
                              "'{problem}\\nHints: {thoughts}'")

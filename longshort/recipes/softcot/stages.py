@@ -1,6 +1,7 @@
 """SoftCoT's pipeline as stage declarations: bootstrap (the embedded long-CoT model, which is the frozen LLM),
 assistant (a smaller model taught on the task, then frozen), train (the projection only), eval (the LLM alone, the
-untrained projection, the trained one), export (the projection, the model references, a manifest)."""
+untrained projection, the trained one with the assistant reading another problem, the trained one), export (the
+projection, the model references, a manifest)."""
 
 from __future__ import annotations
 

@@ -87,6 +87,9 @@ def test_prompts_put_n_placeholders_where_thoughts_go_and_none_for_the_llm_alone
     assert asst == plain + [tok.pad_token_id] * 4
     with pytest.raises(ValueError, match="thoughts"):
         PromptConfig(llm="{problem}").validate()
+    with pytest.raises(ValueError, match=r"assistant: .* uses \['thoughts'\]"):
+        PromptConfig(assistant="{problem} {thoughts}").validate()
+    PromptConfig(llm="{problem} in \\boxed{{}}: {thoughts}").validate()  # literal braces doubled
 
 
 def test_malformed_batches_are_refused_naming_the_row(pair):
