@@ -4,6 +4,7 @@ accuracy-vs-tokens plot. Kept apart from ``evaluation`` so the report can be rem
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 CSV_COLUMNS = ["system", "kind", "benchmark", "n", "k", "accuracy", "accuracy_se", "accuracy_std", "mean_tokens", "median_tokens",
@@ -92,4 +93,15 @@ def write_report(summary: dict, out_dir: Path) -> dict[str, Path]:
         writer.writeheader()
         writer.writerows(csv_rows(summary))
     plot(summary, paths["plot"])
+    return paths
+
+
+def write_results(summary: dict, out_dir: Path, tracker=None) -> dict[str, Path]:
+    """``results.json`` and the report made from it in ``out_dir``; each system's scalar metrics to ``tracker``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "results.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    paths = write_report(summary, out_dir)
+    if tracker is not None:
+        tracker.log({f"eval/{s}/{b}/{k}": v for s, per in summary["results"].items() for b, m in per.items()
+                     for k, v in m.items() if isinstance(v, int | float)}, step=0)
     return paths

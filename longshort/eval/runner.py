@@ -11,7 +11,6 @@ is also what the SFT stage's pair eval and ``longshort solve`` use.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import statistics
@@ -282,12 +281,17 @@ def accuracy_se(correct: list[bool], n: int, k: int) -> float:
     return statistics.stdev(per_problem) / n**0.5
 
 
-def _metrics(answers: list[Answer], correct: list[bool], n: int, k: int, roles: tuple[str, ...]) -> dict:
+def accuracy_metrics(correct: list[bool], tokens: list[int], n: int, k: int) -> dict:
+    """pass@1 over ``k`` samples of ``n`` problems (sample-major: sample j's answers at ``j * n .. j * n + n``),
+    ± its standard error over problems, each sample's accuracy, and tokens per answer."""
     runs = [sum(correct[j * n : (j + 1) * n]) / n for j in range(k)]
-    totals = [a.total for a in answers]
-    m = {"n": n, "k": k, "accuracy": sum(runs) / k, "accuracy_se": accuracy_se(correct, n, k),
-         "accuracy_std": statistics.pstdev(runs), "accuracy_runs": runs,
-         "mean_tokens": statistics.fmean(totals), "median_tokens": float(statistics.median(totals))}
+    return {"n": n, "k": k, "accuracy": sum(runs) / k, "accuracy_se": accuracy_se(correct, n, k),
+            "accuracy_std": statistics.pstdev(runs), "accuracy_runs": runs,
+            "mean_tokens": statistics.fmean(tokens), "median_tokens": float(statistics.median(tokens))}
+
+
+def _metrics(answers: list[Answer], correct: list[bool], n: int, k: int, roles: tuple[str, ...]) -> dict:
+    m = accuracy_metrics(correct, [a.total for a in answers], n, k)
     for role in roles:  # a team's tokens per role (a single model's are mean_tokens)
         m[f"tokens_{role}"] = statistics.fmean(a.tokens[role] for a in answers)
     m["mean_turns"] = statistics.fmean(len(a.turns) for a in answers)
@@ -311,7 +315,7 @@ def run_eval(cfg: EvalConfig, run_dir: str | Path, tracker=None, verifier=None) 
     from longshort.core.config import to_dict
     from longshort.data.tokenizers import check_shared_tokenizer
     from longshort.data.verify import shared_verifier
-    from longshort.eval.report import write_report
+    from longshort.eval.report import write_results
 
     run_dir = Path(run_dir)
     out = run_dir / rd.EVAL
@@ -364,10 +368,5 @@ def run_eval(cfg: EvalConfig, run_dir: str | Path, tracker=None, verifier=None) 
         "results": results,
         "skipped": skipped,
     }
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-    write_report(summary, out)
-    if tracker is not None:
-        tracker.log({f"eval/{s}/{b}/{k}": v for s, per in results.items() for b, m in per.items()
-                     for k, v in m.items() if isinstance(v, int | float)}, step=0)
+    write_results(summary, out, tracker)
     return summary

@@ -14,8 +14,8 @@ import time
 from pathlib import Path
 
 from longshort.core import run_dir as rd
-from longshort.eval.report import write_report
-from longshort.eval.runner import accuracy_se
+from longshort.eval.report import write_results
+from longshort.eval.runner import accuracy_metrics
 from longshort.recipes.softcot.config import INIT_MODEL, TRAINED_MODEL
 
 log = logging.getLogger("longshort")
@@ -38,15 +38,6 @@ def load_system(model_dir: str | Path, device: str = "auto", dtype: str = "auto"
     return model, toks[0], toks[1]
 
 
-def metrics(correct: list[bool], tokens: list[int], finished: list[bool], n: int, k: int, seconds: float) -> dict:
-    """``correct``/``tokens`` are seed-major (seed j's answers at ``j * n .. j * n + n``)."""
-    runs = [sum(correct[j * n:(j + 1) * n]) / n for j in range(k)]
-    return {"n": n, "k": k, "accuracy": sum(runs) / k, "accuracy_se": accuracy_se(correct, n, k),
-            "accuracy_std": statistics.pstdev(runs), "accuracy_runs": runs, "mean_tokens": statistics.fmean(tokens),
-            "median_tokens": float(statistics.median(tokens)), "truncated": 1 - statistics.fmean(finished),
-            "seconds": seconds}
-
-
 def evaluate(model, llm_tok, assistant_tok, prompts, problems: list, n_thoughts: int, cfg, verifier,
              samples_path: Path | None = None, other_problem: bool = False) -> dict:
     """``other_problem``: the assistant reads the next problem's text (the last reads the first), the LLM its own."""
@@ -54,23 +45,18 @@ def evaluate(model, llm_tok, assistant_tok, prompts, problems: list, n_thoughts:
 
     seeds = cfg.seeds if cfg.temperature > 0 else cfg.seeds[:1]
     texts = [p.problem for p in problems]
-    reads = texts[1:] + texts[:1] if other_problem else None
     t0 = time.perf_counter()
-    correct, tokens, finished, rows = [], [], [], []
-    for seed in seeds:
-        answers = generate(model, llm_tok, assistant_tok, prompts, texts, n_thoughts, temperature=cfg.temperature,
-                           top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens, seed=seed, batch_size=cfg.batch_size,
-                           assistant_reads=reads)
-        verdicts = verifier.judge_many([a.text for a in answers], [p.gold for p in problems])
-        for p, a, v in zip(problems, answers, verdicts, strict=True):
-            correct.append(v.correct)
-            tokens.append(a.tokens)
-            finished.append(a.finished)
-            rows.append({"id": p.id, "seed": seed, "answer": v.answer, "correct": v.correct, "tokens": a.tokens,
-                         "text": a.text})
+    answers = generate(model, llm_tok, assistant_tok, prompts, texts, n_thoughts, temperature=cfg.temperature,
+                       top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens, seeds=seeds, batch_size=cfg.batch_size,
+                       assistant_reads=texts[1:] + texts[:1] if other_problem else None)
+    verdicts = verifier.judge_many([a.text for a in answers], [p.gold for p in problems] * len(seeds))
     if samples_path is not None:
+        rows = [{"id": p.id, "seed": seed, "answer": v.answer, "correct": v.correct, "tokens": a.tokens,
+                 "text": a.text} for (seed, p), a, v in zip(((s, p) for s in seeds for p in problems), answers,
+                                                             verdicts, strict=True)]
         samples_path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-    return metrics(correct, tokens, finished, len(problems), len(seeds), time.perf_counter() - t0)
+    m = accuracy_metrics([v.correct for v in verdicts], [a.tokens for a in answers], len(problems), len(seeds))
+    return {**m, "truncated": 1 - statistics.fmean(a.finished for a in answers), "seconds": time.perf_counter() - t0}
 
 
 def run_softcot_eval(cfg, run_dir: Path, tracker, verifier) -> dict:
@@ -90,9 +76,11 @@ def run_softcot_eval(cfg, run_dir: Path, tracker, verifier) -> dict:
                "softcot": ("softcot", TRAINED_MODEL, n, False)}
     out = run_dir / rd.EVAL
     out.mkdir(parents=True, exist_ok=True)
-    results = {}
+    results, loaded = {}, {}
     for name, (_, model_dir, thoughts, other) in systems.items():
-        model, llm_tok, assistant_tok = load_system(run_dir / model_dir, ev.device, ev.dtype)
+        if model_dir not in loaded:  # each composite once (two rows read each)
+            loaded = {model_dir: load_system(run_dir / model_dir, ev.device, ev.dtype)}
+        model, llm_tok, assistant_tok = loaded[model_dir]
         m = evaluate(model, llm_tok, assistant_tok, sc.prompts, problems, thoughts, ev, verifier,
                      out / f"samples-{name}.jsonl", other_problem=other)
         results[name] = {ev.name: m}
@@ -109,9 +97,5 @@ def run_softcot_eval(cfg, run_dir: Path, tracker, verifier) -> dict:
                     for name, (kind, model_dir, thoughts, other) in systems.items()},
         "results": results,
     }
-    (out / "results.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-    write_report(summary, out)
-    if tracker is not None:
-        tracker.log({f"eval/{s}/{b}/{key}": v for s, per in results.items() for b, m in per.items()
-                     for key, v in m.items() if isinstance(v, int | float)}, step=0)
+    write_results(summary, out, tracker)
     return summary

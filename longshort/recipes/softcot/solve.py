@@ -31,7 +31,7 @@ def solve(args: argparse.Namespace, stdin=None) -> list[dict]:
         model, llm_tok, assistant_tok = load_system(root, args.device, "auto" if args.dtype == "auto" else args.dtype)
         answers = generate(model, llm_tok, assistant_tok, PromptConfig(**manifest["prompts"]), problems,
                            manifest["thoughts"], temperature=args.temperature, max_new_tokens=args.max_turn_tokens,
-                           seed=args.seed)
+                           seeds=(args.seed,))
     return [{"problem": p, "text": a.text, "tokens": a.tokens, "thoughts": manifest["thoughts"],
              "answer": (extract_answer(a.text) or None) if a.finished else None,
              "status": "finished" if a.finished else "cut"} for p, a in zip(problems, answers, strict=True)]
