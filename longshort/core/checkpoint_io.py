@@ -1,10 +1,12 @@
-"""Checkpoint file helpers: publish a directory atomically, capture and restore every RNG, name a damaged weights file."""
+"""Checkpoint file helpers: publish a directory atomically (or stage one to publish), capture and restore every RNG, name a damaged weights file."""
 
 from __future__ import annotations
 
 import os
 import random
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +45,21 @@ def replace_dir(tmp: Path, final: Path) -> None:
     os.replace(tmp, final)
     _fsync_dir(final.parent)
     shutil.rmtree(old, ignore_errors=True)
+
+
+@contextmanager
+def staged_dir(final: Path) -> Iterator[Path]:
+    """A fresh ``.tmp-<name>`` beside ``final`` to write into (not created: fill it with ``copytree`` or ``mkdir``);
+    published as ``final`` with ``replace_dir`` when the block ends, deleted if it raises."""
+    tmp = final.parent / f".tmp-{final.name}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        yield tmp
+        replace_dir(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def damaged_weights(model_dir: str | Path) -> str | None:

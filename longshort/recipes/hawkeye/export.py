@@ -46,7 +46,7 @@ def planner_dir(run_dir: Path, source: str, given: str | None = None) -> tuple[s
 
 
 def run_export(cfg: HawkeyeExportConfig, run_dir: str | Path, hawkeye=None) -> Path:
-    from longshort.core.checkpoint_io import replace_dir
+    from longshort.core.checkpoint_io import staged_dir
 
     run_dir = Path(run_dir)
     stage, planner = planner_dir(run_dir, cfg.source, getattr(hawkeye, "planner_model", None))
@@ -54,10 +54,7 @@ def run_export(cfg: HawkeyeExportConfig, run_dir: str | Path, hawkeye=None) -> P
     if not (responder / "config.json").exists():
         raise LongshortError(f"export: the responder {responder} does not exist; run `longshort responder` first")
     out = Path(cfg.out) if cfg.out else run_dir / rd.EXPORT
-    tmp = out.parent / f".tmp-{out.name}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    try:
+    with staged_dir(out) as tmp:
         models = {}
         for role, src in (("planner", planner), ("responder", responder)):
             shutil.copytree(src, tmp / role, ignore=shutil.ignore_patterns("*.tmp", ".*"))
@@ -71,9 +68,5 @@ def run_export(cfg: HawkeyeExportConfig, run_dir: str | Path, hawkeye=None) -> P
                                  "headers": {r: ROLE_TOKENS[rules.header(r)] for r in rules.order}},
                     "eval": json.loads(evals.read_text())["results"] if evals.exists() else None}
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-        replace_dir(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     log.info("export: %s planner + responder of run %s -> %s", stage, run_dir.name, out)
     return out

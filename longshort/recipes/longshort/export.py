@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -149,17 +148,14 @@ def _eval_summary(run_dir: Path) -> tuple[dict | None, str | None]:
 
 def run_export(cfg: ExportConfig, run_dir: str | Path, tracker=None) -> Path:
     """Write the pair of ``run_dir`` to ``cfg.out`` (default ``<run>/export``); returns that directory."""
-    from longshort.core.checkpoint_io import replace_dir
+    from longshort.core.checkpoint_io import staged_dir
 
     run_dir = Path(run_dir)
     stage, sources = find_pair(run_dir, cfg.source)
     out = Path(cfg.out) if cfg.out else run_dir / rd.EXPORT
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".tmp-{out.name}"
-    shutil.rmtree(tmp, ignore_errors=True)
     t0 = time.perf_counter()
     models, role_ids, vocab = {}, {}, {}
-    try:
+    with staged_dir(out) as tmp:
         for role, src in sources.items():
             models[role], role_ids[role], vocab[role] = _export_role(src, tmp / role, cfg.dtype)
         if role_ids["long"] != role_ids["short"] or vocab["long"] != vocab["short"]:
@@ -172,10 +168,6 @@ def run_export(cfg: ExportConfig, run_dir: str | Path, tracker=None) -> Path:
                     "eval": evals}
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
         (tmp / "README.md").write_text(model_card(manifest, table, out.name), encoding="utf-8")
-        replace_dir(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     log.info("export: %s pair of run %s -> %s (%.1fs)", stage, run_dir.name, out, time.perf_counter() - t0)
     if tracker is not None:
         tracker.log_artifact(out, "longshort_pair", "model")

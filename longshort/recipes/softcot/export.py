@@ -33,7 +33,7 @@ class SoftCoTExportConfig:
 
 
 def run_export(cfg: SoftCoTExportConfig, run_dir: str | Path, softcot) -> Path:
-    from longshort.core.checkpoint_io import replace_dir
+    from longshort.core.checkpoint_io import staged_dir
 
     run_dir = Path(run_dir)
     src = run_dir / TRAINED_MODEL
@@ -41,10 +41,7 @@ def run_export(cfg: SoftCoTExportConfig, run_dir: str | Path, softcot) -> Path:
         raise LongshortError(f"export: {src / WEIGHTS} does not exist; run `longshort train` first")
     spec = json.loads((src / SPEC).read_text(encoding="utf-8"))
     out = Path(cfg.out) if cfg.out else run_dir / rd.EXPORT
-    tmp = out.parent / f".tmp-{out.name}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    try:
+    with staged_dir(out) as tmp:
         shutil.copytree(src, tmp, ignore=shutil.ignore_patterns("*.tmp", ".*"))
         models = {}
         for role in ("llm", "assistant"):
@@ -64,9 +61,5 @@ def run_export(cfg: SoftCoTExportConfig, run_dir: str | Path, softcot) -> Path:
                     "prompts": asdict(softcot.prompts),
                     "eval": json.loads(evals.read_text())["results"] if evals.exists() else None}
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-        replace_dir(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     log.info("export: SoftCoT projection of run %s -> %s", run_dir.name, out)
     return out
