@@ -213,7 +213,8 @@ class Trainer:
         )
         self.engine.train()
         self.module = self.engine.module
-        # a composite model's frozen parts (they come from their own files) stay out of its checkpoints
+        # A composite model's frozen parts come from their own files: DeepSpeed leaves them (and, under ZeRO-2/3, their
+        # fragments) out of checkpoints with exclude_frozen_parameters, and a resume loads the rest non-strictly.
         self.has_frozen = any(not p.requires_grad for p in self.module.parameters())
 
     def _param_groups(self, model) -> list[dict]:
@@ -300,16 +301,17 @@ class Trainer:
                 yield name, p.data
 
     def gathered_state_dict(self) -> dict[str, torch.Tensor] | None:
-        """Full CPU state dict on rank 0 (``None`` elsewhere); collective."""
+        """Full CPU state dict on rank 0 (``None`` elsewhere); collective. Only what ``module.state_dict()`` holds
+        is copied: a composite model whose state leaves out its frozen parts (SoftCoT's) exports none of them."""
+        keep = set(self.module.state_dict().keys())
         sd: dict[str, torch.Tensor] = {}
         for name, t in self.iter_full_params():
-            if self.rank == 0:
+            if self.rank == 0 and name in keep:
                 sd[name] = t.detach().to("cpu", copy=True)
         if self.rank != 0:
             return None
-        persistent = set(self.module.state_dict().keys())
         for name, b in self.module.named_buffers():
-            if name in persistent:
+            if name in keep:
                 sd[name] = b.detach().to("cpu", copy=True)
         return sd
 
