@@ -37,6 +37,7 @@ from longshort.rl import checkpoint as ckpt
 from longshort.rl.advantages import Estimator, compute_advantages
 from longshort.rl.episodes import EpisodeConfig, PromptItem, rollout
 from longshort.rl.experience import Aggregation, make_minibatches, role_sequences
+from longshort.rl.group_filter import GroupFilterConfig, select_groups
 from longshort.rl.metrics import base_metrics, episode_metrics, evaluate, sample_columns, sample_rows
 from longshort.rl.policy_loss import KLEstimator, LossSpec
 from longshort.rl.rewards import RewardTerm, check_terms, compute_rewards
@@ -96,6 +97,7 @@ class RLSettings:
     schedule: Literal["both", "alternate"] = "both"
     alternate_every: int = field(default=1, metadata={"ge": 1})  # steps per phase with schedule: alternate
     mini_batches: int = field(default=1, metadata={"ge": 1})  # optimizer steps per role per RL step
+    filter_groups: GroupFilterConfig = field(default_factory=GroupFilterConfig)  # dynamic sampling (group_filter.py)
     rewards: list[RewardTerm] = field(default_factory=_default_rewards)
     optim: RLOptimConfig = field(default_factory=RLOptimConfig)
     train: ProblemSource = field(default_factory=ProblemSource)  # path "": <run>/bootstrap/data/train.jsonl
@@ -314,7 +316,7 @@ def _step(cfg: RLSettings, pol, tok, stream, step: int, verifier, limit, spec: U
           hook: Hook | None) -> dict:
     """One RL step: rollout, rewards, per-role advantages and update, weight sync. Returns the step's metrics."""
     t_step = time.perf_counter()
-    prompts = stream.take(cfg.prompts_per_step)
+    prompts = stream.take(cfg.filter_groups.problems_per_step(cfg.prompts_per_step))
     roles = tuple(cfg.ROLES)
     episodes, rstats = rollout(prompts, {r: pol[r].generate for r in roles}, tok, cfg.episode,
                                group_size=cfg.group_size, seed=cfg.seed, step=step, context_limit=limit, rules=cfg.RULES)
@@ -324,13 +326,15 @@ def _step(cfg: RLSettings, pol, tok, stream, step: int, verifier, limit, spec: U
     t0 = time.perf_counter()
     rewards = compute_rewards(episodes, cfg.rewards, verifier, tok, roles)
     t_reward = time.perf_counter() - t0
-    groups = [e.group for e in episodes]
-    advantages = {r: compute_advantages(rewards.total[r], groups, cfg.advantage) for r in cfg.trainable_roles}
-    m = episode_metrics(episodes, rewards, advantages, roles)
+    trained, trained_rewards, m = (select_groups(episodes, rewards, cfg.prompts_per_step, cfg.filter_groups.metric)
+                                   if cfg.filter_groups.enable else (episodes, rewards, {}))
+    groups = [e.group for e in trained]
+    advantages = {r: compute_advantages(trained_rewards.total[r], groups, cfg.advantage) for r in cfg.trainable_roles}
+    m.update(episode_metrics(episodes, rewards, advantages, roles))  # episodes: every rollout; advantages: trained
     n_ranks = {r: len(pol[r].ranks) for r in cfg.trainable_roles}
     train_tokens = 0.0
     for role in cfg.training_roles(step):
-        seqs = role_sequences(episodes, role, advantages[role])
+        seqs = role_sequences(trained, role, advantages[role])
         need = cfg.mini_batches * n_ranks[role] * cfg.optim.grad_accum
         if len(seqs) < need:
             log.warning("rl step %d: %s wrote tokens in %d episodes, fewer than the %d micro-batches of an update; "

@@ -153,3 +153,27 @@ def test_a_damaged_newest_checkpoint_resumes_from_the_one_before(uninterrupted, 
         a = load_file(result_a.models[role] / "model.safetensors")
         b = load_file(result.models[role] / "model.safetensors")
         assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+
+@pytest.mark.parametrize("metric", ["correctness", "reward"])
+def test_dynamic_sampling_trains_only_on_groups_that_disagree(ray_local, template, tmp_path, metric):
+    """The template pair never answers right, so on correctness no group disagrees: nothing is trained (the update
+    is skipped, the weights stay); on the total reward (length terms differ) two of the six groups are."""
+    from safetensors.torch import load_file
+
+    cfg = {**CFG, "steps": 1, "mini_batches": 1, "kl_coef": 0.0, "save_every": 0, "eval_at_end": False,
+           "filter_groups": {"enable": True, "oversample": 3, "metric": metric}}
+    run_dir = _copy(template, tmp_path)
+    with Tracker(TrackingConfig(backends=["jsonl"], mode="disabled"), run_dir) as tracker:
+        result = run_rl(build(RLConfig, cfg, "rl"), run_dir, TOPO, tracker)
+    m = _steps(run_dir)[1]
+    assert m["episode/count"] == 3 * 2 * 4 and m["filter/groups_rolled_out"] == 6  # every rollout is reported
+    assert m["episode/accuracy"] == 0.0
+    trained = {"correctness": 0.0, "reward": 2.0}[metric]
+    assert m["filter/groups_trained"] == trained and m["filter/groups_mixed"] >= trained
+    start = load_file(template / "sft" / "long" / "model" / "model.safetensors")
+    for role in ("long", "short"):
+        after = load_file(result.models[role] / "model.safetensors")
+        moved = any(not torch.equal(after[k], start[k]) for k in start)
+        assert m[f"{role}/update_skipped"] == (0.0 if trained else 1.0) and moved == bool(trained)
