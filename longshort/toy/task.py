@@ -50,6 +50,10 @@ class TaskConfig:
     error_rate: float = field(default=0.2, metadata={"ge": 0.0, "le": 1.0})  # P(a CoT has a planted wrong step)
     max_correction_delay: int = field(default=1, metadata={"ge": 0})  # steps a wrong value may propagate
     redundancy: float = field(default=0.7, metadata={"ge": 0.0, "le": 1.0})  # P(each optional redundant thought)
+    # Two R1 habits on their own dials (None: derived from ``redundancy`` as before): a hesitation before a step,
+    # and a final pass over the whole chain. The tiny default raises both (R1's long CoTs are mostly such text).
+    hesitation: float | None = field(default=None, metadata={"ge": 0.0, "le": 1.0})  # None: 0.4 x redundancy
+    reverify: float | None = field(default=None, metadata={"ge": 0.0, "le": 1.0})  # None: 0.5 x redundancy
 
     def validate(self) -> None:
         if self.min_steps > self.max_steps:
@@ -198,7 +202,7 @@ def teacher(
     while i < len(ops):
         op = ops[i]
         y = op.apply(x)
-        if rng.random() < cfg.redundancy * 0.4:
+        if rng.random() < (cfg.redundancy * 0.4 if cfg.hesitation is None else cfg.hesitation):
             add(rng.choice(_HESITATIONS), "redundant")
         slip = _slip(x, op, cfg) if i == err_step else None
         if slip is not None:
@@ -230,7 +234,7 @@ def teacher(
             add(_redundant_after_step(rng, x, op, y), "redundant")
         x = y
         i += 1
-    if rng.random() < cfg.redundancy * 0.5:  # a rarer, long re-verification: copying a whole chain is error-prone
+    if rng.random() < (cfg.redundancy * 0.5 if cfg.reverify is None else cfg.reverify):  # copying a chain is error-prone
         chain_text, v = [], start
         for op in ops:
             chain_text.append(op.expr(v, op.apply(v)))

@@ -9,6 +9,7 @@ import pytest
 from builders import ROOT
 
 from longshort.toy.task import (
+    _HESITATIONS,
     CORRECTION_RE,
     SEP,
     TAGS,
@@ -117,6 +118,20 @@ def test_difficulty_knobs():
     assert statistics.mean(len(r["long_cot"]) for r in hard) > 1.8 * statistics.mean(len(r["long_cot"]) for r in easy)
     nums = lambda rs: [int(n) for r in rs for n in re.findall(r"\d+", r["solution"])]  # noqa: E731
     assert max(nums(easy)) <= 20 and max(nums(hard)) > 100
+
+
+def test_r1_habit_dials_set_hesitations_and_final_passes():
+    def count(cfg: TaskConfig) -> tuple[float, float]:
+        recs, _ = generate(cfg)
+        hes = statistics.mean(sum(t["text"] in _HESITATIONS for t in r["thoughts"]) / r["meta"]["steps"] for r in recs)
+        final = statistics.mean("go over the whole chain" in r["long_cot"] for r in recs)
+        return hes, final
+
+    hes, final = count(TaskConfig(seed=0, n_train=300, n_eval=0, hesitation=1.0, reverify=1.0))
+    assert hes > 0.95 and final == 1.0  # a step redone inside a correction has no hesitation of its own
+    assert count(TaskConfig(seed=0, n_train=300, n_eval=0, hesitation=0.0, reverify=0.0)) == (0.0, 0.0)
+    hes, final = count(TaskConfig(seed=0, n_train=300, n_eval=0))  # None: 0.4 and 0.5 x redundancy (0.7)
+    assert 0.2 < hes < 0.36 and 0.28 < final < 0.42
 
 
 def test_config_validation():
