@@ -337,8 +337,9 @@ def _step(cfg: RLSettings, pol, tok, stream, step: int, verifier, limit, spec: U
         seqs = role_sequences(trained, role, advantages[role])
         need = cfg.mini_batches * n_ranks[role] * cfg.optim.grad_accum
         if len(seqs) < need:
-            log.warning("rl step %d: %s wrote tokens in %d episodes, fewer than the %d micro-batches of an update; "
-                        "its update is skipped this step", step, role, len(seqs), need)
+            kept = f" (dynamic sampling kept {len(set(groups))} groups)" if cfg.filter_groups.enable else ""
+            log.warning("rl step %d: %s wrote tokens in %d episodes%s, fewer than the %d micro-batches of an update; "
+                        "its update is skipped this step", step, role, len(seqs), kept, need)
             m[f"{role}/update_skipped"] = 1.0
             continue
         minis = make_minibatches(seqs, mini_batches=cfg.mini_batches, micro_batches=n_ranks[role] * cfg.optim.grad_accum,
