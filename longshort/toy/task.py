@@ -51,7 +51,7 @@ class TaskConfig:
     max_correction_delay: int = field(default=1, metadata={"ge": 0})  # steps a wrong value may propagate
     redundancy: float = field(default=0.7, metadata={"ge": 0.0, "le": 1.0})  # P(each optional redundant thought)
     # Two R1 habits on their own dials (None: derived from ``redundancy`` as before): a hesitation before a step,
-    # and a final pass over the whole chain. The tiny default raises both (R1's long CoTs are mostly such text).
+    # and a final pass over the whole chain (R1's long CoTs are mostly such text; docs/bootstrap.md has their shares).
     hesitation: float | None = field(default=None, metadata={"ge": 0.0, "le": 1.0})  # None: 0.4 x redundancy
     reverify: float | None = field(default=None, metadata={"ge": 0.0, "le": 1.0})  # None: 0.5 x redundancy
 

@@ -28,13 +28,10 @@ def test_keeps_the_first_mixed_groups_with_their_rewards(verifier):
     assert kept_rewards.parts["correctness"]["long"] == [1, 0, 0, 1]
     assert kept_rewards.total["short"] == [rewards.total["short"][i] for i in (2, 3, 6, 7)]
     assert stats == {"filter/groups_rolled_out": 5.0, "filter/groups_mixed": 3.0, "filter/groups_trained": 2.0}
-    none, none_rewards, stats = select_groups(episodes[:2] + episodes[4:6], rewards_of(episodes[:2] + episodes[4:6],
-                                                                                       verifier), keep=8)
+    uniform = episodes[:2] + episodes[4:6]  # one all-right and one all-wrong group
+    none, none_rewards, stats = select_groups(uniform, compute_rewards(uniform, [RewardTerm("correctness")], verifier),
+                                              keep=8)
     assert none == [] and none_rewards.correct == [] and stats["filter/groups_trained"] == 0.0
-
-
-def rewards_of(episodes, verifier):
-    return compute_rewards(episodes, [RewardTerm("correctness")], verifier)
 
 
 def test_config_rolls_out_oversample_times_the_problems():
