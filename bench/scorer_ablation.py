@@ -3,7 +3,8 @@
     python bench/scorer_ablation.py RUN_DIR [--config RUN_DIR/config.yaml] [--eval 1000] [--random-seeds 0 1 2]
 
 RUN_DIR is a finished run through ``longshort score`` (e.g. ``runs/tiny`` after ``longshort run``). For each arm the
-long role keeps the same share of thoughts (``coldstart.ratio`` of the run's config), chosen
+long role keeps the same number of each CoT's thoughts (``coldstart.ratio`` of the run's config, or with ``select:
+threshold`` as many as the threshold keeps by importance), chosen
 
 * by the scorer's importance (the method),
 * at random, once per seed (the floor a scorer must beat),

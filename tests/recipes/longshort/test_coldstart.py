@@ -156,14 +156,22 @@ def test_control_rankings_for_the_scorer_ablation():
     # the default ranks by the scorer's importance
     assert long_role_thoughts(sc, ColdstartConfig(ratio=0.3)) == select_important(
         [t["importance"] for t in sc["thoughts"]], ColdstartConfig(ratio=0.3))
-    # dialogues build from each ranking; tags need the teacher record; a threshold is on importance only
+    # dialogues build from each ranking; tags need the teacher record
     for rank_by in ("importance", "random", "tags"):
         assert synthesize([sc], ColdstartConfig(ratio=0.3, rank_by=rank_by), shared_verifier())
     bare = {k: v for k, v in sc.items() if k != "teacher"}
     with pytest.raises(LongshortError, match="carries no teacher tags"):
         long_role_thoughts(bare, cfg)
-    with pytest.raises(ValueError, match="rank_by: 'random' with select 'threshold'"):
-        ColdstartConfig(select="threshold", rank_by="random").validate()
+    # under a threshold (on importance) a control keeps as many thoughts per CoT as importance does, its own choice
+    imp = [t["importance"] for t in sc["thoughts"]]
+    thr = sorted(imp)[n // 2]
+    by_imp = long_role_thoughts(sc, ColdstartConfig(select="threshold", threshold=thr))
+    assert by_imp == {k for k, v in enumerate(imp) if v >= thr} and 0 < len(by_imp) < n
+    for s in range(3):
+        rand = long_role_thoughts(sc, ColdstartConfig(select="threshold", threshold=thr, rank_by="random", rank_seed=s))
+        assert len(rand) == len(by_imp)
+    oracle = long_role_thoughts(sc, ColdstartConfig(select="threshold", threshold=thr, rank_by="tags"))
+    assert len(oracle) == len(by_imp) and any("correction" in tags[k] for k in oracle)
 
 
 def test_cheapest_opening_promotion():

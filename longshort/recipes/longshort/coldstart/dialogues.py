@@ -85,9 +85,6 @@ class ColdstartConfig:
     tokenizer: str | None = None  # for token counts; None: the bootstrap base model's
 
     def validate(self) -> None:
-        if self.select == "threshold" and self.rank_by != "importance":
-            raise ValueError(f"rank_by: {self.rank_by!r} with select 'threshold' (a threshold is on importance); "
-                             "accepted: select: ratio for the controls, or rank_by: importance")
         if "{text}" not in self.rewrite.prompt:
             raise ValueError("rewrite: prompt has no {text} placeholder; accepted: a template containing {text}")
 
@@ -96,8 +93,16 @@ class ColdstartConfig:
 
 
 def long_role_thoughts(rec: dict, cfg: ColdstartConfig) -> set[int]:
-    """Indices of the CoT's thoughts kept by the long role, ranked by ``cfg.rank_by``."""
-    return select_important(RANKERS[cfg.rank_by](rec, cfg.rank_seed), cfg)
+    """Indices of the CoT's thoughts kept by the long role, ranked by ``cfg.rank_by``.
+
+    With ``select: threshold`` a control ranking (random, tags) keeps as many thoughts of each CoT as the threshold
+    keeps by importance, so the arms of the functional check differ only in which thoughts they keep.
+    """
+    ranks = RANKERS[cfg.rank_by](rec, cfg.rank_seed)
+    if cfg.select == "threshold" and cfg.rank_by != "importance":
+        count = len(select_important(RANKERS["importance"](rec, cfg.rank_seed), cfg))
+        return set(sorted(range(len(ranks)), key=lambda k: (-ranks[k], k))[:count])
+    return select_important(ranks, cfg)
 
 
 def select_important(importances: list[float], cfg: ColdstartConfig) -> set[int]:
