@@ -1,13 +1,14 @@
 """Importance to the pair: score each thought by what it is worth to the SFT'd pair, rebuild the cold start from it.
 
-    python bench/pair_importance.py RUN_DIR [--n 4] [--temperature 0.7] [--seed 0] [--eval 1000]
+    python bench/pair_importance.py RUN_DIR [--pair SFT_DIR] [--n 4] [--temperature 0.7] [--seed 0] [--eval 1000]
 
 RUN_DIR is a finished run through ``longshort sft`` (``runs/tiny`` after ``longshort run``). ``longshort score``
 measures a thought by the base model's own continuations; this measures it by the pair's. For each scored CoT and
-each ``k``, the long role's first turn is the CoT's thoughts ``0..k-1`` verbatim and the SFT'd pair (RUN_DIR/sft)
-carries the dialogue on ``--n`` times at ``--temperature`` (token in, token out); ``a_k`` is the share of those
-dialogues whose answer verifies, smoothed as the scorer does (Beta(0.5, 0.5)), and thought ``k`` gets ``a_{k+1} -
-a_k`` (the opening thought, always the long role's, gets 0). The scores go to ``RUN_DIR-pair-importance/score``,
+each ``k``, the long role's first turn is the CoT's thoughts ``0..k-1`` verbatim and the SFT'd pair (``--pair``,
+default RUN_DIR/sft; e.g. ``RUN_DIR-ablation/random-0/sft``, a pair from a random cold start) carries the
+dialogue on ``--n`` times at ``--temperature`` (token in, token out); ``a_k`` is the share of those dialogues whose
+answer verifies, smoothed as the scorer does (Beta(0.5, 0.5)), and thought ``k`` gets ``a_{k+1} - a_k`` (the
+opening thought, always the long role's, gets 0). The scores go to ``RUN_DIR-pair-importance/scored/score``,
 then the cold start is rebuilt from each score at the run's keep ratio, the pair SFT'd from the base model, and
 evaluated against the base model on ``--eval`` held-out problems (``scorer_ablation.run_arm``). Prints a table.
 """
@@ -27,7 +28,7 @@ from scorer_ablation import run_arm, se  # noqa: E402
 BETA = 0.5
 
 
-def pair_success(run: Path, recs: list[dict], n: int, temperature: float, seed: int) -> dict[tuple[int, int], int]:
+def pair_success(pair: Path, recs: list[dict], n: int, temperature: float, seed: int) -> dict[tuple[int, int], int]:
     """Successes of ``n`` pair dialogues per (CoT, k): the long role opened with thoughts ``0..k-1``."""
     import torch
     from transformers import AutoTokenizer
@@ -38,8 +39,8 @@ def pair_success(run: Path, recs: list[dict], n: int, temperature: float, seed: 
     from longshort.engines.hf.engine import HFEngine
 
     torch.set_num_threads(2)
-    tok = AutoTokenizer.from_pretrained(str(run / "sft/short/model"))
-    engines = {r: HFEngine(str(run / f"sft/{r}/model"), tok, max_batch_size=128, seed=seed) for r in ("long", "short")}
+    tok = AutoTokenizer.from_pretrained(str(pair / "short/model"))
+    engines = {r: HFEngine(str(pair / f"{r}/model"), tok, max_batch_size=128, seed=seed) for r in ("long", "short")}
     end_turn, eos = tok.convert_tokens_to_ids(END_TURN), tok.convert_tokens_to_ids(EOS)
     rows = []  # (cot, k, sample, ids so far, answer ids of the short role's last turn, done)
     for c, rec in enumerate(recs):
@@ -80,19 +81,21 @@ def pair_success(run: Path, recs: list[dict], n: int, temperature: float, seed: 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("run_dir")
+    ap.add_argument("--pair", help="the SFT'd pair that measures (default: RUN_DIR/sft)")
     ap.add_argument("--n", type=int, default=4, help="pair dialogues per prefix")
     ap.add_argument("--temperature", type=float, default=0.7, help="the RL stage's sampling temperature")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--eval", type=int, default=1000, help="held-out problems per evaluation")
     args = ap.parse_args()
     run = Path(args.run_dir).resolve()
-    missing = [p for p in ("score/scores.jsonl", "sft/long/model", "sft/short/model", "config.yaml")
-               if not (run / p).exists()]
+    pair = Path(args.pair).resolve() if args.pair else run / "sft"
+    missing = [str(p) for p in (run / "score/scores.jsonl", pair / "long/model", pair / "short/model",
+                                run / "config.yaml") if not p.exists()]
     if missing:
         sys.exit(f"pair_importance: {run} lacks {missing}; run `longshort run` (or through `longshort sft`) first")
     recs = [json.loads(line) for line in (run / "score/scores.jsonl").open()]
     t0 = time.perf_counter()
-    succ = pair_success(run, recs, args.n, args.temperature, args.seed)
+    succ = pair_success(pair, recs, args.n, args.temperature, args.seed)
     seconds = time.perf_counter() - t0
 
     out = run.with_name(run.name + "-pair-importance")
@@ -117,7 +120,7 @@ def main() -> None:
             run_arm("pair-importance", ["coldstart.rank_by=importance"], scored, run / "config.yaml", out, args.eval)]
     (out / "results.json").write_text(json.dumps(rows, indent=2))
     n = rows[0]["problems"]
-    print(f"\nimportance to the pair on {run}: {len(recs)} CoTs, {args.n} dialogues per prefix at T {args.temperature}, "
+    print(f"\nimportance to the pair ({pair}) on {run}: {len(recs)} CoTs, {args.n} dialogues per prefix at T {args.temperature}, "
           f"seed {args.seed}, {seconds:.0f} s; {n} held-out problems, greedy; base {100 * rows[0]['base_accuracy']:.1f}%"
           f" at {rows[0]['base_tokens']:.0f} tokens\n")
     print("| cold start ranked by | SFT'd pair accuracy (%) | pair tokens | tokens vs base |\n|---|---:|---:|---:|")
