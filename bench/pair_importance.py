@@ -42,7 +42,7 @@ def pair_success(pair: Path, recs: list[dict], n: int, temperature: float, seed:
     tok = AutoTokenizer.from_pretrained(str(pair / "short/model"))
     engines = {r: HFEngine(str(pair / f"{r}/model"), tok, max_batch_size=128, seed=seed) for r in ("long", "short")}
     end_turn, eos = tok.convert_tokens_to_ids(END_TURN), tok.convert_tokens_to_ids(EOS)
-    rows = []  # (cot, k, sample, ids so far, answer ids of the short role's last turn, done)
+    rows = []  # one dialogue each: CoT c, prefix k, sample j, its ids so far, the answer turn's ids, done
     for c, rec in enumerate(recs):
         texts = [t["text"].strip() for t in rec["thoughts"]]
         for k in range(1, len(texts) + 1):

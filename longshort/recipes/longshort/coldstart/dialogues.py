@@ -100,18 +100,20 @@ def long_role_thoughts(rec: dict, cfg: ColdstartConfig) -> set[int]:
     """
     ranks = RANKERS[cfg.rank_by](rec, cfg.rank_seed)
     if cfg.select == "threshold" and cfg.rank_by != "importance":
-        count = len(select_important(RANKERS["importance"](rec, cfg.rank_seed), cfg))
-        return set(sorted(range(len(ranks)), key=lambda k: (-ranks[k], k))[:count])
+        return top_ranked(ranks, len(select_important(RANKERS["importance"](rec, cfg.rank_seed), cfg)))
     return select_important(ranks, cfg)
+
+
+def top_ranked(ranks: list[float], count: int) -> set[int]:
+    """The ``count`` highest-ranked thoughts; ties: the earlier thought first."""
+    return set(sorted(range(len(ranks)), key=lambda k: (-ranks[k], k))[:count])
 
 
 def select_important(importances: list[float], cfg: ColdstartConfig) -> set[int]:
     """Indices of the thoughts kept by the long role, given one rank score per thought."""
     if cfg.select == "threshold":
         return {k for k, v in enumerate(importances) if v >= cfg.threshold}
-    keep = max(1, math.ceil(cfg.ratio * len(importances))) if importances else 0
-    order = sorted(range(len(importances)), key=lambda k: (-importances[k], k))
-    return set(order[:keep])
+    return top_ranked(importances, max(1, math.ceil(cfg.ratio * len(importances))) if importances else 0)
 
 
 def stretches(n: int, important: set[int]) -> list[tuple[str, list[int]]]:
