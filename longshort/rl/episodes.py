@@ -91,7 +91,7 @@ class Episode:
     group: int  # index of the problem in its step (episodes of one group share the problem)
     sample: int  # index within the group
     ids: list[int]  # the whole dialogue: user turn, role headers and generated turns
-    prompt_len: int  # ids of the user turn
+    prompt_len: int  # ids of the user turn and of any given opening turns
     turns: list[Turn] = field(default_factory=list)
     status: Status = "running"
     answer_text: str = ""  # decoded last short turn when finished (for the verifier; training uses ids only)
@@ -125,6 +125,9 @@ class PromptItem:
     problem: str
     answer: str | MultipleChoice  # gold (Problem.gold)
     references: dict[str, str] = field(default_factory=dict)  # e.g. solution, long_cot (length targets)
+    # model turns given, not generated (e.g. a long turn of teacher thoughts): they join the prompt, in the rules'
+    # order, and the dialogue goes on from them; every prompt of one rollout opens with as many
+    opening: tuple[Message, ...] = ()
 
 
 @dataclass
@@ -145,10 +148,24 @@ def request_seed(seed: int, step: int, group: int, sample: int, turn: int) -> in
     return random.Random(f"longshort/{seed}/{step}/{group}/{sample}/{turn}").getrandbits(63)
 
 
+def _opening_turns(prompts: Sequence[PromptItem], rules: TurnRules) -> int:
+    """How many model turns every prompt opens with (checked: the same for all, in the rules' order)."""
+    counts = {len(p.opening) for p in prompts}
+    if len(counts) > 1:
+        raise LongshortError(f"rollout: prompts open with {sorted(counts)} given turns; one rollout needs the same "
+                             "number for every prompt (split the prompts by it)")
+    for p in prompts:
+        roles = [m.role for m in p.opening]
+        if roles != [rules.role(k) for k in range(len(roles))]:
+            raise LongshortError(f"rollout: prompt {p.problem_id!r} opens with turns by {roles}; the turn rules "
+                                 f"give {[rules.role(k) for k in range(len(roles))]}")
+    return counts.pop() if counts else 0
+
+
 def new_episodes(prompts: Sequence[PromptItem], group_size: int, tokenizer) -> list[Episode]:
     out = []
     for g, p in enumerate(prompts):
-        user = render([Message("user", p.problem)], tokenizer, finished=False).ids
+        user = render([Message("user", p.problem), *p.opening], tokenizer, finished=False).ids
         out += [Episode(p.problem_id, p.problem, p.answer, g, i, list(user), len(user), references=p.references)
                 for i in range(group_size)]
     return out
@@ -179,11 +196,12 @@ def rollout(
     if missing:
         raise LongshortError(f"rollout needs a generator for every role; missing: {', '.join(missing)}")
     seed_fn = seed_fn or (lambda e, turn: request_seed(seed, step, e.group, e.sample, turn))
+    opened = _opening_turns(prompts, rules)
     sp = special_ids(tokenizer)
     stops = [sp[EOS], sp["<|end_turn|>"]]
     episodes = new_episodes(prompts, group_size, tokenizer)
     stats = RolloutStats.for_roles(rules.order)
-    for turn in range(cfg.max_turns):
+    for turn in range(opened, cfg.max_turns):
         role = rules.role(turn)
         live = [e for e in episodes if e.status == "running"]
         if not live:

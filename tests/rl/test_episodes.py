@@ -7,7 +7,7 @@ import torch
 from builders import ScriptedEngine, build_run_dir, build_tokenizer
 
 from longshort.core.errors import LongshortError
-from longshort.data.protocol import END_TURN, EOS, header_ids
+from longshort.data.protocol import END_TURN, EOS, Message, header_ids, prompt_ids
 from longshort.engines.hf.engine import HFEngine
 from longshort.rl.episodes import EpisodeConfig, PromptItem, request_seed, rollout
 from longshort.rl.policy_loss import scaled_token_logprobs
@@ -85,6 +85,27 @@ def test_cut_budget_max_turns_and_long_eos(tok):
     assert e.turns[0].rewritten and e.turns[0].end_kind == "handoff" and e.ids[e.turns[0].end - 1] == et
     with pytest.raises(LongshortError, match="missing: short"):
         rollout(PROMPTS, {"long": gens["long"]}, tok, cfg, group_size=1)
+
+
+def test_given_opening_turns_join_the_prompt(tok):
+    """A prompt that opens with a given long turn: the short role speaks first, on exactly the rendered dialogue."""
+    et, eos = tok.convert_tokens_to_ids(END_TURN), tok.convert_tokens_to_ids(EOS)
+    opened = [PromptItem(p.problem_id, p.problem, p.answer, opening=(Message("long", "two plus two"),)) for p in PROMPTS]
+    short = ScriptedEngine(lambda r: _ids(tok, " four") + [eos])
+    cfg = EpisodeConfig(max_turns=4, max_turn_tokens_long=5, max_turn_tokens_short=5, max_episode_tokens=100)
+    eps, stats = rollout(opened, {"long": ScriptedEngine(lambda r: [et]).generate, "short": short.generate}, tok, cfg,
+                         group_size=2, seed=1)
+    assert [[t.role for t in e.turns] for e in eps] == [["short"]] * 4 and stats.calls == {"long": 0, "short": 1}
+    rendered = prompt_ids([Message("user", PROMPTS[0].problem), Message("long", "two plus two")], tok, "short")
+    assert short.calls[0][0].prompt_ids == rendered and eps[0].prompt_len == len(rendered) - 1
+    assert eps[0].answer_text == " four" and eps[0].tokens() == len(_ids(tok, " four")) + 1  # only the generated turn
+    assert short.calls[0][0].params.seed == request_seed(1, 0, 0, 0, 1)  # turn numbers count the given turn
+    mixed = [opened[0], PROMPTS[1]]
+    with pytest.raises(LongshortError, match="same number"):
+        rollout(mixed, {"long": short.generate, "short": short.generate}, tok, cfg, group_size=1)
+    wrong = [PromptItem("a", "x", "1", opening=(Message("short", "hi"),))]
+    with pytest.raises(LongshortError, match="turn rules"):
+        rollout(wrong, {"long": short.generate, "short": short.generate}, tok, cfg, group_size=1)
 
 
 @pytest.fixture(scope="module")
