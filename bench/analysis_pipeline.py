@@ -40,7 +40,8 @@ def main() -> None:
     from longshort.recipes.longshort.chunking.thoughts import run_chunk
     from longshort.recipes.longshort.coldstart.dialogues import ColdstartConfig, run_coldstart
     from longshort.recipes.longshort.pair_sft import PairSFTConfig, run_pair_eval, run_pair_sft
-    from longshort.recipes.longshort.scoring.rollouts import ScoreConfig, run_score
+    from longshort.recipes.longshort.scoring.rollouts import ScoreConfig
+    from longshort.recipes.longshort.scoring.score_stage import run_score
 
     run = Path(args.run_dir)
     if args.fresh:

@@ -80,7 +80,8 @@ class RayEnginePool:
     """``workers`` Ray actors (``EngineWorker``, one engine each); a batch is cut into contiguous slices of about
     equal sample counts, one per actor."""
 
-    def __init__(self, cfg: EnginePoolConfig, model_dir: str | Path, seed: int = 0, name: str = "analysis"):
+    def __init__(self, cfg: EnginePoolConfig, model_dir: str | Path, seed: int = 0, name: str = "analysis",
+                 cpu_share: float = 1.0):
         import ray
 
         from longshort.cluster.workers.engine import EngineWorker
@@ -93,7 +94,7 @@ class RayEnginePool:
         path = kwargs.pop("model_path", None) or kwargs.pop("model")
         kwargs.pop("tokenizer", None)
         threads = cfg.threads_per_worker or 1
-        host = ray.remote(num_cpus=threads, num_gpus=cfg.gpus_per_worker)(EngineWorker)
+        host = ray.remote(num_cpus=threads * cpu_share, num_gpus=cfg.gpus_per_worker)(EngineWorker)
         self._ray = ray
         self.actors = [host.remote(name, i, f"{name}-engine-{i}") for i in range(cfg.workers)]
         # Engines load in parallel; construction errors surface here, not in the middle of a run.
@@ -133,10 +134,13 @@ def split_even(weights: list[int], parts: int) -> list[tuple[int, int]]:
     return bounds
 
 
-def open_engine_pool(cfg: EnginePoolConfig, model_dir: str | Path, seed: int = 0) -> LocalEnginePool | RayEnginePool:
-    """The backend ``cfg`` asks for, hosting the model in ``model_dir``."""
+def open_engine_pool(cfg: EnginePoolConfig, model_dir: str | Path, seed: int = 0, name: str = "analysis",
+                     cpu_share: float = 1.0) -> LocalEnginePool | RayEnginePool:
+    """The backend ``cfg`` asks for, hosting the model in ``model_dir``. ``cpu_share``: the share of its threads an
+    actor reserves on Ray, for pools that take turns (two roles of a dialogue: 1/2 each, so both fit where one
+    would; GPUs are reserved whole)."""
     if cfg.workers == 0:
         log.info("rollouts: %s engine in this process (%s)", cfg.backend, model_dir)
         return LocalEnginePool(make_engine(cfg.backend, **engine_kwargs(cfg, model_dir, seed)))
     log.info("rollouts: %d Ray actors with a %s engine each (%s)", cfg.workers, cfg.backend, model_dir)
-    return RayEnginePool(cfg, model_dir, seed)
+    return RayEnginePool(cfg, model_dir, seed, name, cpu_share)

@@ -13,6 +13,8 @@ EVAL_DATA = "bootstrap/data/eval.jsonl"
 BOOTSTRAP_EVAL = "bootstrap/eval.json"
 # Long⊗Short analysis
 THOUGHTS = "chunk/thoughts.jsonl"
+JUDGE = "judge"  # score.judge: pair: the judge pair's cold start and SFT
+JUDGE_PAIR = "judge/sft"
 SCORES = "score/scores.jsonl"
 SCORE_CACHE = "score/cache"
 DIALOGUES = "coldstart/dialogues.jsonl"

@@ -60,9 +60,13 @@ def _section(cfg, key: str):
 
 
 def fingerprints(cfg) -> dict[str, str]:
-    """Each stage's fingerprint: a hash of its config sections chained to the previous stage's."""
+    """Each stage's fingerprint: a hash of its config sections chained to the previous stage's. A stage this config
+    does not need decides nothing: it passes the previous fingerprint on (its settings rerun nothing)."""
     out, prev = {}, ""
     for stage in _recipe(cfg).stages:
+        if stage.needed is not None and not stage.needed(cfg):
+            out[stage.name] = prev
+            continue
         body = {"stage": stage.name, "upstream": prev,
                 "sections": {s: _section(cfg, s) for s in stage.sections}}
         prev = out[stage.name] = hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()[:16]

@@ -62,7 +62,7 @@ def test_ray_job_submit_runs_the_pipeline(cluster, tmp_path):
     assert "succeeded" in job.stdout.lower(), log
     run = out_dir / "cluster"
     assert (run / "config.yaml").is_file() and (run / "metrics.jsonl").is_file()
-    for stage in ("bootstrap", "chunk", "score", "coldstart", "sft", "rl", "eval", "export"):
+    for stage in ("bootstrap", "chunk", "judge", "score", "coldstart", "sft", "rl", "eval", "export"):
         assert (run / stage / ".complete.json").is_file(), f"stage {stage} did not finish:\n{log}"
     assert (run / "export" / "manifest.json").is_file() and (run / "eval" / "table.md").is_file()
     assert "| base |" in job.stdout  # the results table ends the job's log

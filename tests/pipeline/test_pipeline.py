@@ -17,7 +17,7 @@ from longshort.cli import main
 from longshort.core import run_dir as rd
 from longshort.pipeline.commands import open_tracker, prepare_run
 from longshort.pipeline.run_config import load_run_config
-from longshort.pipeline.runner import MARKER, outputs, plan, run_pipeline
+from longshort.pipeline.runner import MARKER, fingerprints, outputs, plan, run_pipeline
 from longshort.recipes.longshort.recipe import RECIPE
 from longshort.tracking.tracker import read_metrics
 
@@ -62,8 +62,8 @@ def run(tmp_path_factory):
 
 def test_interrupted_stage_resumes_from_its_checkpoint(run):
     # the Ctrl-C hit the long model's SFT at step 3: earlier stages are complete, sft resumes, later ones are new
-    assert run["interrupted"] == {"bootstrap": "done", "chunk": "done", "score": "done", "coldstart": "done",
-                                  "sft": "resume", "rl": "new", "eval": "new", "export": "new"}
+    assert run["interrupted"] == {"bootstrap": "done", "chunk": "done", "judge": "done", "score": "done",
+                                  "coldstart": "done", "sft": "resume", "rl": "new", "eval": "new", "export": "new"}
     long_steps = [r["sft/stage_step"] for r in read_metrics(run["dir"] / "metrics.jsonl") if "sft_long/loss" in r]
     # steps 1-3 from the first attempt, then 3-4 again from the step-2 checkpoint: nothing before it was redone
     assert long_steps == [1, 2, 3, 3, 4]
@@ -97,10 +97,21 @@ def test_a_complete_pipeline_is_skipped_whole(run):
 def test_a_config_change_reruns_exactly_the_stages_downstream(run):
     d = run["dir"]
     cfg = load_run_config(SMOKE, [*run["overrides"], "rl.optim.lr=1e-3"])
-    assert dict(plan(cfg, d)) == {"bootstrap": "done", "chunk": "done", "score": "done", "coldstart": "done",
-                                  "sft": "done", "rl": "changed", "eval": "changed", "export": "changed"}
+    assert dict(plan(cfg, d)) == {"bootstrap": "done", "chunk": "done", "judge": "done", "score": "done",
+                                  "coldstart": "done", "sft": "done", "rl": "changed", "eval": "changed",
+                                  "export": "changed"}
     cfg = load_run_config(SMOKE, [*run["overrides"], "score.n_rollouts=3"])
     assert [s for s, st in plan(cfg, d) if st == "done"] == ["bootstrap", "chunk"]
+    # the judge pair learns from a cold start and SFT: their settings rerun it, and everything after it
+    cfg = load_run_config(SMOKE, [*run["overrides"], "coldstart.ratio=0.3"])
+    assert [s for s, st in plan(cfg, d) if st == "done"] == ["bootstrap", "chunk"]
+    # the base model as the judge: no judge stage, and its settings decide nothing
+    base = [*run["overrides"], "score.judge=base"]
+    assert dict(plan(load_run_config(SMOKE, base), d))["judge"] == "not needed"
+    assert dict(plan(load_run_config(SMOKE, base), d))["score"] == "changed"
+    score = {judge: [fingerprints(load_run_config(SMOKE, [*run["overrides"], f"score.judge={judge}", *more]))["score"]
+                     for more in ([], ["coldstart.ratio=0.3"])] for judge in ("base", "pair")}
+    assert score["base"][0] == score["base"][1] and score["pair"][0] != score["pair"][1]
     assert [s for s, st in plan(run["cfg"], d, restart_from="eval") if st != "done"] == ["eval", "export"]
     # knobs of where and how fast a stage runs (workers, batch sizes, parallel pair SFT, progress bars) rerun nothing
     cfg = load_run_config(SMOKE, [*run["overrides"], "score.engines.max_batch_size=7", "score.batch_cots=3",

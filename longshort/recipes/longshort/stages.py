@@ -21,7 +21,8 @@ def _uses_embedded(cfg) -> bool:
     """Whether a stage of this config reads the embedded base model or its task data (a path left unset)."""
     reads = {
         "chunk": lambda: cfg.chunk.source.path == "",
-        "score": lambda: cfg.score.model is None,
+        "judge": lambda: cfg.sft.long_model is None or cfg.sft.short_model is None,
+        "score": lambda: cfg.score.model is None and cfg.score.judge == "base",
         "sft": lambda: cfg.sft.long_model is None or cfg.sft.short_model is None or cfg.sft.eval.source.path == "",
         "rl": lambda: cfg.rl.train.path == "" or cfg.rl.eval.path == "",
         "eval": lambda: any(b.source.path == "" for b in cfg.eval.benchmarks)
@@ -37,8 +38,14 @@ def _chunk(cfg, run_dir: Path, tracker, resume: bool) -> None:
     run_chunk(cfg.chunk, run_dir, tracker)
 
 
+def _judge(cfg, run_dir: Path, tracker, resume: bool) -> None:
+    from longshort.recipes.longshort.scoring.judge_stage import train_judge_pair
+
+    train_judge_pair(cfg, run_dir, tracker, shared_verifier(cfg.verify))
+
+
 def _score(cfg, run_dir: Path, tracker, resume: bool) -> None:
-    from longshort.recipes.longshort.scoring.rollouts import run_score
+    from longshort.recipes.longshort.scoring.score_stage import run_score
 
     run_score(cfg.score, run_dir, tracker, shared_verifier(cfg.verify))
 
@@ -121,6 +128,10 @@ STAGES = (
     bootstrap_stage(_uses_embedded, report=_bootstrap_report),
     Stage("chunk", "split long CoTs into thoughts (rules, or an engine's grouping validated) → runs/<name>/chunk/",
           ("chunk",), (rd.THOUGHTS,), _chunk),
+    Stage("judge", "under score.judge: pair, the pair that judges thoughts: SFT'd on a cold start of thoughts "
+          "chosen at random (or by the base model's importance) → runs/<name>/judge/", ("score", "coldstart", "sft"),
+          tuple(f"judge/sft/{r}/model/config.json" for r in ("long", "short")), _judge,
+          needed=lambda cfg: cfg.score.judge == "pair" and not cfg.score.pair_judge.pair),
     Stage("score", "Monte Carlo importance of each thought from prefix rollouts (cached, resumable) → "
           "runs/<name>/score/", ("score",), (rd.SCORES,), _score, keep=("cache",)),
     Stage("coldstart", "turn scored CoTs into long/short dialogues that verify → runs/<name>/coldstart/",

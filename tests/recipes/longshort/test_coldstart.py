@@ -34,7 +34,7 @@ from longshort.recipes.longshort.coldstart.dialogues import (
 )
 from longshort.recipes.longshort.coldstart.ranking import TAG_PRIORITY
 from longshort.recipes.longshort.pair_sft import PairSFTConfig, run_pair, run_pair_sft
-from longshort.recipes.longshort.scoring.rollouts import thought_tags
+from longshort.recipes.longshort.scoring.summary import thought_tags
 from longshort.toy.task import write_jsonl
 from longshort.training.sft_data import load_sft_jsonl
 

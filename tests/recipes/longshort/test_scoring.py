@@ -21,9 +21,9 @@ from longshort.recipes.longshort.scoring.rollouts import (
     ScoreConfig,
     model_content_id,
     prefix_cuts,
-    run_score,
-    separation,
 )
+from longshort.recipes.longshort.scoring.score_stage import run_score
+from longshort.recipes.longshort.scoring.summary import separation
 
 N_COTS = 6
 

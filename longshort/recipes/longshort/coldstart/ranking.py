@@ -16,7 +16,7 @@ import random
 from collections.abc import Callable
 
 from longshort.core.errors import LongshortError
-from longshort.recipes.longshort.scoring.rollouts import thought_tags
+from longshort.recipes.longshort.scoring.summary import thought_tags
 
 Ranker = Callable[[dict, int], list[float]]  # (scored CoT, rank_seed) -> one score per thought, higher = kept first
 TAG_PRIORITY = {"correction": 3.0, "essential": 2.0, "error": 1.0, "redundant": 0.0}

@@ -19,11 +19,11 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from longshort.cluster.engine_pool import EnginePoolConfig, open_engine_pool
 from longshort.core import run_dir as rd
@@ -32,11 +32,25 @@ from longshort.core.errors import LongshortError
 from longshort.data.protocol import Message, prompt_ids
 from longshort.engines.base import GenerationRequest, SamplingParams
 from longshort.recipes.longshort.chunking.thoughts import Chunked
-from longshort.recipes.longshort.scoring.importance import ImportanceConfig, importance, roc_auc
+from longshort.recipes.longshort.scoring.importance import ImportanceConfig, importance
 
 log = logging.getLogger("longshort")
-POSITIVE_TAGS = frozenset({"essential", "correction"})  # what a good scorer ranks above "redundant"
 _CACHE_VERSION = 1
+
+
+@dataclass
+class PairJudgeConfig:
+    """The pair that judges thoughts under ``score.judge: pair`` (config section ``score.pair_judge``)."""
+
+    pair: str | None = None  # a dir with long/model and short/model; None: the judge stage's (run_dir/judge/sft)
+    # the judge stage's cold start keeps thoughts chosen at random, or by the base model's importance (it scores
+    # them first: a second round, slower and a better judge; docs/importance.md)
+    rank_by: Literal["random", "importance"] = "random"
+    rank_seed: int = 0  # rank_by: random
+    temperature: float = field(default=0.7, metadata={"ge": 0})  # the pair's (the RL stage's) sampling temperature
+    max_turn_tokens_long: int = field(default=192, metadata={"ge": 1})
+    max_turn_tokens_short: int = field(default=128, metadata={"ge": 1})
+    max_episode_tokens: int = field(default=512, metadata={"ge": 2})
 
 
 @dataclass
@@ -61,8 +75,12 @@ class ScoreConfig:
     model: str | None = None  # HF model dir; None: the bootstrap base model
     data: str | None = None  # chunked CoTs (JSONL); None: run_dir/chunk/thoughts.jsonl
     cache_dir: str | None = None  # None: run_dir/score/cache (point several runs at one dir to share it)
+    # whose continuations measure a thought: the base model's own (the paper's measure), or the pair's: an SFT'd
+    # pair carries on a dialogue whose long turn is the CoT's prefix (pair_judge.py, docs/importance.md)
+    judge: Literal["base", "pair"] = "base"
+    pair_judge: PairJudgeConfig = field(default_factory=lambda: PairJudgeConfig())
     importance: ImportanceConfig = field(default_factory=ImportanceConfig)
-    engines: EnginePoolConfig = field(default_factory=EnginePoolConfig)
+    engines: EnginePoolConfig = field(default_factory=EnginePoolConfig)  # per role for the pair judge
     report: bool = True  # write report.html
     report_cots: int = field(default=30, metadata={"ge": 0})  # CoTs drawn in report.html
 
@@ -185,24 +203,50 @@ class ScoreStats:
     seconds_verify: float = 0.0
 
 
-def rollout_cots(items: list[tuple[str, dict, Chunked]], generate, tokenizer, verifier, cfg: ScoreConfig,
-                 cache: RolloutCache, stats: ScoreStats) -> None:
-    """Generate and verify the prefix rollouts of the ``(key, record, chunked)`` items not in ``cache``."""
+def rollout_cots(items: list[tuple[str, dict, Chunked]], judge, verifier, cfg: ScoreConfig, cache: RolloutCache,
+                 stats: ScoreStats) -> None:
+    """Roll out and verify, with ``judge``, the prefixes of the ``(key, record, chunked)`` items not in ``cache``."""
     from longshort.core.progress import bar
 
     todo = [it for it in items if it[0] not in cache.entries]
     stats.cached += len(items) - len(todo)
     with bar("score", len(todo)) as row:
         for start in range(0, len(todo), cfg.batch_cots):
-            _rollout_batch(todo[start : start + cfg.batch_cots], generate, tokenizer, verifier, cfg, cache, stats)
+            cache.add(judge.rollout(todo[start : start + cfg.batch_cots], verifier, stats))
             row.update(completed=min(start + cfg.batch_cots, len(todo)), description=f"{stats.rollouts} rollouts")
             log.info("score: %d/%d CoTs rolled out (%d samples, %.0f tokens/s)", min(start + cfg.batch_cots, len(todo)),
                      len(todo), stats.rollouts, stats.gen_tokens / max(stats.seconds_generate, 1e-9))
 
 
-def _rollout_batch(batch, generate, tokenizer, verifier, cfg: ScoreConfig, cache: RolloutCache,
-                   stats: ScoreStats) -> None:
-    """Roll out and verify every prefix of one batch of CoTs; add them to the cache."""
+class BaseModelJudge:
+    """A thought is worth what it adds to the base model's own continuations of the CoT (the paper's measure)."""
+
+    def __init__(self, cfg: ScoreConfig, run_dir: Path, backend=None):
+        from transformers import AutoTokenizer
+
+        self.cfg, self.backend, self.own = cfg, backend, backend is None
+        self.model_dir = rd.resolve(run_dir, cfg.model, rd.BASE_MODEL)
+        if not (self.model_dir / "config.json").exists():
+            raise LongshortError(f"score: model {self.model_dir} has no config.json; run `longshort bootstrap` or "
+                                 "set score.model")
+        self.tokenizer = AutoTokenizer.from_pretrained(str(self.model_dir))
+        self.model_id = model_content_id(self.model_dir)
+
+    def key(self, rec: dict, chunked: Chunked) -> str:
+        return cot_key(self.model_id, rec, chunked, self.cfg)
+
+    def rollout(self, batch, verifier, stats: ScoreStats) -> list[dict]:
+        if self.backend is None:
+            self.backend = open_engine_pool(self.cfg.engines, self.model_dir, self.cfg.seed)
+        return _rollout_batch(batch, self.backend, self.tokenizer, verifier, self.cfg, stats)
+
+    def close(self) -> None:
+        if self.own and self.backend is not None:
+            self.backend.close()
+
+
+def _rollout_batch(batch, generate, tokenizer, verifier, cfg: ScoreConfig, stats: ScoreStats) -> list[dict]:
+    """Roll out and verify every prefix of one batch of CoTs: their cache entries."""
     requests, owners = [], []
     meta = {}
     for key, rec, ch in batch:
@@ -237,7 +281,7 @@ def _rollout_batch(batch, generate, tokenizer, verifier, cfg: ScoreConfig, cache
             e["gen_tokens"][k] += len(s.token_ids)
             stats.rollouts += 1
             stats.gen_tokens += len(s.token_ids)
-    cache.add(list(out.values()))
+    return list(out.values())
 
 
 def scored_record(rec: dict, ch: Chunked, entry: dict, cfg: ImportanceConfig) -> dict:
@@ -255,48 +299,7 @@ def scored_record(rec: dict, ch: Chunked, entry: dict, cfg: ImportanceConfig) ->
     return out
 
 
-def thought_tags(rec: dict) -> list[frozenset[str]] | None:
-    """Teacher tags covered by each thought (evaluation only), or None without teacher data."""
-    teacher = rec.get("teacher")
-    if not teacher or teacher.get("cover") is None:
-        return None
-    return [frozenset(teacher["thoughts"][i]["tag"] for i in cov) for cov in teacher["cover"]]
-
-
-def separation(scored: list[dict], key: str = "importance") -> dict:
-    """How well ``key`` ranks essential/correction thoughts above redundant ones (ROC AUC), plus per-tag means.
-
-    A thought covering several teacher thoughts counts as positive if any is essential/correction, negative if
-    all are redundant; thoughts with error steps and no positive tag are left out of the AUC.
-    """
-    scores, labels, by_tag = [], [], {}
-    for rec in scored:
-        tags = thought_tags(rec)
-        if tags is None:
-            continue
-        for t, tg in zip(rec["thoughts"], tags, strict=True):
-            for tag in tg:
-                by_tag.setdefault(tag, []).append(t[key])
-            if tg & POSITIVE_TAGS:
-                scores.append(t[key])
-                labels.append(True)
-            elif tg == {"redundant"}:
-                scores.append(t[key])
-                labels.append(False)
-    out = {"auc": roc_auc(scores, labels) if scores else float("nan"), "positives": sum(labels),
-           "negatives": len(labels) - sum(labels)}
-    out.update({f"mean_{tag}": sum(v) / len(v) for tag, v in sorted(by_tag.items())})
-    return out
-
-
 # --------------------------------------------------------------------------------------------------- stage
-
-
-@dataclass
-class ScoreResult:
-    path: Path  # run_dir/score/scores.jsonl
-    summary: dict
-    stats: ScoreStats
 
 
 def load_chunked(path: Path, limit: int | None = None) -> list[tuple[dict, Chunked]]:
@@ -315,76 +318,4 @@ def load_chunked(path: Path, limit: int | None = None) -> list[tuple[dict, Chunk
                                      "`longshort chunk`") from None
             if limit is not None and len(out) >= limit:
                 break
-    return out
-
-
-def run_score(cfg: ScoreConfig, run_dir: str | Path, tracker=None, verifier=None, backend=None) -> ScoreResult:
-    """Score every chunked CoT into ``run_dir/score/scores.jsonl`` (+ ``summary.json``, ``report.html``).
-
-    ``backend`` overrides ``cfg.engines`` (any callable ``list[GenerationRequest] -> list[GenerationResult]``).
-    """
-    from transformers import AutoTokenizer
-
-    from longshort.data.verify import shared_verifier
-    from longshort.recipes.longshort.scoring.report import write_report
-
-    try:
-        cfg.importance.validate()
-    except ValueError as e:
-        raise LongshortError(f"score config: key 'score.importance.{e}") from None
-    t_start = time.perf_counter()
-    run_dir = Path(run_dir)
-    model_dir = rd.resolve(run_dir, cfg.model, rd.BASE_MODEL)
-    data = load_chunked(rd.resolve(run_dir, cfg.data, rd.THOUGHTS), cfg.limit)
-    out_dir = (run_dir / rd.SCORES).parent
-    cache = RolloutCache(rd.resolve(run_dir, cfg.cache_dir, rd.SCORE_CACHE) / "rollouts.jsonl")
-    if not (model_dir / "config.json").exists():
-        raise LongshortError(f"score: model {model_dir} has no config.json; run `longshort bootstrap` or set score.model")
-    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
-    model_id = model_content_id(model_dir)
-    items = [(cot_key(model_id, rec, ch, cfg), rec, ch) for rec, ch in data]
-    stats = ScoreStats(cots=len(items))
-    verifier = verifier or shared_verifier()
-    own_backend = backend is None and any(key not in cache.entries for key, _, _ in items)
-    if own_backend:
-        backend = open_engine_pool(cfg.engines, model_dir, cfg.seed)
-    try:
-        rollout_cots(items, backend, tokenizer, verifier, cfg, cache, stats)
-    finally:
-        if own_backend:
-            backend.close()
-    scored = [scored_record(rec, ch, cache.entries[key], cfg.importance) for key, rec, ch in items]
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / "scores.jsonl"
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in scored), encoding="utf-8")
-    tmp.replace(path)
-    summary = {k: (None if isinstance(v, float) and math.isnan(v) else v)  # strict JSON: no NaN
-               for k, v in summarize(scored, stats, time.perf_counter() - t_start).items()}
-    summary["config"] = asdict(cfg)
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
-    if cfg.report:
-        write_report(scored, summary, out_dir / "report.html", max_cots=cfg.report_cots)
-    log.info("score: %d CoTs (%d from cache), %d rollouts in %.0fs; AUC essential+correction vs redundant: %s",
-             stats.cots, stats.cached, stats.rollouts, summary["seconds"], summary.get("auc"))
-    if tracker is not None:
-        tracker.log({f"score/{k}": v for k, v in summary.items() if isinstance(v, (int, float))}, step=0)
-    return ScoreResult(path, summary, stats)
-
-
-def summarize(scored: list[dict], stats: ScoreStats, seconds: float) -> dict:
-    thoughts = [t for r in scored for t in r["thoughts"]]
-    out = {"cots": stats.cots, "cached_cots": stats.cached, "thoughts": len(thoughts), "rollouts": stats.rollouts,
-           "gen_tokens": stats.gen_tokens, "seconds": seconds, "seconds_generate": stats.seconds_generate,
-           "seconds_verify": stats.seconds_verify,
-           "tokens_per_s": stats.gen_tokens / stats.seconds_generate if stats.seconds_generate else None,
-           "acc_no_thought": sum(r["acc0"] for r in scored) / max(len(scored), 1),
-           "acc_all_thoughts": sum(r["thoughts"][-1]["acc_after"] if r["thoughts"] else r["acc0"]
-                                   for r in scored) / max(len(scored), 1),
-           "mean_importance": sum(t["importance"] for t in thoughts) / max(len(thoughts), 1)}
-    if any(thought_tags(r) is not None for r in scored):
-        sep = separation(scored)
-        out.update(sep)
-        out["auc_effect_only"] = separation(scored, "effect")["auc"]
-        out["auc_cost_only"] = 1.0 - separation(scored, "cost")["auc"]  # cheap ranked first
     return out
