@@ -14,9 +14,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from longshort.core import run_dir as rd
+from longshort.recipes.longshort.scoring.pair_judge import ROLES
 from longshort.recipes.longshort.scoring.rollouts import load_chunked, prefix_cuts, scored_record
-
-ROLES = ("long", "short")
 
 
 def _unscored(cfg, run_dir: Path, out: Path, tokenizer) -> Path:

@@ -75,9 +75,7 @@ class PairJudge:
         prompts, owners = [], []  # owners[g]: (CoT index in batch, k) of prompt group g
         for c, (_, rec, ch) in enumerate(batch):
             for k in range(1, len(ch.thoughts) + 1):
-                opening = "".join(ch.thoughts[:k]).strip()
-                if not opening:  # only blank thoughts so far: no long turn to give
-                    continue
+                opening = "".join(ch.thoughts[:k]).strip()  # a blank thought fails in render, named
                 prompts.append(PromptItem(f"{rec['id']}/{k}", rec["problem"], str(rec["answer"]),
                                           opening=(Message("long", opening),)))
                 owners.append((c, k))

@@ -78,7 +78,7 @@ class ScoreConfig:
     # whose continuations measure a thought: the base model's own (the paper's measure), or the pair's: an SFT'd
     # pair carries on a dialogue whose long turn is the CoT's prefix (pair_judge.py, docs/importance.md)
     judge: Literal["base", "pair"] = "base"
-    pair_judge: PairJudgeConfig = field(default_factory=lambda: PairJudgeConfig())
+    pair_judge: PairJudgeConfig = field(default_factory=PairJudgeConfig)
     importance: ImportanceConfig = field(default_factory=ImportanceConfig)
     engines: EnginePoolConfig = field(default_factory=EnginePoolConfig)  # per role for the pair judge
     report: bool = True  # write report.html
