@@ -54,6 +54,9 @@ class TaskConfig:
     # and a final pass over the whole chain (R1's long CoTs are mostly such text; docs/bootstrap.md has their shares).
     hesitation: float | None = field(default=None, metadata={"ge": 0.0, "le": 1.0})  # None: 0.4 x redundancy
     reverify: float | None = field(default=None, metadata={"ge": 0.0, "le": 1.0})  # None: 0.5 x redundancy
+    # R1 checks a step more than once: up to this many redundant thoughts follow each step, each with probability
+    # ``redundancy`` (1: the data exactly as before; more: longer CoTs at the same concise solution).
+    checks_per_step: int = field(default=1, metadata={"ge": 0, "le": 8})
 
     def validate(self) -> None:
         if self.min_steps > self.max_steps:
@@ -230,8 +233,9 @@ def teacher(
             i += 1 + len(chain)
             continue
         add(_step(i, phrases[i], op.expr(x, y)), "essential")
-        if rng.random() < cfg.redundancy:
-            add(_redundant_after_step(rng, x, op, y), "redundant")
+        for _ in range(cfg.checks_per_step):
+            if rng.random() < cfg.redundancy:
+                add(_redundant_after_step(rng, x, op, y), "redundant")
         x = y
         i += 1
     if rng.random() < (cfg.redundancy * 0.5 if cfg.reverify is None else cfg.reverify):  # copying a chain is error-prone

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 import statistics
 
@@ -132,6 +134,33 @@ def test_r1_habit_dials_set_hesitations_and_final_passes():
     assert count(TaskConfig(seed=0, n_train=300, n_eval=0, hesitation=0.0, reverify=0.0)) == (0.0, 0.0)
     hes, final = count(TaskConfig(seed=0, n_train=300, n_eval=0))  # None: 0.4 and 0.5 x redundancy (0.7)
     assert 0.2 < hes < 0.36 and 0.28 < final < 0.42
+
+
+def test_checks_per_step_sets_the_redundant_thoughts_after_each_step():
+    def checks(cfg: TaskConfig) -> set[int]:
+        """Redundant thoughts between each clean step and the next thought that is not redundant."""
+        out = set()
+        for r in generate(cfg)[0]:
+            tags = [t["tag"] for t in r["thoughts"]]
+            for i, tag in enumerate(tags[:-1]):
+                if tag == "essential":
+                    j = i + 1
+                    while j < len(tags) and tags[j] == "redundant":
+                        j += 1
+                    out.add(j - i - 1 - (j == len(tags)))  # the closing "So the final number" is not a check
+        return out
+
+    dials = dict(seed=0, n_train=200, n_eval=0, redundancy=1.0, hesitation=0.0, reverify=0.0)
+    assert checks(TaskConfig(**dials, checks_per_step=3)) == {3}
+    assert checks(TaskConfig(**dials, checks_per_step=0)) == {0}
+
+
+def test_the_default_task_data_is_pinned():
+    """Every documented number rests on this data: a change to the generator must be deliberate (update the digest
+    and the docs' numbers together). The digest is of seed 0's data at 2000 training and 200 held-out problems."""
+    records = generate(TaskConfig(seed=0, n_train=2000, n_eval=200))
+    digest = hashlib.sha1(json.dumps(records, sort_keys=True).encode()).hexdigest()
+    assert digest == "705445a911065e41348cde97ba259e149bb70cec"
 
 
 def test_config_validation():
