@@ -19,6 +19,7 @@ from pathlib import Path
 
 from transformers import AutoTokenizer
 
+from longshort.recipes.longshort.coldstart.compression import TeacherCompressor
 from longshort.toy.task import TaskConfig, generate
 
 TEACHERS = [
@@ -31,10 +32,10 @@ TEACHERS = [
 TURN_ENDS = 2  # one END_TURN (long) and one EOS (short)
 
 
-def labelled(solution: str) -> str:
-    """The concise solution as the cold start's short role writes it: each step line labelled, then the answer."""
-    *steps, answer = solution.split("\n")
-    return "\n".join([*(f"Step {i + 1}: {line}" for i, line in enumerate(steps)), answer])
+def short_role_floor(rec: dict) -> str:
+    """Every step as the cold start's short role writes it (its own compressor, labelled), then the answer line."""
+    compressor = TeacherCompressor(rec, step_labels=True)
+    return compressor.compress(list(range(len(rec["thoughts"])))) + "\n" + compressor.answer_line
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -53,7 +54,7 @@ def main(argv: list[str] | None = None) -> None:
         _, problems = generate(TaskConfig(seed=args.seed, n_train=0, n_eval=args.eval, **dials))
         teacher = statistics.mean(count(r["long_cot"]) for r in problems)
         concise = statistics.mean(count(r["solution"]) for r in problems)
-        floor = statistics.mean(min(count(t["text"]) for t in r["thoughts"]) + count(labelled(r["solution"]))
+        floor = statistics.mean(min(count(t["text"]) for t in r["thoughts"]) + count(short_role_floor(r))
                                 + TURN_ENDS for r in problems)
         print(f"{name:46s} {teacher:8.1f} {concise:6.1f} ({concise / teacher:5.1%}) {floor:6.1f} ({floor / teacher:5.1%})")
 
