@@ -10,6 +10,7 @@ BOOTSTRAP = "bootstrap"
 BASE_MODEL = "bootstrap/base_model"
 TRAIN_DATA = "bootstrap/data/train.jsonl"
 EVAL_DATA = "bootstrap/data/eval.jsonl"
+DEV_DATA = "bootstrap/data/dev.jsonl"  # what the stages check their outcome on (core/checks.py)
 BOOTSTRAP_EVAL = "bootstrap/eval.json"
 # Long⊗Short analysis
 THOUGHTS = "chunk/thoughts.jsonl"
@@ -32,6 +33,7 @@ EXPORT = "export"
 CONFIG = "config.yaml"
 PIPELINE_STATE = "pipeline.json"
 STAGE_DONE, STAGE_STARTED = ".complete.json", ".started.json"  # inside a stage's folder
+STAGE_CHECKS = "checks.json"  # inside a stage's folder: its outcome checks (core/checks.py)
 
 
 def role_model(stage: str, role: str) -> str:

@@ -1,11 +1,15 @@
 """The files of ``longshort eval`` made from ``results.json``: the paper's table (Markdown), a long-format CSV, and an
-accuracy-vs-tokens plot. Kept apart from ``evaluation`` so the report can be remade from a results file alone."""
+accuracy-vs-tokens plot. Kept apart from ``evaluation`` so the report can be remade from a results file alone.
+``results.json`` also carries the run's stage checks (``core/checks.py``): a table that rests on a stage that did not
+learn says so under it."""
 
 from __future__ import annotations
 
 import csv
 import json
 from pathlib import Path
+
+from longshort.core import checks as outcome
 
 CSV_COLUMNS = ["system", "kind", "benchmark", "n", "k", "accuracy", "accuracy_se", "accuracy_std", "mean_tokens", "median_tokens",
                "tokens_long", "tokens_short", "tokens_planner", "tokens_responder", "mean_turns", "truncated", "seconds"]
@@ -42,7 +46,25 @@ def table_md(summary: dict) -> str:
                   "tokens per answer (a pair: both roles; by role: each role's share). Avg: unweighted mean over the benchmarks."]
     for system, why in summary.get("skipped", {}).items():
         lines.append(f"Skipped {system}: {why}.")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + checks_md(summary.get("checks", []))) + "\n"
+
+
+def checks_md(checks: list[dict]) -> list[str]:
+    """The "Stage checks" section: each recorded check of the run, passed or FAILED, with its threshold's setting."""
+    if not checks:
+        return []
+    lines = ["", "## Stage checks", "", "| Stage | Check | Value | Threshold | Setting | n | Result |",
+             "|---|---|---:|---:|---|---:|---|"]
+    for data in checks:
+        c = outcome.Check.from_json(data)
+        op = ">=" if c.direction == "min" else "<="
+        lines.append(f"| {c.stage} | {c.what} | {c.value:.4g} | {op} {c.threshold:.4g} | `{c.setting}` | {c.n} | "
+                     f"{'passed' if c.passed else '**FAILED**'} |")
+    failed = [data["stage"] for data in checks if not outcome.Check.from_json(data).passed]
+    if failed:
+        lines += ["", f"FAILED checks: {', '.join(dict.fromkeys(failed))} learned less than later stages need; the rows "
+                      "above rest on them."]
+    return lines
 
 
 def csv_rows(summary: dict) -> list[dict]:
@@ -97,8 +119,11 @@ def write_report(summary: dict, out_dir: Path) -> dict[str, Path]:
 
 
 def write_results(summary: dict, out_dir: Path, tracker=None) -> dict[str, Path]:
-    """``results.json`` and the report made from it in ``out_dir``; each system's scalar metrics to ``tracker``."""
+    """``results.json`` and the report made from it in ``out_dir``; each system's scalar metrics to ``tracker``. The
+    stage checks of the run that ``out_dir`` (``<run>/eval``) belongs to join the summary, unless it has its own."""
     out_dir.mkdir(parents=True, exist_ok=True)
+    if "checks" not in summary:
+        summary["checks"] = [c.to_json() for c in outcome.read(out_dir.parent)]
     (out_dir / "results.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     paths = write_report(summary, out_dir)
     if tracker is not None:

@@ -6,6 +6,9 @@ so a change anywhere upstream reruns everything downstream. A stage is skipped w
 outputs exist. Otherwise it runs: an attempt interrupted with the same fingerprint (``.started.json``) resumes from
 the stage's own checkpoints and caches; a changed config clears the stage's folder first (content-addressed
 caches such as the score cache are kept, since their keys already say what they hold).
+
+A stage's outcome checks (``core/checks.py``: ``<stage>/checks.json``) go into its ``pipeline.json`` record; under
+``pipeline.on_failed_check: stop`` a failed one stops the pipeline before the next stage starts.
 """
 
 from __future__ import annotations
@@ -15,10 +18,11 @@ import json
 import logging
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from longshort.core import checks as outcome
 from longshort.core import manifest
 from longshort.core import run_dir as rd
 from longshort.core.config import to_dict
@@ -37,6 +41,9 @@ class PipelineConfig:
     stages: list[str] | None = None  # a subsequence of the recipe's stages; None: all of them (resolved on load)
     # auto: build the embedded base model only when some stage reads it (a model or data path left unset)
     bootstrap: Literal["auto", "always", "never"] = "auto"
+    # a stage's outcome check failed (it learned less than later stages need): warn loudly and go on, or stop
+    # before the next stage (a skipped stage's failed check stops it too, until the stage reruns or this says warn)
+    on_failed_check: Literal["warn", "stop"] = "warn"
 
 
 def _recipe(cfg) -> Recipe:
@@ -137,6 +144,7 @@ class StageRecord:
     status: str  # done | resume | changed | damaged | unrecorded | new | not needed
     action: str  # skipped | ran
     seconds: float = 0.0
+    checks: list[dict] = field(default_factory=list)  # the stage's outcome checks (core/checks.py)
 
 
 def plan(cfg, run_dir: Path, restart_from: str | None = None) -> list[tuple[str, str]]:
@@ -157,6 +165,18 @@ def plan(cfg, run_dir: Path, restart_from: str | None = None) -> list[tuple[str,
         out.append((name, status))
         forced = forced or status != "done"
     return out
+
+
+def _judge(cfg, found: list[outcome.Check], again: bool = False) -> None:
+    """Stop here under ``pipeline.on_failed_check: stop`` when a check of the stage failed. ``again``: the stage was
+    skipped (done earlier), so its failed checks are said once more, on one line each."""
+    failed = [c for c in found if not c.passed]
+    if again:
+        for c in failed:
+            log.warning("check %s (recorded when the stage ran)", c.line())
+    if failed and cfg.pipeline.on_failed_check == "stop":
+        raise LongshortError(outcome.failure_text(failed) + "\npipeline.on_failed_check is stop: the pipeline stops "
+                             "before the next stage (set it to warn to go on regardless)")
 
 
 def run_pipeline(cfg, run_dir: Path, tracker, restart_from: str | None = None) -> list[StageRecord]:
@@ -181,7 +201,9 @@ def run_pipeline(cfg, run_dir: Path, tracker, restart_from: str | None = None) -
             if display is not None:
                 display.update(overall, completed=i, description=name)
             if status in ("done", "not needed"):
-                records.append(StageRecord(name, status, "skipped"))
+                found = outcome.stage_checks(run_dir, name) if status == "done" else []
+                records.append(StageRecord(name, status, "skipped", checks=[c.to_json() for c in found]))
+                _judge(cfg, found, again=True)
                 continue
             stage, folder = _recipe(cfg).stage(name), run_dir / name
             if status == "damaged":
@@ -213,9 +235,11 @@ def run_pipeline(cfg, run_dir: Path, tracker, restart_from: str | None = None) -
                                        "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), "files": files}) + "\n")
             tmp.replace(folder / MARKER)
             (folder / STARTED).unlink(missing_ok=True)
-            records.append(StageRecord(name, status, "ran", seconds))
+            found = outcome.stage_checks(run_dir, name)
+            records.append(StageRecord(name, status, "ran", seconds, [c.to_json() for c in found]))
             state = {"next_step": steps, "stages": {**state.get("stages", {}), name: asdict(records[-1])}}
             (run_dir / STATE).write_text(json.dumps(state, indent=2) + "\n")
+            _judge(cfg, found)
         if display is not None:
             display.update(overall, completed=len(todo), description="done")
     return records

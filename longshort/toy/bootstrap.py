@@ -5,6 +5,7 @@ Generates the synthetic task (``longshort.toy.task``), trains a tokenizer and bu
 DeepSeek-R1-Distill in the paper), then evaluates it on held-out problems. Layout of ``run_dir``::
 
     data/train.jsonl, data/eval.jsonl   task records (Problem fields + tagged thoughts)
+    data/dev.jsonl                      the dev split every stage checks its outcome on (``core/checks.py``)
     tokenizer/                          HF fast tokenizer with the protocol tokens and chat template
     init_model/                         the model SFT starts from: random tiny, or ``init`` with the protocol tokens
     sft/                                SFT checkpoints (a re-run resumes from them)
@@ -19,15 +20,17 @@ import logging
 import re
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from longshort.core import checks as outcome
+from longshort.core import run_dir as rd
 from longshort.core.errors import LongshortError
 from longshort.data.protocol import THINK_CLOSE, THINK_OPEN, Message
 from longshort.data.verify import VerifyConfig, shared_verifier
 from longshort.eval.runner import run_single
-from longshort.toy.task import CORRECTION_RE, TaskConfig, generate, write_jsonl
+from longshort.toy.task import CORRECTION_RE, TaskConfig, dev_split, generate, read_jsonl, write_jsonl
 from longshort.toy.tiny import TinyModelConfig, TokenizerConfig, build_model, n_params, task_texts, train_tokenizer
 from longshort.training.sft import SFTConfig, SFTResult, run_sft
 from longshort.training.sft_data import SFTExample
@@ -50,6 +53,15 @@ class BootstrapEvalConfig:
 
 
 @dataclass
+class BootstrapCheckConfig:
+    """The base model's outcome check (``core/checks.py``): greedy accuracy on the first ``n`` dev problems, the
+    bootstrap eval's limits. Every later stage starts from this model or reads its CoTs."""
+
+    n: int = field(default=200, metadata={"ge": 1})
+    min_accuracy: float = field(default=0.7, metadata={"ge": 0.0, "le": 1.0})
+
+
+@dataclass
 class BootstrapConfig:
     # "" builds a tokenizer and a tiny model from nothing (``tokenizer`` and ``model`` below); otherwise the base model
     # is this checkpoint fine-tuned on the teacher's long CoTs: a hub name, a directory or a GGUF file
@@ -60,6 +72,7 @@ class BootstrapConfig:
     model: TinyModelConfig = field(default_factory=TinyModelConfig)
     sft: SFTConfig = field(default_factory=_default_sft)
     eval: BootstrapEvalConfig = field(default_factory=BootstrapEvalConfig)
+    check: BootstrapCheckConfig = outcome.check_field(BootstrapCheckConfig)
 
     def validate(self) -> None:
         for name in ("task", "model", "sft"):
@@ -200,9 +213,15 @@ def run_bootstrap(cfg: BootstrapConfig, run_dir: str | Path, tracker=None,
         raise LongshortError(f"bootstrap config: task.{e}") from None
     train_path = write_jsonl(train, run / "data" / "train.jsonl")
     eval_path = write_jsonl(held_out, run / "data" / "eval.jsonl")
+    dev = dev_split(cfg.task, train, held_out)
+    write_jsonl(dev, run / "data" / "dev.jsonl")
+    if len(dev) < cfg.task.n_dev:
+        log.warning("bootstrap: only %d of task.n_dev=%d dev problems are distinct from the train and eval ones at "
+                    "this difficulty; the stages' checks read what there is", len(dev), cfg.task.n_dev)
     (run / "data" / "task.json").write_text(json.dumps(asdict(cfg.task), indent=2) + "\n")
     timings["data_s"] = time.perf_counter() - t0
-    log.info("bootstrap: %d train / %d eval problems -> %s", len(train), len(held_out), train_path.parent)
+    log.info("bootstrap: %d train / %d eval / %d dev problems -> %s", len(train), len(held_out), len(dev),
+             train_path.parent)
 
     t = time.perf_counter()
     init_dir, tok_dir = run / "init_model", run / "tokenizer"
@@ -245,3 +264,22 @@ def run_bootstrap(cfg: BootstrapConfig, run_dir: str | Path, tracker=None,
         tracker.log_artifact(base, "base_model", "model")
         tracker.summary({f"bootstrap/{k}": v for k, v in scalars.items()})
     return BootstrapResult(run, base, tok_dir, train_path, eval_path, metrics, size, sft, timings)
+
+
+def check_base_model(cfg: BootstrapConfig, run_dir: str | Path,
+                     verify: VerifyConfig | None = None) -> list[outcome.Check]:
+    """``bootstrap.check``: the base model's greedy accuracy on the run's dev problems, recorded in
+    ``bootstrap/checks.json`` (``core/checks.py``); no dev split (a bootstrap made before there was one): skipped."""
+    path = Path(run_dir) / rd.DEV_DATA
+    records = read_jsonl(path)[: cfg.check.n] if path.exists() else []
+    if not records:
+        outcome.skip("bootstrap", f"{path} holds no dev problems")
+        return []
+    metrics, _ = evaluate(Path(run_dir) / rd.BASE_MODEL, records, replace(cfg.eval, n=None), verify)
+    return outcome.record(run_dir, [outcome.Check(
+        "bootstrap", "greedy accuracy of the base model", metrics["accuracy"], cfg.check.min_accuracy,
+        "bootstrap.check.min_accuracy", n=metrics["n"],
+        fix="train longer (bootstrap.task.n_train: one SFT epoch) or a larger model (bootstrap.model); "
+            "docs/bootstrap.md has the measured ones",
+        details={"well_formed": metrics["well_formed"], "mean_tokens": metrics["mean_tokens"],
+                 "unfinished": metrics["unfinished"]})])

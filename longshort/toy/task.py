@@ -10,7 +10,8 @@ teacher writes a long CoT of blank-line-separated thoughts, each tagged with its
 
 Without the correction the chain ends on a wrong answer, so reflections truly matter. The tags stay in the
 data for evaluating the importance scorer; models never see them. A concise reference CoT (one line per
-step) is emitted as ``solution``. Everything is deterministic given ``TaskConfig.seed``.
+step) is emitted as ``solution``. Besides train and eval, ``dev_split`` draws the dev problems the stages check
+their outcome on. Everything is deterministic given ``TaskConfig.seed``.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from longshort.core.config import PLACEMENT
 from longshort.core.jsonl import write_jsonl
 from longshort.data.protocol import THINK_CLOSE, THINK_OPEN
 
@@ -40,6 +42,9 @@ class TaskConfig:
     seed: int = 0
     n_train: int = 16000
     n_eval: int = 200
+    # problems of the dev split (``dev_split``), which the stages' outcome checks read; drawn from its own random
+    # stream, so train and eval stay as they were. Left out of stage fingerprints: it decides no training.
+    n_dev: int = field(default=500, metadata={"ge": 0, PLACEMENT: True})
     min_steps: int = field(default=2, metadata={"ge": 1})
     max_steps: int = field(default=4, metadata={"ge": 1})
     # Difficulty by size of numbers: every intermediate value stays in [0, max_value];
@@ -296,6 +301,11 @@ def make_record(rng: random.Random, cfg: TaskConfig, rid: str) -> dict:
 _MAX_MISSES = 5000  # consecutive draws that repeat a held-out problem before giving up
 
 
+def problem_key(rec: dict) -> str:
+    """What makes two problems the same: the start value and the operations (their wording aside)."""
+    return json.dumps([rec["meta"]["start"], rec["meta"]["ops"]])
+
+
 def generate(cfg: TaskConfig) -> tuple[list[dict], list[dict]]:
     """(train, eval) records; eval problems are distinct and never appear in train (compared on the numbers)."""
     cfg.validate()
@@ -309,7 +319,7 @@ def generate(cfg: TaskConfig) -> tuple[list[dict], list[dict]]:
                 raise ValueError(f"n_{split}: cannot draw {n} {split} problems distinct from the held-out ones at "
                                  f"this difficulty (got {len(out)}); lower n_train/n_eval or raise max_steps/max_value")
             rec = make_record(rng, cfg, f"{split}-{len(out):06d}")
-            key = json.dumps([rec["meta"]["start"], rec["meta"]["ops"]])
+            key = problem_key(rec)
             if key in held_out:
                 misses += 1
                 continue
@@ -318,6 +328,26 @@ def generate(cfg: TaskConfig) -> tuple[list[dict], list[dict]]:
                 held_out.add(key)
             out.append(rec)
     return splits["train"], splits["eval"]
+
+
+def dev_split(cfg: TaskConfig, train: list[dict], held_out: list[dict]) -> list[dict]:
+    """Up to ``cfg.n_dev`` dev problems, distinct from each other and from every train and eval problem, drawn from
+    a random stream of their own (``generate``'s output does not change). Fewer when the task has too few problems
+    left outside train and eval (a small, easy task): the caller says so."""
+    rng = random.Random(f"longshort-task-{cfg.seed}-dev")
+    taken = {problem_key(r) for r in train + held_out}
+    out: list[dict] = []
+    misses = 0
+    while len(out) < cfg.n_dev and misses <= _MAX_MISSES:
+        rec = make_record(rng, cfg, f"dev-{len(out):06d}")
+        key = problem_key(rec)
+        if key in taken:
+            misses += 1
+            continue
+        misses = 0
+        taken.add(key)
+        out.append(rec)
+    return out
 
 
 def read_jsonl(path: str | Path) -> list[dict]:

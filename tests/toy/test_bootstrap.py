@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import replace
 
 import pytest
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from longshort.core import checks
 from longshort.core.errors import LongshortError
-from longshort.toy.bootstrap import BootstrapConfig, BootstrapEvalConfig, is_well_formed, run_bootstrap
-from longshort.toy.task import TaskConfig, read_jsonl
+from longshort.toy.bootstrap import (
+    BootstrapCheckConfig,
+    BootstrapConfig,
+    BootstrapEvalConfig,
+    check_base_model,
+    is_well_formed,
+    run_bootstrap,
+)
+from longshort.toy.task import TaskConfig, problem_key, read_jsonl
 from longshort.toy.tiny import TinyModelConfig, TokenizerConfig
 from longshort.tracking.tracker import Tracker, TrackingConfig, read_metrics
 from longshort.training.sft import SFTConfig
@@ -26,11 +35,14 @@ def _small() -> BootstrapConfig:
     )
 
 
-def test_small_bootstrap_produces_every_output(tmp_path):
-    run = tmp_path / "run"
+def test_small_bootstrap_produces_every_output(tmp_path, caplog):
+    run = tmp_path / "bootstrap"
     with Tracker(TrackingConfig(backends=["jsonl"]), run) as tracker:
         res = run_bootstrap(_small(), run, tracker)
     assert len(read_jsonl(run / "data" / "train.jsonl")) == 48 and len(read_jsonl(res.eval_path)) == 6
+    dev = read_jsonl(run / "data" / "dev.jsonl")
+    taken = {problem_key(r) for r in read_jsonl(run / "data" / "train.jsonl") + read_jsonl(res.eval_path)}
+    assert len(dev) == 500 and not {problem_key(r) for r in dev} & taken
     assert (run / "tokenizer" / "tokenizer.json").exists()
     assert (run / "base_model" / "model.safetensors").exists() and res.model_dir == run / "base_model"
     model = AutoModelForCausalLM.from_pretrained(res.model_dir)
@@ -45,6 +57,18 @@ def test_small_bootstrap_produces_every_output(tmp_path):
     assert any("bootstrap/sft/loss" in m for m in logged) and any("bootstrap/eval/accuracy" in m for m in logged)
     assert (run / "tables" / "bootstrap" / "eval_samples.jsonl").exists()
     assert json.loads((run / "summary.json").read_text())["bootstrap/n"] == 6
+    # its outcome check: 4 SFT steps learn nothing, which the check says loudly and records in the stage's folder
+    logger = logging.getLogger("longshort")  # it does not propagate to pytest's root handler
+    logger.addHandler(caplog.handler)
+    try:
+        found = check_base_model(replace(_small(), check=BootstrapCheckConfig(n=5)), tmp_path)
+    finally:
+        logger.removeHandler(caplog.handler)
+    assert [(c.stage, c.n, c.setting, c.passed) for c in found] == [("bootstrap", 5, "bootstrap.check.min_accuracy",
+                                                                     False)]
+    assert checks.stage_checks(tmp_path, "bootstrap") == found and found[0].details["mean_tokens"] <= 24
+    (warned,) = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert "CHECK FAILED: stage 'bootstrap'" in warned and "bootstrap.check.min_accuracy" in warned
 
 
 def test_well_formed():

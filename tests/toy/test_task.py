@@ -17,8 +17,10 @@ from longshort.toy.task import (
     TAGS,
     Op,
     TaskConfig,
+    dev_split,
     generate,
     main,
+    problem_key,
     read_jsonl,
     think_body,
     write_jsonl,
@@ -161,6 +163,24 @@ def test_the_default_task_data_is_pinned():
     records = generate(TaskConfig(seed=0, n_train=2000, n_eval=200))
     digest = hashlib.sha1(json.dumps(records, sort_keys=True).encode()).hexdigest()
     assert digest == "705445a911065e41348cde97ba259e149bb70cec"
+
+
+def test_the_dev_split_is_distinct_deterministic_and_leaves_train_and_eval_as_they_were():
+    cfg = TaskConfig(seed=0, n_train=2000, n_eval=200, n_dev=300)
+    train, held_out = generate(cfg)
+    assert (train, held_out) == generate(TaskConfig(seed=0, n_train=2000, n_eval=200, n_dev=0))  # its own stream
+    dev = dev_split(cfg, train, held_out)
+    assert len(dev) == 300 and dev == dev_split(TaskConfig(seed=0, n_train=2000, n_eval=200, n_dev=300), train,
+                                                held_out)
+    keys = [problem_key(r) for r in dev]
+    assert len(set(keys)) == 300 and not set(keys) & {problem_key(r) for r in train + held_out}
+    assert [r["id"] for r in dev[:2]] == ["dev-000000", "dev-000001"] and all(r["solution"] for r in dev)
+    assert dev_split(TaskConfig(seed=1, n_dev=5), train, held_out) != dev[:5]
+    # a small, easy task runs out of problems outside train and eval: fewer dev problems, no error
+    easy = TaskConfig(seed=0, n_train=400, n_eval=20, n_dev=500, min_steps=1, max_steps=1, max_value=10,
+                      max_operand=2, max_factor=2)
+    few = dev_split(easy, *generate(easy))
+    assert len(few) < 500 and len({problem_key(r) for r in few}) == len(few)
 
 
 def test_config_validation():

@@ -8,9 +8,11 @@ from pathlib import Path
 from typing import ClassVar
 
 from longshort.core import run_dir as rd
+from longshort.core.checks import check_field
 from longshort.core.stage import RoleSpec
 from longshort.data.problems import ProblemSource
 from longshort.data.protocol import PLANNER_RESPONDER_RULES
+from longshort.recipes.hawkeye.checks import ResponderCheckConfig, WarmupCheckConfig
 from longshort.rl.episodes import EpisodeConfig
 from longshort.rl.loop import RLOptimConfig, RLSettings
 from longshort.rl.rewards import RewardTerm
@@ -51,6 +53,7 @@ class ResponderConfig:
     sft: SFTConfig = field(default_factory=_responder_sft)
     examples: int = field(default=48000, metadata={"ge": 1})  # problems reused in order past the data's size
     seed: int = 0
+    check: ResponderCheckConfig = check_field(ResponderCheckConfig)  # its outcome on dev (recipes/hawkeye/checks.py)
 
 
 @dataclass
@@ -67,6 +70,7 @@ class WarmupConfig:
     styles: list[str] = field(default_factory=lambda: ["essential"])
     sft: SFTConfig = field(default_factory=_warmup_sft)
     seed: int = 0
+    check: WarmupCheckConfig = check_field(WarmupCheckConfig)  # its outcome on dev (recipes/hawkeye/checks.py)
 
     def validate(self) -> None:
         from longshort.recipes.hawkeye.data import PLANNER_STYLES

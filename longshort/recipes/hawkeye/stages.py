@@ -12,6 +12,7 @@ from longshort.core import run_dir as rd
 from longshort.core.errors import LongshortError
 from longshort.core.stage import Stage
 from longshort.data.verify import shared_verifier
+from longshort.recipes.hawkeye.checks import check_responder, check_warmup
 from longshort.recipes.hawkeye.config import RESPONDER_MODEL, WARMUP_MODEL
 from longshort.toy.stage import bootstrap_stage
 
@@ -63,6 +64,8 @@ def _responder(cfg, run_dir: Path, tracker, resume: bool) -> None:
     examples = responder_examples(_problems(rc.data, run_dir, "responder"), rc.examples, rc.seed)
     result = run_sft(rc.sft, examples, init, out / "sft", tracker=tracker, metric_prefix="responder/sft/")
     publish(result, out / "model", "responder")
+    check_responder(cfg, run_dir, rd.resolve(run_dir, cfg.hawkeye.planner_model, rd.BASE_MODEL),
+                    run_dir / RESPONDER_MODEL, shared_verifier(cfg.verify))
 
 
 def _warmup(cfg, run_dir: Path, tracker, resume: bool) -> None:
@@ -75,6 +78,8 @@ def _warmup(cfg, run_dir: Path, tracker, resume: bool) -> None:
                      run_dir / "warmup" / "sft",
                      tracker=tracker, metric_prefix="warmup/sft/")
     publish(result, run_dir / WARMUP_MODEL, "warmup")
+    responder = rd.resolve(run_dir, cfg.rl.responder_model or cfg.hawkeye.responder_model, RESPONDER_MODEL)
+    check_warmup(cfg, run_dir, run_dir / WARMUP_MODEL, responder, shared_verifier(cfg.verify))
 
 
 def _rl(cfg, run_dir: Path, tracker, resume: bool) -> None:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from longshort.cluster.engine_pool import EnginePoolConfig, open_engine_pool
+from longshort.core import checks as outcome
 from longshort.core import run_dir as rd
 from longshort.core.config import PLACEMENT
 from longshort.core.errors import LongshortError
@@ -48,6 +49,17 @@ class PairEvalConfig:
     engines: EnginePoolConfig = field(default_factory=EnginePoolConfig)
 
 
+@dataclass
+class PairCheckConfig:
+    """``sft.check`` (``core/checks.py``): the SFT'd pair's greedy accuracy on ``n`` dev problems, under the pair
+    eval's limits and engines. RL samples around this pair: one that cannot finish a dialogue right gives the group
+    advantages nothing to compare."""
+
+    n: int = field(default=200, metadata={"ge": 1})
+    min_accuracy: float = field(default=0.6, metadata={"ge": 0.0, "le": 1.0})
+    dev: ProblemSource = field(default_factory=ProblemSource)  # path "": the run's bootstrap/data/dev.jsonl
+
+
 def _pair_sft_default() -> SFTConfig:
     return SFTConfig(lr=3e-4, min_lr=3e-5, epochs=3, micro_batch_size=8, max_len=512, progress=False)
 
@@ -67,9 +79,22 @@ class PairSFTConfig:
     # on few cores gains more from two trainings than from threads); the short model's metrics are logged after
     # the long model's. On GPUs both use the same devices, so it only suits models that fit twice.
     parallel: bool = field(default=False, metadata={PLACEMENT: True})  # same weights either way
+    check: PairCheckConfig = outcome.check_field(PairCheckConfig)  # the `sft` stage's outcome on dev
 
 
 # ------------------------------------------------------------------------------------------------- eval
+
+
+def _pair_answers(cfg: PairEvalConfig, long_dir: Path, short_dir: Path, tok, texts: list[str],
+                  temperature: float | None = None) -> list:
+    """The pair's dialogues on ``texts`` under the eval's limits and engines (``temperature`` None: the eval's)."""
+    long_b, short_b = open_engine_pool(cfg.engines, long_dir, cfg.seed), open_engine_pool(cfg.engines, short_dir, cfg.seed)
+    try:
+        return run_pair(long_b, short_b, tok, texts, max_turns=cfg.max_turns, max_turn_tokens=cfg.max_turn_tokens,
+                        temperature=cfg.temperature if temperature is None else temperature, seed=cfg.seed)
+    finally:
+        long_b.close()
+        short_b.close()
 
 
 def evaluate_pair(cfg: PairEvalConfig, base_dir: Path, long_dir: Path, short_dir: Path, problems, verifier) -> dict:
@@ -85,13 +110,7 @@ def evaluate_pair(cfg: PairEvalConfig, base_dir: Path, long_dir: Path, short_dir
     finally:
         base.close()
     t1 = time.perf_counter()
-    long_b, short_b = open_engine_pool(cfg.engines, long_dir, cfg.seed), open_engine_pool(cfg.engines, short_dir, cfg.seed)
-    try:
-        pair = run_pair(long_b, short_b, tok, texts, max_turns=cfg.max_turns, max_turn_tokens=cfg.max_turn_tokens,
-                        temperature=cfg.temperature, seed=cfg.seed)
-    finally:
-        long_b.close()
-        short_b.close()
+    pair = _pair_answers(cfg, long_dir, short_dir, tok, texts)
     t2 = time.perf_counter()
     base_ok = [v.correct for v in judge(single, golds, verifier)]
     pair_ok = [v.correct for v in judge(pair, golds, verifier)]
@@ -219,3 +238,26 @@ def run_pair_eval(cfg: PairSFTConfig, run_dir: str | Path, tracker=None, verifie
     if tracker is not None:
         tracker.log({f"pair_eval/{k}": v for k, v in result.items() if v is not None}, step=0)
     return result
+
+
+def check_pair(cfg: PairSFTConfig, run_dir: str | Path, verifier, trained_on: str = "") -> list[outcome.Check]:
+    """``sft.check``: the SFT'd pair's greedy accuracy on the run's dev problems (``sft/checks.json``); skipped without
+    dev problems, or when the pair learned from data of its own (``trained_on``) and ``sft.check.dev`` is unset."""
+    from transformers import AutoTokenizer
+
+    from longshort.toy.stage import dev_problems
+
+    run_dir = Path(run_dir)
+    problems = dev_problems(run_dir, cfg.check.dev, cfg.check.n, "sft", "sft.check.dev", trained_on)
+    if problems is None:
+        return []
+    models = [run_dir / rd.role_model("sft", role) for role in ("long", "short")]
+    tok = AutoTokenizer.from_pretrained(str(models[0]))
+    pair = _pair_answers(cfg.eval, *models, tok, [p.problem for p in problems], temperature=0.0)
+    correct = [v.correct for v in judge(pair, [p.gold for p in problems], verifier)]
+    n = len(problems)
+    return outcome.record(run_dir, [outcome.Check(
+        "sft", "greedy accuracy of the SFT'd pair", sum(correct) / n, cfg.check.min_accuracy, "sft.check.min_accuracy",
+        n=n, fix="a larger cold start (chunk.source.limit) or more SFT epochs (sft.long.epochs, sft.short.epochs)",
+        details={"pair_tokens": sum(a.total for a in pair) / n,
+                 "finished": sum(a.status == "finished" for a in pair) / n})])

@@ -57,9 +57,10 @@ def _coldstart(cfg, run_dir: Path, tracker, resume: bool) -> None:
 
 
 def _sft(cfg, run_dir: Path, tracker, resume: bool) -> None:
-    from longshort.recipes.longshort.pair_sft import run_pair_sft
+    from longshort.recipes.longshort.pair_sft import check_pair, run_pair_sft
 
     run_pair_sft(cfg.sft, run_dir, tracker, shared_verifier(cfg.verify))
+    check_pair(cfg.sft, run_dir, shared_verifier(cfg.verify), trained_on=cfg.chunk.source.path)
 
 
 def _rl(cfg, run_dir: Path, tracker, resume: bool) -> None:

@@ -8,8 +8,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from longshort.core.checks import check_field
 from longshort.core.stage import RoleSpec
 from longshort.data.problems import ProblemSource
+from longshort.recipes.softcot.checks import AssistantCheckConfig, TrainCheckConfig
 from longshort.recipes.softcot.prompts import PromptConfig
 from longshort.toy.tiny import TinyModelConfig
 from longshort.training.sft import SFTConfig
@@ -46,6 +48,7 @@ class AssistantConfig:
     sft: SFTConfig = field(default_factory=_assistant_sft)
     examples: int = field(default=16000, metadata={"ge": 1})  # problems reused in order past the data's size
     seed: int = 0
+    check: AssistantCheckConfig = check_field(AssistantCheckConfig)  # its outcome on dev (recipes/softcot/checks.py)
 
 
 def _projection_sft() -> SFTConfig:
@@ -64,6 +67,7 @@ class TrainConfig:
     examples: int | None = field(default=None, metadata={"ge": 1})  # None: every problem once per epoch
     sft: SFTConfig = field(default_factory=_projection_sft)
     init_seed: int = 0  # the projection's initial weights (also the untrained control's)
+    check: TrainCheckConfig = check_field(TrainCheckConfig)  # its outcome on dev (recipes/softcot/checks.py)
 
 
 @dataclass

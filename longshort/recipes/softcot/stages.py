@@ -14,6 +14,7 @@ from longshort.core import run_dir as rd
 from longshort.core.errors import LongshortError
 from longshort.core.stage import Stage
 from longshort.data.verify import shared_verifier
+from longshort.recipes.softcot.checks import check_assistant, check_train
 from longshort.recipes.softcot.config import ASSISTANT_MODEL, FACTORY, INIT_MODEL, TRAINED_MODEL
 from longshort.toy.stage import bootstrap_stage
 
@@ -72,6 +73,7 @@ def _assistant(cfg, run_dir: Path, tracker, resume: bool) -> None:
     result = run_sft(ac.sft, assistant_examples(problems, ac.examples), init, out / "sft", tracker=tracker,
                      metric_prefix="assistant/sft/")
     publish(result, run_dir / ASSISTANT_MODEL, "assistant")
+    check_assistant(cfg, run_dir, run_dir / ASSISTANT_MODEL)
 
 
 def write_init(cfg, run_dir: Path) -> Path:
@@ -112,6 +114,7 @@ def _train(cfg, run_dir: Path, tracker, resume: bool) -> None:
     sft = replace(tc.sft, model_factory=FACTORY)
     result = run_sft(sft, data, init, run_dir / "softcot" / "sft", tracker=tracker, metric_prefix="softcot/sft/")
     publish(result, run_dir / TRAINED_MODEL, "train")
+    check_train(cfg, run_dir, run_dir / TRAINED_MODEL)
 
 
 def _eval(cfg, run_dir: Path, tracker, resume: bool) -> None:
