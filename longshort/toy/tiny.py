@@ -163,3 +163,26 @@ def fresh_model_dir(cfg: TinyModelConfig, tokenizer_dir: str | Path, out_dir: st
     model = build_model(cfg, tok)
     save_pretrained(model, tok, out)
     return out, n_params(model)
+
+
+def truncated_model_dir(src_dir: str | Path, layers: int, out_dir: str | Path) -> tuple[Path, int | None]:
+    """The model of ``src_dir`` cut to its first ``layers`` decoder layers (embeddings, final norm and head kept),
+    saved to ``out_dir`` with its tokenizer; an existing one is reused. A smaller helper model that starts from
+    what the larger one learned (token embeddings, attention that reads back earlier tokens) instead of from
+    nothing, the way a distilled student starts from its teacher's layers. Returns the dir and the size (None when
+    reused)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    out = Path(out_dir)
+    if (out / "config.json").exists():
+        return out, None
+    model = AutoModelForCausalLM.from_pretrained(str(src_dir))
+    have = model.config.num_hidden_layers
+    if not 1 <= layers <= have:
+        raise ValueError(f"layers: {layers}; accepted: 1 to {have} (the layers of {src_dir})")
+    model.model.layers = model.model.layers[:layers]
+    model.config.num_hidden_layers = layers
+    if getattr(model.config, "layer_types", None):
+        model.config.layer_types = model.config.layer_types[:layers]
+    save_pretrained(model, AutoTokenizer.from_pretrained(str(src_dir)), out)
+    return out, n_params(model)

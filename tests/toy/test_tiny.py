@@ -99,3 +99,26 @@ def test_model_config_validation():
     with pytest.raises(ValueError, match="kv_heads"):
         TinyModelConfig(heads=4, kv_heads=3).validate()
     assert TinyModelConfig(heads=3).hidden == 192
+
+
+def test_a_truncated_model_keeps_the_first_layers_embeddings_and_head(tmp_path):
+    """The Hawkeye responder's start (``hawkeye.responder.base_layers``): the base model's first layers, nothing new."""
+    from builders import build_model_dir
+
+    from longshort.toy.tiny import truncated_model_dir
+
+    src = build_model_dir(tmp_path / "base", seed=3)
+    base = AutoModelForCausalLM.from_pretrained(src)
+    out, size = truncated_model_dir(src, 1, tmp_path / "cut")
+    cut = AutoModelForCausalLM.from_pretrained(out)
+    assert cut.config.num_hidden_layers == 1 and len(cut.model.layers) == 1 and size < sum(
+        p.numel() for p in base.parameters())
+    kept = cut.state_dict()
+    for k, v in base.state_dict().items():
+        if ".layers." not in k or ".layers.0." in k:
+            assert torch.equal(kept[k], v), k
+        else:
+            assert k not in kept, k
+    assert truncated_model_dir(src, 1, tmp_path / "cut") == (out, None)  # an existing one is reused
+    with pytest.raises(ValueError, match="layers: 9; accepted: 1 to"):
+        truncated_model_dir(src, 9, tmp_path / "too-deep")

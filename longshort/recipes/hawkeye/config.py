@@ -50,10 +50,17 @@ class ResponderConfig:
     init: str = ""  # "": a tiny model built from ``model``; else a prepared HF dir (`longshort prepare-model`)
     data: ProblemSource = field(default_factory=ProblemSource)  # path "": <run>/bootstrap/data/train.jsonl
     model: TinyModelConfig = field(default_factory=_responder_model)
+    # > 0: start from the base model's first this many layers instead of a fresh ``model`` (see docs/recipes/hawkeye.md)
+    base_layers: int = field(default=0, metadata={"ge": 0})
     sft: SFTConfig = field(default_factory=_responder_sft)
     examples: int = field(default=48000, metadata={"ge": 1})  # problems reused in order past the data's size
     seed: int = 0
     check: ResponderCheckConfig = check_field(ResponderCheckConfig)  # its outcome on dev (recipes/hawkeye/checks.py)
+
+    def validate(self) -> None:
+        if self.base_layers and self.init:
+            raise ValueError(f"base_layers: {self.base_layers} together with init {self.init!r}; accepted: one of "
+                             "them (init: a prepared checkpoint; base_layers: the base model's first layers)")
 
 
 @dataclass

@@ -51,16 +51,19 @@ def _uses_embedded(cfg) -> bool:
 def _responder(cfg, run_dir: Path, tracker, resume: bool) -> None:
     """A fresh smaller tiny model (the bootstrap's tokenizer) taught to answer from problem + CoT, then frozen."""
     from longshort.recipes.hawkeye.data import responder_examples
-    from longshort.toy.tiny import fresh_model_dir
+    from longshort.toy.tiny import fresh_model_dir, truncated_model_dir
     from longshort.training.sft import publish, run_sft
 
     rc = cfg.hawkeye.responder
     out = run_dir / "responder"
     init = Path(rc.init) if rc.init else out / "init_model"
     if not rc.init:
-        init, size = fresh_model_dir(rc.model, run_dir / rd.BASE_MODEL, init)
+        base = run_dir / rd.BASE_MODEL
+        init, size = (truncated_model_dir(base, rc.base_layers, init) if rc.base_layers
+                      else fresh_model_dir(rc.model, base, init))
         if size:
-            log.info("responder: %s model with %.2fM parameters", rc.model.arch, size / 1e6)
+            how = f"the base model's first {rc.base_layers} layers" if rc.base_layers else f"a fresh {rc.model.arch}"
+            log.info("responder: %s, %.2fM parameters", how, size / 1e6)
     examples = responder_examples(_problems(rc.data, run_dir, "responder"), rc.examples, rc.seed)
     result = run_sft(rc.sft, examples, init, out / "sft", tracker=tracker, metric_prefix="responder/sft/")
     publish(result, out / "model", "responder")
