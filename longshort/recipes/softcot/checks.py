@@ -35,9 +35,10 @@ class TrainCheckConfig:
     of them) at most the LLM alone's x ``max_nll_ratio``."""
 
     n: int = field(default=200, metadata={"ge": 1})
-    # 1.0: the thoughts must not make the LLM worse. docs/recipes/softcot.md's run: 0.977 (0.0598 against 0.0612),
-    # the untrained projection 1.71; a run here whose projection cost 6 points of greedy accuracy: 1.013
-    max_nll_ratio: float = field(default=1.0, metadata={"gt": 0.0})
+    # the thoughts must not make the LLM worse (Intel Xeon, 200 dev problems, docs/recipes/softcot.md): projections
+    # that cost 6.5-7.5 points of greedy accuracy 1.015 and 1.021; harmless ones (the shipped placement) 1.000 under
+    # native kernels, 1.002 under AVX2's; the untrained projection 1.71
+    max_nll_ratio: float = field(default=1.005, metadata={"gt": 0.0})
     dev: ProblemSource = field(default_factory=ProblemSource)  # path "": the run's bootstrap/data/dev.jsonl
 
 

@@ -65,6 +65,9 @@ class TrainConfig:
     # as "## Step k:" plus the boxed answer (the public code's GSM8K layout)
     target: Literal["steps", "solution", "long_cot"] = "steps"
     examples: int | None = field(default=None, metadata={"ge": 1})  # None: every problem once per epoch
+    # leave out problems whose CoT has a planted wrong step (data that tags them, as the embedded task does): a
+    # target with a slip in it teaches the LLM, through the thoughts, to slip (docs/recipes/softcot.md)
+    skip_planted_errors: bool = True
     sft: SFTConfig = field(default_factory=_projection_sft)
     init_seed: int = 0  # the projection's initial weights (also the untrained control's)
     check: TrainCheckConfig = check_field(TrainCheckConfig)  # its outcome on dev (recipes/softcot/checks.py)

@@ -107,6 +107,12 @@ def _train(cfg, run_dir: Path, tracker, resume: bool) -> None:
     slots = (token_id(a_tok, sc.prompts.assistant_slot, "softcot.prompts.assistant_slot"),
              token_id(llm_tok, sc.prompts.llm_slot, "softcot.prompts.llm_slot"))
     problems = _problems(tc.data, run_dir, rd.TRAIN_DATA, "softcot.train.data")
+    if tc.skip_planted_errors:
+        clean = [p for p in problems if p.meta.get("error_step") is None]
+        if len(clean) < len(problems):
+            log.info("softcot train: %d of %d problems have a planted wrong step in their CoT and are left out "
+                     "(softcot.train.skip_planted_errors)", len(problems) - len(clean), len(problems))
+        problems = clean
     if tc.examples:  # problems reused in order past the data's size, each use its own example
         problems = [replace(problems[i % len(problems)], id=f"{problems[i % len(problems)].id}#{i}")
                     for i in range(tc.examples)]
