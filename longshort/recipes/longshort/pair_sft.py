@@ -56,6 +56,7 @@ class PairCheckConfig:
     advantages nothing to compare."""
 
     n: int = field(default=200, metadata={"ge": 1})
+    # tiny.yaml with a 320-CoT cold start, 200 dev problems: the pair after its 8 epochs 86%, after 1 epoch 12.5%
     min_accuracy: float = field(default=0.6, metadata={"ge": 0.0, "le": 1.0})
     dev: ProblemSource = field(default_factory=ProblemSource)  # path "": the run's bootstrap/data/dev.jsonl
 
