@@ -245,3 +245,49 @@ def listening_addresses(pids) -> dict[int, list[ipaddress.IPv4Address | ipaddres
 
 def loopback(ip) -> bool:
     return ip.is_loopback or bool(getattr(ip, "ipv4_mapped", None) and ip.ipv4_mapped.is_loopback)
+
+
+# CPU kernel sets a learning test runs under: PyTorch and oneDNN pick their kernels by instruction set when torch is
+# imported, and can be told to pick narrower ones; a user on another CPU computes like one of these.
+KERNEL_SETS: dict[str, dict[str, str]] = {
+    "native": {},
+    "avx2": {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"},
+}
+
+
+def _kernel_child(out_q, fn, args) -> None:
+    import torch
+
+    try:
+        out_q.put(("ok", torch.backends.cpu.get_cpu_capability(), fn(*args)))
+    except BaseException as exc:  # noqa: BLE001 - sent to the parent, which raises it
+        import traceback
+
+        out_q.put(("error", traceback.format_exc(), repr(exc)))
+
+
+def under_kernel_set(name: str, fn, *args):
+    """(torch's CPU capability, ``fn(*args)``) computed under kernel set ``name``: in this process for ``native``,
+    else in a fresh interpreter whose environment selects the narrower kernels before torch is imported (``fn`` and
+    ``args`` must be picklable; a non-daemon process, so ``fn`` may start processes of its own)."""
+    import multiprocessing
+
+    if not KERNEL_SETS[name]:
+        import torch
+
+        return torch.backends.cpu.get_cpu_capability(), fn(*args)
+    ctx = multiprocessing.get_context("spawn")
+    saved = {k: os.environ.get(k) for k in KERNEL_SETS[name]}
+    os.environ.update(KERNEL_SETS[name])
+    try:
+        out_q = ctx.Queue()
+        proc = ctx.Process(target=_kernel_child, args=(out_q, fn, args))
+        proc.start()
+    finally:
+        for k, v in saved.items():
+            os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+    kind, first, second = out_q.get()
+    proc.join()
+    if kind == "error":
+        raise RuntimeError(f"under kernel set {name}: {second}\n{first}")
+    return first, second

@@ -20,6 +20,22 @@ def ray_local(request):
     ray.shutdown()
 
 
+@pytest.fixture
+def logged(caplog):
+    """The ``longshort`` logger's records (it does not propagate to pytest's root handler)."""
+    import logging
+
+    logger = logging.getLogger("longshort")
+    old = logger.level, logger.propagate
+    logger.addHandler(caplog.handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    yield caplog
+    logger.setLevel(old[0])
+    logger.propagate = old[1]
+    logger.removeHandler(caplog.handler)
+
+
 @pytest.fixture(scope="module")
 def verifier():
     """The project's answer checker with two math-verify workers."""

@@ -3,29 +3,12 @@
 from __future__ import annotations
 
 import json
-import logging
 import os
 from dataclasses import dataclass
-
-import pytest
 
 from longshort.core import checks
 from longshort.core.checks import Check, check_field
 from longshort.core.config import to_dict
-
-
-@pytest.fixture
-def logged(caplog):
-    """The ``longshort`` logger's records (it does not propagate to pytest's root handler)."""
-    logger = logging.getLogger("longshort")
-    old = logger.level, logger.propagate
-    logger.addHandler(caplog.handler)
-    logger.setLevel(logging.INFO)
-    logger.propagate = False
-    yield caplog
-    logger.setLevel(old[0])
-    logger.propagate = old[1]
-    logger.removeHandler(caplog.handler)
 
 
 def test_a_check_passes_by_its_direction():

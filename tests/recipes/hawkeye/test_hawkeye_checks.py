@@ -4,7 +4,6 @@ stage, the number, the threshold and its setting; where the dev problems come fr
 from __future__ import annotations
 
 import json
-import logging
 
 import pytest
 from builders import task_records, tiny_model_dir
@@ -17,19 +16,6 @@ from longshort.toy.task import TaskConfig, dev_split, generate, read_jsonl, writ
 
 SMALL = ["recipe=hawkeye", "hawkeye.responder.check.n=6", "hawkeye.responder.check.max_turn_tokens=12",
          "hawkeye.warmup.check.n=6", "hawkeye.warmup.check.max_turn_tokens=12"]
-
-
-@pytest.fixture
-def logged(caplog):
-    logger = logging.getLogger("longshort")
-    old = logger.level, logger.propagate
-    logger.addHandler(caplog.handler)
-    logger.setLevel(logging.INFO)
-    logger.propagate = False
-    yield caplog
-    logger.setLevel(old[0])
-    logger.propagate = old[1]
-    logger.removeHandler(caplog.handler)
 
 
 @pytest.fixture(scope="module")

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from builders import build_model_dir, teach
+from builders import build_model_dir, teach, under_kernel_set
 
 from longshort.data.protocol import Message
 from longshort.recipes.softcot.model import softcot_model, write_spec
@@ -52,9 +53,8 @@ def _accuracy(model, tok, cfg, n: int, slot_a: int, slot_l: int) -> float:
     return hits / 50
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    root = tmp_path_factory.mktemp("softcot-learns")
+def _train(root) -> dict:
+    root = Path(root)
     llm, assistant = build_model_dir(root / "llm", seed=0), build_model_dir(root / "assistant", seed=1)
     teach(llm, [([Message("user", f"Copy {d}"), Message("assistant", d)], {"assistant"}) for d in DIGITS], 120, 0)
     teach(assistant, [([Message("user", f"Number {d}"), Message("assistant", f"={d}")], {"assistant"})
@@ -75,16 +75,42 @@ def trained(tmp_path_factory):
     return {"root": root, "tok": tok, "cfg": cfg, "slots": (slot_a, slot_l), "result": result, "originals": originals}
 
 
-def test_trained_thoughts_carry_the_hidden_operand(trained):
+def _learned(trained: dict) -> dict:
+    """The first and last loss, and the three accuracies: the LLM alone, the untrained and the trained projection."""
     tok, cfg, (slot_a, slot_l) = trained["tok"], trained["cfg"], trained["slots"]
     losses = trained["result"].losses
-    assert losses[max(losses)] < 0.5 * losses[1]
     untrained = softcot_model(trained["root"] / "init")
     done = softcot_model(trained["result"].model_dir)
-    alone = _accuracy(untrained, tok, cfg, 0, slot_a, slot_l)
-    control = _accuracy(untrained, tok, cfg, 1, slot_a, slot_l)
-    learned = _accuracy(done, tok, cfg, 1, slot_a, slot_l)
-    assert learned >= 0.8 and alone <= 0.35 and control <= 0.35, (alone, control, learned)
+    return {"first_loss": losses[1], "last_loss": losses[max(losses)],
+            "alone": _accuracy(untrained, tok, cfg, 0, slot_a, slot_l),
+            "control": _accuracy(untrained, tok, cfg, 1, slot_a, slot_l),
+            "learned": _accuracy(done, tok, cfg, 1, slot_a, slot_l)}
+
+
+def _train_and_measure(root: str) -> dict:
+    return _learned(_train(root))
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    return _train(tmp_path_factory.mktemp("softcot-learns"))
+
+
+def _assert_learned(m: dict) -> None:
+    assert m["last_loss"] < 0.5 * m["first_loss"], m
+    assert m["learned"] >= 0.8 and m["alone"] <= 0.35 and m["control"] <= 0.35, m
+
+
+def test_trained_thoughts_carry_the_hidden_operand(trained):
+    _assert_learned(_learned(trained))
+
+
+def test_the_projection_learns_under_avx2_kernels_too(tmp_path):
+    """The same training in a fresh interpreter whose PyTorch and oneDNN run AVX2 kernels (another CPU's numerics):
+    a setting that only learns under one kernel set fails here."""
+    capability, m = under_kernel_set("avx2", _train_and_measure, str(tmp_path))
+    assert capability == "AVX2", capability
+    _assert_learned(m)
 
 
 def test_only_the_projection_trains_and_is_saved(trained):
