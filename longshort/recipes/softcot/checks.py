@@ -35,10 +35,11 @@ class TrainCheckConfig:
     of them) at most the LLM alone's x ``max_nll_ratio``."""
 
     n: int = field(default=200, metadata={"ge": 1})
-    # the thoughts must not make the LLM worse (Intel Xeon, 200 dev problems, docs/recipes/softcot.md): projections
-    # that cost 6.5-7.5 points of greedy accuracy 1.015 and 1.021; harmless ones (the shipped placement) 1.000 under
-    # native kernels, 1.002 under AVX2's; the untrained projection 1.71
-    max_nll_ratio: float = field(default=1.005, metadata={"gt": 0.0})
+    # the thoughts must help the LLM, not only leave it as it was (Intel Xeon, 200 dev problems,
+    # docs/recipes/softcot.md): projections that cost 6.5-7.5 points of greedy accuracy 1.015 and 1.021; ones that
+    # give the LLM back exactly its own answers (the shipped placement on this task) 1.000 under native kernels and
+    # 1.0003 under AVX2's: they fail, as they should; the AMD clean clone's (+2.4 points greedy) 0.977 passes
+    max_nll_ratio: float = field(default=0.995, metadata={"gt": 0.0})
     dev: ProblemSource = field(default_factory=ProblemSource)  # path "": the run's bootstrap/data/dev.jsonl
 
 
