@@ -286,7 +286,15 @@ def under_kernel_set(name: str, fn, *args):
     finally:
         for k, v in saved.items():
             os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
-    kind, first, second = out_q.get()
+    import queue
+
+    while True:  # a child that dies without a word (a crash in native code) fails here, not at the test timeout
+        try:
+            kind, first, second = out_q.get(timeout=5)
+            break
+        except queue.Empty:
+            if not proc.is_alive():
+                raise RuntimeError(f"under kernel set {name}: the child died with exit code {proc.exitcode}") from None
     proc.join()
     if kind == "error":
         raise RuntimeError(f"under kernel set {name}: {second}\n{first}")
