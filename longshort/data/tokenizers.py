@@ -34,4 +34,6 @@ def check_shared_tokenizer(models: dict[str, str | Path], where: str) -> None:
             raise LongshortError(
                 f"{where}: the {first} model {models[first]} and the {role} model {models[role]} have different "
                 f"tokenizers ({diff}); the pair must share one vocabulary: start both roles from checkpoints of one "
-                "family, each prepared with `longshort prepare-model`")
+                "family, each prepared with `longshort prepare-model`; when they share the base vocabulary but not the "
+                f"added tokens (e.g. R1-Distill-Qwen and Qwen2.5-Instruct), prepare the {role} model with "
+                f"`longshort prepare-model SOURCE OUT --vocab-of {models[first]}`")

@@ -152,8 +152,9 @@ def _init_from_spelling(model, tok, spelled: dict[str, list[int]]) -> None:
                 head.weight[new] = head.weight[ids].mean(0)
 
 
-def prepare_model(source: str, out: str | Path, dtype: str = "auto") -> dict:
-    """Load ``source`` (see the module docstring), add the protocol tokens, save to ``out``; returns the manifest."""
+def prepare_model(source: str, out: str | Path, dtype: str = "auto", vocab_of: str | Path | None = None) -> dict:
+    """Load ``source`` (see the module docstring), add the protocol tokens, save to ``out``; returns the manifest.
+    ``vocab_of``: a prepared model whose exact vocabulary the output takes (``vocab_align``: a pair's second role)."""
     from longshort.data.protocol import ADDED_TOKENS, END_TURN, EOS, SPECIAL_TOKENS, add_protocol_tokens, special_ids
 
     out = Path(out)
@@ -161,21 +162,30 @@ def prepare_model(source: str, out: str | Path, dtype: str = "auto") -> dict:
         raise LongshortError(f"{out} exists and is not empty; choose a new directory or remove it")
     src = resolve_source(source)
     model, tok = load_source(src, dtype)
+    tied = heads_tied(model)
     before = {"vocab": model.get_input_embeddings().weight.shape[0], "tokenizer_len": len(tok),
-              "tied_head": heads_tied(model), "chat_template": tok.chat_template,
+              "tied_head": tied, "chat_template": tok.chat_template,
               "eos_token": tok.eos_token, "pad_token": tok.pad_token,
               "generation_eos_token_id": model.generation_config.eos_token_id}
-    vocab = tok.get_vocab()
-    spelled = {t: tok.encode(t, add_special_tokens=False) for t in [*SPECIAL_TOKENS, *ADDED_TOKENS] if t not in vocab}
-    added = add_protocol_tokens(tok, model, mean_resizing=False)  # the new rows are set from their spelling below
-    _init_from_spelling(model, tok, spelled)
+    alignment = None
+    if vocab_of:
+        from longshort.training.vocab_align import align_to
+
+        tok, alignment = align_to(model, tok, vocab_of, source)
+        added = len(alignment["spelled_rows"])
+    else:
+        vocab = tok.get_vocab()
+        spelled = {t: tok.encode(t, add_special_tokens=False) for t in [*SPECIAL_TOKENS, *ADDED_TOKENS]
+                   if t not in vocab}
+        added = add_protocol_tokens(tok, model, mean_resizing=False)  # the new rows are set from their spelling
+        _init_from_spelling(model, tok, spelled)
     ids = special_ids(tok)
     model.config.pad_token_id = tok.pad_token_id
     model.config.eos_token_id = ids[EOS]
     # A turn ends at EOS (dialogue finished) or END_TURN (hand over): every engine stops at either.
     model.generation_config.eos_token_id = [ids[EOS], ids[END_TURN]]
     model.generation_config.pad_token_id = tok.pad_token_id
-    if before["tied_head"] and not heads_tied(model):
+    if tied and not heads_tied(model):
         raise LongshortError(f"{source}: the output head came untied while resizing the embeddings")
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
@@ -188,11 +198,16 @@ def prepare_model(source: str, out: str | Path, dtype: str = "auto") -> dict:
         "added_tokens": added, "vocab_before": before["vocab"],
         "vocab_after": model.get_input_embeddings().weight.shape[0], "protocol_ids": ids,
         "tied_head": heads_tied(model), "new_rows": "mean of the rows of the tokens that spell it",
-        "before": before,
+        "vocab_alignment": alignment, "before": before,
         "after": {"chat_template": tok.chat_template, "eos_token": tok.eos_token, "pad_token": tok.pad_token,
                   "generation_eos_token_id": model.generation_config.eos_token_id},
     }
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     log.info("prepared %s -> %s: %d protocol tokens added (vocab %d -> %d)", source, out, added,
              manifest["vocab_before"], manifest["vocab_after"])
+    if alignment:
+        log.info("%s now has the vocabulary of %s: %d rows kept (%d at a new id), %d spelled from text, %d tokens "
+                 "only %s had dropped (%s)", out, vocab_of, alignment["kept_rows"], len(alignment["moved_ids"]),
+                 len(alignment["spelled_rows"]), len(alignment["dropped_tokens"]), source,
+                 ", ".join(alignment["dropped_tokens"][:5]) or "none")
     return manifest

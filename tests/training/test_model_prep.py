@@ -52,3 +52,66 @@ def test_prepare_model_adds_tokens_and_keeps_old_weights(plain, tmp_path, capsys
     assert main(["prepare-model", str(src), str(out)]) == 2
     assert main(["prepare-model", str(tmp_path / "missing"), str(tmp_path / "x")]) == 2
     assert "cannot load" in capsys.readouterr().err
+
+
+def _llama(vocab: int, seed: int):
+    torch.manual_seed(seed)
+    return LlamaForCausalLM(LlamaConfig(vocab_size=vocab, hidden_size=64, intermediate_size=128, num_hidden_layers=1,
+                                        num_attention_heads=1, head_dim=64, tie_word_embeddings=False))
+
+
+def test_vocab_of_gives_the_second_role_the_first_ones_ids(plain, tmp_path, capsys):
+    """Same base vocabulary, other added tokens at other ids (as Qwen2.5-Instruct's against R1-Distill-Qwen's):
+    prepared on its own the second model is refused as a partner; with --vocab-of it takes the first one's exact
+    vocabulary, every token it had keeps its own rows at the new id, and it computes what it computed before."""
+    from longshort.core.errors import LongshortError
+    from longshort.data.tokenizers import check_shared_tokenizer
+
+    src, _ = plain
+    first = tmp_path / "first"
+    assert main(["prepare-model", str(src), str(first)]) == 0
+    tok = AutoTokenizer.from_pretrained(src)
+    tok.add_tokens(["<|box_start|>", "<think>"], special_tokens=True)  # <think> where the first has <|pad|>
+    model = _llama(len(tok), seed=1)
+    second_src = tmp_path / "second-src"
+    model.save_pretrained(second_src)
+    tok.save_pretrained(second_src)
+    assert main(["prepare-model", str(second_src), str(tmp_path / "alone")]) == 0
+    with pytest.raises(LongshortError, match="--vocab-of"):
+        check_shared_tokenizer({"long": first, "short": tmp_path / "alone"}, "test")
+    second = tmp_path / "second"
+    assert main(["prepare-model", str(second_src), str(second), "--vocab-of", str(first)]) == 0
+    check_shared_tokenizer({"long": first, "short": second}, "test")
+    ref = AutoTokenizer.from_pretrained(first).get_vocab()
+    assert AutoTokenizer.from_pretrained(second).get_vocab() == ref
+    aligned = AutoModelForCausalLM.from_pretrained(second)
+    old, new = tok.get_vocab(), aligned.get_input_embeddings().weight
+    kept = [t for t in old if t in ref]
+    assert old["<think>"] != ref["<think>"] and len(kept) == len(old) - 1
+    for emb_old, emb_new in ((model.get_input_embeddings().weight, new),
+                             (model.get_output_embeddings().weight, aligned.get_output_embeddings().weight)):
+        assert torch.equal(emb_new[[ref[t] for t in kept]], emb_old[[old[t] for t in kept]])
+    ids = tok("What is 3 + 4? <think>", return_tensors="pt").input_ids
+    with torch.no_grad():
+        before = model(ids).logits[..., [old[t] for t in kept]]
+        after = aligned(torch.tensor([[ref[tok.convert_ids_to_tokens(i)] for i in ids[0].tolist()]])).logits
+    assert torch.allclose(after[..., [ref[t] for t in kept]], before, atol=1e-5)
+    manifest = json.loads((second / "longshort_prepare.json").read_text())["vocab_alignment"]
+    assert manifest["dropped_tokens"] == ["<|box_start|>"] and "<think>" in manifest["moved_ids"]
+    msgs = [Message("user", "What is 3 + 4?"), Message("long", "<think>add</think>"), Message("short", "7")]
+    assert render(msgs, AutoTokenizer.from_pretrained(first)).ids == render(msgs, AutoTokenizer.from_pretrained(
+        second)).ids
+    # another base vocabulary is refused, naming the reference and the fix
+    other = Tokenizer(models.BPE())
+    other.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    other.train_from_iterator(["Completely different words here."] * 20, trainers.BpeTrainer(
+        vocab_size=280, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False))
+    alien_tok = PreTrainedTokenizerFast(tokenizer_object=other, eos_token="</s>")
+    alien_tok.add_tokens(["</s>"], special_tokens=True)
+    alien = tmp_path / "alien"
+    _llama(len(alien_tok), seed=2).save_pretrained(alien)
+    alien_tok.save_pretrained(alien)
+    capsys.readouterr()
+    assert main(["prepare-model", str(alien), str(tmp_path / "x"), "--vocab-of", str(first)]) == 2
+    err = capsys.readouterr().err
+    assert f"--vocab-of {first}" in err and "another base vocabulary" in err and not (tmp_path / "x").exists()
