@@ -8,6 +8,12 @@
 #                   unless named here
 #   --pip FILE      a requirements file the cluster installs into the job's env (when the image lacks longshort's deps)
 #   --no-wait       return after submission (follow with `ray job logs --follow ID`)
+#   --entrypoint-num-gpus N, --entrypoint-num-cpus N, --entrypoint-memory BYTES, --entrypoint-resources JSON
+#                   what the node that runs the command must have (ray job submit's own options). SFT still runs
+#                   its ranks on that node (RL's ranks and the engines are Ray actors placed anywhere): give it
+#                   the GPUs of the largest sft num_ranks
+#   any other option of `ray job submit` (e.g. --metadata-json '{"team": "x"}') goes to it unchanged; write it as
+#   --option=value when its value could start with a dash
 # Files ignored by .gitignore (venvs, runs/, wandb/) are not uploaded. Set `output_dir` in the config to shared storage
 # on a multi-node cluster (the working dir lives on the head node only).
 set -euo pipefail
@@ -16,6 +22,7 @@ ADDRESS="${RAY_ADDRESS:-http://127.0.0.1:8265}"
 ENV_NAMES=(WANDB_MODE WANDB_PROJECT WANDB_ENTITY HF_HOME HF_HUB_OFFLINE TORCH_EXTENSIONS_DIR)
 PIP=""
 EXTRA=()
+SUBMIT=()  # options for `ray job submit` itself
 while [ $# -gt 0 ]; do
   case "$1" in
     --address) ADDRESS="$2"; shift 2 ;;
@@ -23,8 +30,10 @@ while [ $# -gt 0 ]; do
     --pip) PIP="$2"; shift 2 ;;
     --no-wait) EXTRA+=(--no-wait); shift ;;
     --) shift; break ;;
-    -h|--help) sed -n 2,11p "$0"; exit 0 ;;
-    *) echo "submit.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
+    -h|--help) sed -n "2,/^set -euo/p" "$0" | sed "$ d"; exit 0 ;;
+    --*=*) SUBMIT+=("$1"); shift ;;
+    --*) if [ $# -gt 1 ] && [[ "$2" != -* ]]; then SUBMIT+=("$1" "$2"); shift 2; else SUBMIT+=("$1"); shift; fi ;;
+    *) echo "submit.sh: $1 before --: give options first, then -- and the command (see --help)" >&2; exit 2 ;;
   esac
 done
 [ $# -gt 0 ] || { echo "submit.sh: give the command after --, e.g. -- longshort run ray_configs/tiny.yaml" >&2; exit 2; }
@@ -47,7 +56,7 @@ ID="longshort-$(date +%Y%m%d-%H%M%S)-$$"
 # Right after `ray start` the job agent may not be up yet ("No available agent"): retry the submission for a while.
 for attempt in $(seq 1 30); do
   if err=$("$RAY" job submit --address "$ADDRESS" --submission-id "$ID" --working-dir . \
-      --runtime-env-json "$RUNTIME_ENV" --no-wait -- "$@" 2>&1); then break; fi
+      --runtime-env-json "$RUNTIME_ENV" ${SUBMIT[@]+"${SUBMIT[@]}"} --no-wait -- "$@" 2>&1); then break; fi
   if [[ "$err" != *"No available agent"* && "$err" != *"try again later"* ]] || [ "$attempt" = 30 ]; then
     echo "$err" >&2; exit 1
   fi

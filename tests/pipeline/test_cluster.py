@@ -54,7 +54,9 @@ def cluster():
 def test_ray_job_submit_runs_the_pipeline(cluster, tmp_path):
     address, env = cluster
     out_dir = tmp_path / "runs"
-    cmd = ["bash", str(ROOT / "launch/submit.sh"), "--address", address, "--", "longshort", "run",
+    # the entrypoint's resources and an option submit.sh does not know itself go to `ray job submit`
+    cmd = ["bash", str(ROOT / "launch/submit.sh"), "--address", address, "--entrypoint-num-cpus", "1",
+           '--metadata-json={"submitted_by": "test_cluster"}', "--", "longshort", "run",
            "ray_configs/smoke.yaml", f"output_dir={out_dir}", "name=cluster", "tracking.mode=offline"]
     job = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     log = job.stdout[-6000:] + job.stderr[-4000:]
@@ -66,5 +68,19 @@ def test_ray_job_submit_runs_the_pipeline(cluster, tmp_path):
         assert (run / stage / ".complete.json").is_file(), f"stage {stage} did not finish:\n{log}"
     assert (run / "export" / "manifest.json").is_file() and (run / "eval" / "table.md").is_file()
     assert "| base |" in job.stdout  # the results table ends the job's log
+    from ray.job_submission import JobSubmissionClient
+
+    submitted = job.stdout.split("[submit] submitted ", 1)[1].split()[0]
+    client = JobSubmissionClient(address)
+    assert client.get_job_info(submitted).metadata == {"submitted_by": "test_cluster"}
+    # the entrypoint's resources reach the scheduler: a command that needs a node with a GPU waits for one
+    pending = subprocess.run(["bash", str(ROOT / "launch/submit.sh"), "--address", address, "--no-wait",
+                              "--entrypoint-num-gpus=1", "--", "longshort", "--help"],
+                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert pending.returncode == 0, pending.stderr
+    waiting = pending.stdout.split("[submit] submitted ", 1)[1].split()[0]
+    time.sleep(5)
+    assert client.get_job_info(waiting).status == "PENDING"
+    client.stop_job(waiting)
     # the RL actors ran in the submitted-to cluster, not in a private Ray instance started by the job
     assert "existing Ray cluster" in (job.stdout + job.stderr) or "Connected to Ray cluster" in (job.stdout + job.stderr)
