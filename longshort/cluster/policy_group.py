@@ -1,12 +1,12 @@
 """Driver-side handles on the policies' actors: one ``PolicyGroup`` per role, ``Policies`` for both.
 
-A group owns a placement group, its rank actors (``PolicyWorker``) and standalone engines (``EngineWorker``); a
-frozen role (``trainable: false``) has engines only, and its training, sync and checkpoint methods refuse.
-Collective methods (train step, forward, weight sync, checkpoints) are sent to every rank at once and their
-results collected; data is split across ranks. Every remote call goes through ``gather``, which turns a dead
-actor, a crashed call or a timeout into an ``ActorFailure`` naming the role and the actor, after killing all of
-the group's actors (a rank stuck in a collective with a dead peer would otherwise hang forever). Checkpoints
-are written atomically by the trainer, so the last good one survives and loads into a fresh group.
+A group owns a placement group, its rank actors (``PolicyWorker``) and standalone engines (``EngineWorker``); a frozen
+role (``trainable: false``) has engines only, and its training, sync and checkpoint methods refuse. Collective methods
+(train step, forward, weight sync, checkpoints) are sent to every rank at once and their results collected; data is
+split across ranks. Every remote call goes through ``gather``, which turns a dead actor, a crashed call or a timeout
+into an ``ActorFailure`` naming the role and the actor, after killing all of the group's actors (a rank stuck in a
+collective with a dead peer would otherwise hang forever). Checkpoints are written atomically by the trainer, so the
+last good one survives and loads into a fresh group; each actor's node is logged.
 """
 
 from __future__ import annotations
@@ -65,6 +65,7 @@ class PolicyGroup:
         self.version = 0  # weight version every engine holds after the last complete sync
         self.last_checkpoint: str | None = None
         self.alive = False
+        self.nodes: dict[str, str] = {}  # actor name -> Ray node id (with its address), once ready
         self.timings: dict[str, float] = defaultdict(float)  # seconds inside actors, by activity
         self.sync = make_weight_sync(self.res.sync_strategy) if self.res.trainable else None
 
@@ -103,16 +104,16 @@ class PolicyGroup:
         from longshort.cluster.workers.policy import PolicyWorker
 
         ensure_ray(self.topo)
-        res = self.res
-        self.pg = create_placement_group(self.role, res, self.topo.actor_start_timeout_s)
+        res, acc = self.res, self.topo.accelerator
+        self.pg = create_placement_group(self.role, res, self.topo.actor_start_timeout_s, acc)
         rank_cls, engine_cls = ray.remote(PolicyWorker), ray.remote(EngineWorker)
         for r in range(res.ranks):
             name = actor_name(self.role, "rank", r)
-            opts = actor_options(self.pg, r, res.cpus_per_rank, res.gpus_per_rank)
+            opts = actor_options(self.pg, r, res.cpus_per_rank, res.gpus_per_rank, acc)
             self.ranks.append(Member(name, rank_cls.options(**opts).remote(self.role, r, name), "rank", r))
         for e in range(res.standalone_engines):
             name = actor_name(self.role, "engine", e)
-            opts = actor_options(self.pg, res.ranks + e, res.cpus_per_engine, res.gpus_per_engine)
+            opts = actor_options(self.pg, res.ranks + e, res.cpus_per_engine, res.gpus_per_engine, acc)
             self.engines.append(Member(name, engine_cls.options(**opts).remote(self.role, e, name), "engine", e))
         self.alive = True
 
@@ -136,8 +137,9 @@ class PolicyGroup:
                                                         res.threads(res.cpus_per_engine))))
         out = self.gather(calls, collective=True, what="setup", timeout_s=timeout)
         self.timings["setup"] += max(o["seconds"] for o in out)
-        log.info("policy %s: %d rank(s) + %d standalone engine(s) ready (%.1f s, %s parameters)", self.role,
-                 len(self.ranks), len(self.engines), max(o["seconds"] for o in out), out[0].get("params"))
+        self.nodes = {m.name: o["node"] for m, o in zip(self.members, out, strict=True)}
+        log.info("policy %s ready (%.1f s, %s parameters): %s", self.role, max(o["seconds"] for o in out),
+                 out[0].get("params"), ", ".join(f"{n} on node {node}" for n, node in self.nodes.items()))
 
     @property
     def members(self) -> list[Member]:
@@ -187,9 +189,7 @@ class PolicyGroup:
         if not self.alive:
             raise LongshortError(f"policy '{self.role}': its actors were stopped; start a new group "
                                  f"(last good checkpoint: {self.last_checkpoint or 'none'})")
-        names = {ref: name for name, ref in calls}
-        order = [ref for _, ref in calls]
-        results: dict = {}
+        names, order, results = {ref: name for name, ref in calls}, [ref for _, ref in calls], {}
         pending = list(order)
         deadline = time.monotonic() + (timeout_s or self.call_timeout_s)
         user_error: tuple[str, LongshortError] | None = None

@@ -108,6 +108,9 @@ class TopologyConfig:
     actor_start_timeout_s: float = field(default=600.0, metadata={"gt": 0})  # placement + model load
     call_timeout_s: float = field(default=3600.0, metadata={"gt": 0})  # any one call (generate, step, sync)
     ray_address: str | None = None  # None: the RAY_ADDRESS variable, else a local Ray instance
+    # The Ray resource that gpus_per_rank / gpus_per_engine ask for: GPU, or a custom resource a cluster declares for
+    # its accelerators (a test cluster's stand-in for GPUs, e.g. fake_gpu); only GPU makes a process use CUDA/NCCL.
+    accelerator: str = "GPU"
 
     @property
     def role_names(self) -> list[str]:
@@ -141,17 +144,18 @@ def actor_name(role: str, kind: Literal["rank", "engine"], index: int) -> str:
     return f"{role}/{kind}{index}"
 
 
-def _resources(cpus: float, gpus: float) -> dict[str, float]:
+def _resources(cpus: float, gpus: float, accelerator: str = "GPU") -> dict[str, float]:
     out = {"CPU": float(cpus)}
     if gpus > 0:  # Ray refuses zero-valued bundle entries
-        out["GPU"] = float(gpus)
+        out[accelerator] = float(gpus)
     return out
 
 
-def role_bundles(res: RoleResources) -> list[dict[str, float]]:
+def role_bundles(res: RoleResources, accelerator: str = "GPU") -> list[dict[str, float]]:
     """Bundles of a role's placement group: ranks first (index = rank), then standalone engines."""
-    ranks = [_resources(res.cpus_per_rank, res.gpus_per_rank) for _ in range(res.ranks)]
-    return ranks + [_resources(res.cpus_per_engine, res.gpus_per_engine) for _ in range(res.standalone_engines)]
+    ranks = [_resources(res.cpus_per_rank, res.gpus_per_rank, accelerator) for _ in range(res.ranks)]
+    return ranks + [_resources(res.cpus_per_engine, res.gpus_per_engine, accelerator)
+                    for _ in range(res.standalone_engines)]
 
 
 def ensure_ray(cfg: TopologyConfig | None = None) -> None:
@@ -165,12 +169,12 @@ def ensure_ray(cfg: TopologyConfig | None = None) -> None:
     start_ray((cfg.ray_address if cfg else None) or os.environ.get("RAY_ADDRESS"))
 
 
-def create_placement_group(role: str, res: RoleResources, timeout_s: float):
+def create_placement_group(role: str, res: RoleResources, timeout_s: float, accelerator: str = "GPU"):
     """Reserve the role's bundles; a clear error naming the role and the shortfall when the cluster cannot fit it."""
     import ray
     from ray.util.placement_group import placement_group, remove_placement_group
 
-    bundles = role_bundles(res)
+    bundles = role_bundles(res, accelerator)
     pg = placement_group(bundles, strategy=res.placement, name=f"longshort-{role}-{uuid.uuid4().hex[:8]}")
     if not pg.wait(timeout_seconds=timeout_s):
         remove_placement_group(pg)
@@ -189,17 +193,20 @@ def create_placement_group(role: str, res: RoleResources, timeout_s: float):
     return pg
 
 
-def actor_options(pg, bundle_index: int, cpus: float, gpus: float) -> dict:
-    """``.options(...)`` for an actor pinned to one bundle of ``pg``."""
+def actor_options(pg, bundle_index: int, cpus: float, gpus: float, accelerator: str = "GPU") -> dict:
+    """``.options(...)`` for an actor pinned to one bundle of ``pg``; ``gpus`` of ``accelerator`` (Ray's GPU, or a
+    custom resource)."""
     from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
     opts: dict = {
         "num_cpus": cpus,
-        "num_gpus": gpus,
+        "num_gpus": gpus if accelerator == "GPU" else 0,
         "scheduling_strategy": PlacementGroupSchedulingStrategy(pg, placement_group_bundle_index=bundle_index),
         "max_restarts": 0,  # a rank cannot rejoin its process group: the controller restarts from a checkpoint
         "max_concurrency": 1,
     }
+    if accelerator != "GPU" and gpus > 0:
+        opts["resources"] = {accelerator: gpus}
     env = _runtime_env()
     if env:
         opts["runtime_env"] = env

@@ -45,7 +45,8 @@ class CollectiveSync(WeightSync):
         world, timeout = 1 + sum(receivers), group.topo.call_timeout_s
         backend = group.res.sync_backend
         if backend == "auto":  # one backend for every member: NCCL only when trainer and engines both hold GPUs
-            backend = "nccl" if group.res.gpus_per_rank > 0 and group.res.gpus_per_engine > 0 else "gloo"
+            gpus = group.topo.accelerator == "GPU" and group.res.gpus_per_rank > 0 and group.res.gpus_per_engine > 0
+            backend = "nccl" if gpus else "gloo"
         calls = [(rank0.name, rank0.handle.open_sync_group.remote(host, port, world, backend, timeout))]
         first = 1
         for e, n in zip(engines, receivers, strict=True):

@@ -47,6 +47,13 @@ def engine_state_dict(engine: VersionedEngine) -> dict:
     return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
 
+def node_label() -> str:
+    """This actor's Ray node: its id (the first 12 hex digits, as `ray list nodes` shows them) and address."""
+    import ray
+
+    return f"{ray.get_runtime_context().get_node_id()[:12]} ({ray.util.get_node_ip_address()})"
+
+
 class EngineWorker:
     """One engine actor. Construction is cheap; ``setup`` loads the model (so many actors start in parallel)."""
 
@@ -66,7 +73,7 @@ class EngineWorker:
         t0 = time.perf_counter()
         torch.set_num_threads(threads)
         self.engine = build_engine(backend, model_dir, kwargs, self.name)
-        return {"seconds": time.perf_counter() - t0}
+        return {"seconds": time.perf_counter() - t0, "node": node_label()}
 
     def _need(self) -> VersionedEngine:
         if self.engine is None:

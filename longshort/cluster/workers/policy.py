@@ -99,7 +99,7 @@ class PolicyWorker:
     def setup(self, spec: WorkerSpec) -> dict:
         from transformers.utils import logging as hf_logging
 
-        from longshort.cluster.workers.engine import build_engine
+        from longshort.cluster.workers.engine import build_engine, node_label
 
         hf_logging.disable_progress_bar()  # one "Loading weights" bar per actor and model is only noise
         t0 = time.perf_counter()
@@ -114,7 +114,7 @@ class PolicyWorker:
             self.engine = build_engine(spec.engine_backend, spec.model_dir, spec.engine_kwargs,
                                        f"{self.role}/engine{self.rank}")
         n = sum(p.ds_numel if hasattr(p, "ds_numel") else p.numel() for p in self.trainer.module.parameters())
-        return {"seconds": time.perf_counter() - t0, "params": n, "device": str(device)}
+        return {"seconds": time.perf_counter() - t0, "params": n, "device": str(device), "node": node_label()}
 
     def shutdown(self) -> None:
         self._publisher.close()
