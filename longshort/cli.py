@@ -1,4 +1,4 @@
-"""The `longshort` command line: ``run``, ``config``, one subcommand per recipe stage (from the stage registry),
+"""The `longshort` command line: ``run``, ``config``, ``check``, one subcommand per recipe stage (from the stage registry),
 ``prepare-model`` and ``solve``."""
 
 from __future__ import annotations
@@ -67,6 +67,11 @@ def _config_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _recipe_config_args(p: argparse.ArgumentParser) -> None:
+    _config_args(p)
+    _recipe_arg(p)
+
+
 def _config_cmd_args(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     show = sub.add_parser("show", help="print the fully resolved config (defaults + file + overrides)")
@@ -120,6 +125,17 @@ def _run(args: argparse.Namespace) -> int:
     from longshort.pipeline.commands import pipeline_command
 
     return pipeline_command(_load(args), args.restart_from)
+
+
+def _check(args: argparse.Namespace) -> int:
+    """``longshort check``: one line per check, exit 2 when any found an error."""
+    from longshort.pipeline.check import errors, report_lines, run_checks
+    from longshort.pipeline.commands import run_dir_of
+
+    cfg = _load(args)
+    results = run_checks(cfg, run_dir_of(cfg))
+    print("\n".join(report_lines(results)))
+    return 2 if errors(results) else 0
 
 
 def _stage_args(stage: Stage) -> Callable[[argparse.ArgumentParser], None]:
@@ -195,6 +211,9 @@ def commands() -> dict[str, Command]:
         "run": Command(f"the config's recipe's whole pipeline ({_pipelines()}); complete stages are skipped, an "
                        "interrupted one resumes", _run_args, _run),
         "config": Command("inspect run configs", _config_cmd_args, _config_show),
+        "check": Command("check a run config before any work (seconds): models load, eval systems, engines, GPUs, "
+                         "data, output_dir, tracking; exit 2 on an error (run and every stage check first too)",
+                         _recipe_config_args, _check),
         "prepare-model": Command("add the pair protocol's tokens and chat template to a hub checkpoint (once, "
                                  "before training it)", _prepare_args, _prepare),
         **{name: Command(stage.help, _stage_args(stage), lambda args, _n=name: _stage(args, _n))

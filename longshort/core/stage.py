@@ -50,7 +50,7 @@ class Recipe:
     stages: tuple[Stage, ...]
     default_config: str | None = None  # packaged YAML (relative to the longshort package) loaded when no file is given
     # (cfg, run_dir) -> None: checks that need files (e.g. the roles' checkpoints share a tokenizer), run by
-    # ``longshort run`` before its first stage so a bad pair fails before hours of work
+    # ``longshort check`` (so before ``longshort run`` and every stage command) so a bad pair fails before any work
     preflight: Callable[[Any, Path], None] | None = None
     # ``longshort solve DIR`` on this recipe's exports: the ``format`` its export manifest states, and the
     # "module:function" (argparse namespace -> exit code) that runs one

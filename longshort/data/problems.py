@@ -14,7 +14,7 @@ import re
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from itertools import chain
+from itertools import chain, islice
 from pathlib import Path
 from typing import Any, Literal
 
@@ -278,8 +278,9 @@ def _multiple_choice(values: dict[str, Any], index_given: bool, src: ProblemSour
         values.update(problem=built.problem, answer=built.letter, choices=built.options)
 
 
-def load_problems(src: ProblemSource) -> tuple[list[Problem], LoadReport]:
-    """Read ``src`` into Problems; bad records fail the load or are skipped and counted (``on_bad_record``)."""
+def load_problems(src: ProblemSource, head: int | None = None) -> tuple[list[Problem], LoadReport]:
+    """Read ``src`` into Problems; bad records fail the load or are skipped and counted (``on_bad_record``).
+    ``head``: read only that many records (``longshort check`` parses a source's opening records)."""
     try:
         src.validate()
     except ValueError as exc:
@@ -289,6 +290,8 @@ def load_problems(src: ProblemSource) -> tuple[list[Problem], LoadReport]:
                              "or a Hugging Face data set name")
     path = Path(src.path).expanduser()
     records = _READERS[_format_of(src, path)](path, src.path, src)
+    if head is not None:
+        records = islice(records, head)
     first = next(records, None)
     preset = PRESETS[src.preset] if src.preset else preset_for(src.path, first[1] if first else None)
     mapping = {**preset.fields, **src.fields}

@@ -1,5 +1,6 @@
 """What the CLI runs: one stage (``longshort <stage>``) or the whole pipeline (``longshort run``). Both make the run
-directory, the tracker and logging, then call the same ``Stage.run`` with the same arguments."""
+directory, the tracker and logging, then call the same ``Stage.run`` with the same arguments; both first run
+``longshort check`` (``pipeline/check.py``) and stop on its errors before writing anything."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from longshort.core.config import dump_yaml, to_dict
 from longshort.core.errors import LongshortError
 from longshort.core.logs import setup_logging
 from longshort.core.run_lock import RunLock
+from longshort.pipeline.check import preflight
 from longshort.tracking.tracker import Tracker, scrub
 
 log = logging.getLogger("longshort")
@@ -59,6 +61,7 @@ def stage_command(cfg, name: str, resume: bool = False) -> int:
         raise LongshortError(f"'{name}' is not a stage of the {recipe.name} recipe (config key 'recipe'); "
                              f"its stages: {', '.join(recipe.stage_names)}")
     stage = recipe.stage(name)
+    preflight(cfg, run_dir_of(cfg))
     with RunLock(run_dir_of(cfg)), _resume_hint(resume_flag=stage.resumable and not resume):
         run_dir = prepare_run(cfg)
         with open_tracker(cfg, run_dir) as tracker:
@@ -74,6 +77,7 @@ def pipeline_command(cfg, restart_from: str | None = None) -> int:
     from longshort.pipeline.runner import run_pipeline
 
     t0 = time.perf_counter()
+    preflight(cfg, run_dir_of(cfg))
     with RunLock(run_dir_of(cfg)), _resume_hint(resume_flag=False):
         run_dir = prepare_run(cfg)
         with open_tracker(cfg, run_dir) as tracker:

@@ -190,8 +190,6 @@ def run_pipeline(cfg, run_dir: Path, tracker, restart_from: str | None = None) -
     state = _read(run_dir / STATE) or {}
     steps = state.get("next_step", 0)
     logged = last_logged_step(run_dir)  # a killed attempt may have logged past next_step
-    if (preflight := _recipe(cfg).preflight) is not None:
-        preflight(cfg, run_dir)
     todo = plan(cfg, run_dir, restart_from)
     log.info("pipeline plan: %s", ", ".join(f"{n} ({s})" for n, s in todo))
     records: list[StageRecord] = []
