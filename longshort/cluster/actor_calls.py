@@ -15,24 +15,26 @@ class ActorFailure(LongshortError):
     """An actor of a policy died, crashed or hung; the group's actors have been stopped.
 
     ``role`` ("long"/"short"), ``actor`` (e.g. "long/rank1"), ``kind`` (died/timeout/error), ``cause`` (text),
-    ``during`` (the call), ``checkpoint`` (last good one, if any), ``pending`` (actors still busy then).
+    ``during`` (the call), ``checkpoint`` (last good one, if any), ``pending`` (actors still busy then), ``node``
+    (the Ray node the actor ran on: a lost node shows as its actors dying).
     """
 
     def __init__(self, role: str, actor: str, kind: FailureKind, cause: str, during: str = "",
-                 checkpoint: str | None = None, pending: list[str] | None = None):
-        self.role, self.actor, self.kind, self.cause = role, actor, kind, cause
+                 checkpoint: str | None = None, pending: list[str] | None = None, node: str | None = None):
+        self.role, self.actor, self.kind, self.cause, self.node = role, actor, kind, cause, node
         self.during, self.checkpoint, self.pending = during, checkpoint, list(pending or [])
         what = {"died": "died", "timeout": "did not answer in time", "error": "failed"}[kind]
         others = [p for p in self.pending if p != actor]
         also = f" (so did {', '.join(others)})" if kind == "timeout" and others else ""
         ckpt = (f"last good checkpoint: {checkpoint}; restart from it" if checkpoint
                 else "no checkpoint was saved in this run yet")
-        super().__init__(f"policy '{role}': actor {actor} {what}{f' during {during}' if during else ''}{also}: "
+        on = f" on node {node}" if node else ""
+        super().__init__(f"policy '{role}': actor {actor}{on} {what}{f' during {during}' if during else ''}{also}: "
                          f"{cause}. All actors of role '{role}' were stopped; {ckpt}")
 
     def __reduce__(self):
         return (ActorFailure, (self.role, self.actor, self.kind, self.cause, self.during, self.checkpoint,
-                               self.pending))
+                               self.pending, self.node))
 
 
 @dataclass

@@ -234,7 +234,7 @@ class PolicyGroup:
                 cause = f"the actor process exited (seen as '{kind}' on {actor}: {last})"
                 actor, kind = dead[0], "died"
         self.kill()
-        failure = ActorFailure(self.role, actor, kind, cause, during, self.last_checkpoint, pending)
+        failure = ActorFailure(self.role, actor, kind, cause, during, self.last_checkpoint, pending, self.nodes.get(actor))
         log.error("%s", failure)
         raise failure
 

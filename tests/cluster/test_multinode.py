@@ -38,7 +38,7 @@ def three_nodes(request):
         cluster.wait_for_nodes()
         ray.init(address=cluster.address, log_to_driver=False)
         ray.cloudpickle.register_pickle_by_value(request.module)
-        yield {w.node_id: w for w in workers}
+        yield cluster, {w.node_id: w for w in workers}
     finally:
         ray.shutdown()
         cluster.shutdown()
@@ -73,7 +73,7 @@ def test_rank_and_engine_on_two_nodes_sync_across_them(three_nodes, tmp_path, st
     group = PolicyGroup.start("long", _model_dir(tmp_path / "m"), topo, TrainerConfig(lr=3e-2, total_steps=4))
     try:
         rank_node, engine_node = (group.nodes[n].split()[0] for n in ("long/rank0", "long/engine0"))
-        workers = {node_id[:12] for node_id in three_nodes}
+        workers = {node_id[:12] for node_id in three_nodes[1]}
         assert rank_node != engine_node and {rank_node, engine_node} == workers  # one on each worker node
         assert "long/rank0 on node" in logged.text and "long/engine0 on node" in logged.text  # the run's log says
         tok = build_tokenizer()
@@ -98,3 +98,33 @@ def test_rank_and_engine_on_two_nodes_sync_across_them(three_nodes, tmp_path, st
             assert lg[0, p - 1 : -1].argmax(-1).tolist() == r.samples[0].token_ids  # the engine is the trainer
     finally:
         group.close()
+
+
+def test_losing_a_node_stops_the_group_naming_the_node(three_nodes, tmp_path):
+    """Runs last: it removes one worker node of the module's cluster."""
+    import time
+
+    from longshort.cluster.actor_calls import ActorFailure
+
+    cluster, workers = three_nodes
+    res = RoleResources(num_ranks=1, gpus_per_rank=1, colocate=False, num_engines=1, gpus_per_engine=1,
+                        reference=False, placement="STRICT_SPREAD", weight_sync="object_store")
+    topo = PairTopology(long=res, accelerator="fake_gpu", call_timeout_s=300, actor_start_timeout_s=300)
+    group = PolicyGroup.start("long", _model_dir(tmp_path / "m"), topo, TrainerConfig(lr=3e-2, total_steps=4))
+    try:
+        engine_node = group.nodes["long/engine0"]
+        lost = next(w for node_id, w in workers.items() if engine_node.startswith(node_id[:12]))
+        cluster.remove_node(lost)
+        t0 = time.monotonic()
+        ids = torch.tensor([build_tokenizer().encode(TRAIN_TEXT)])
+        from longshort.training.trainer import Batch
+
+        with pytest.raises(ActorFailure) as failure:
+            group.train_step([Batch(ids, torch.ones_like(ids))])
+            group.sync_weights()
+        print(f"node lost -> group stopped in {time.monotonic() - t0:.1f} s")  # the note's number (pytest -s)
+        assert time.monotonic() - t0 < 60
+        assert failure.value.kind == "died" and failure.value.actor == "long/engine0"
+        assert f"on node {engine_node}" in str(failure.value) and not group.alive
+    finally:
+        group.kill()
