@@ -74,19 +74,22 @@ def test_max_model_len_over_the_models_limit(tmp_path, model_dir):
 
 
 def test_the_qwen_configs_eval_max_model_len_is_caught_once_its_models_are_there(tmp_path, model_dir):
-    """ray_configs/qwen2.5-7b-pair.yaml asks 36864 of eval engines serving Qwen2.5-7B-Instruct (32768): the pair
-    systems are stage outputs, traced to the keys they start from."""
+    """ray_configs/qwen2.5-7b-pair.yaml asked 36864 of eval engines serving Qwen2.5-7B-Instruct (32768; it asks
+    32768 now): the pair systems are stage outputs, traced to the keys they start from."""
     dirs = {}
     for name, limit in (("long", 131072), ("short", 32768)):
         dirs[name] = shutil.copytree(model_dir, tmp_path / name)
         cfg = json.loads((dirs[name] / "config.json").read_text())
         (dirs[name] / "config.json").write_text(json.dumps({**cfg, "max_position_embeddings": limit}))
-    found = errors(tmp_path, f"sft.long_model={dirs['long']}", f"sft.short_model={dirs['short']}",
-                   f"score.model={dirs['long']}", f"coldstart.rewrite.model={dirs['short']}",
-                   f"eval.systems=[{{name: r1, kind: single, model: {dirs['long']}}}, "
-                   "{name: sft-pair, kind: pair, long: sft/long/model, short: sft/short/model}]", "chunk.source.path=", "sft.eval.source.path=",
-                   "rl.train.path=", "rl.eval.path=", "eval.benchmarks=[{name: t, source: {path: ''}}]",
-                   config=str(ROOT / "ray_configs" / "qwen2.5-7b-pair.yaml"))
+    overrides = [f"sft.long_model={dirs['long']}", f"sft.short_model={dirs['short']}",
+                 f"score.model={dirs['long']}", f"coldstart.rewrite.model={dirs['short']}",
+                 f"eval.systems=[{{name: r1, kind: single, model: {dirs['long']}}}, "
+                 "{name: sft-pair, kind: pair, long: sft/long/model, short: sft/short/model}]", "chunk.source.path=",
+                 "sft.eval.source.path=", "rl.train.path=", "rl.eval.path=",
+                 "eval.benchmarks=[{name: t, source: {path: ''}}]"]
+    config = str(ROOT / "ray_configs" / "qwen2.5-7b-pair.yaml")
+    assert not [f for f in errors(tmp_path, *overrides, config=config) if "max_model_len" in f.key]
+    found = errors(tmp_path, *overrides, "eval.engines.engine_kwargs={max_model_len: 36864}", config=config)
     [f] = [f for f in found if "max_model_len" in f.key]
     assert f.key == "eval.engines.engine_kwargs.max_model_len" and "36864 is over" in f.message
     assert "max_position_embeddings 32768" in f.message and "sft.short_model" in f.message
