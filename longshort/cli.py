@@ -18,7 +18,7 @@ from longshort.core.stage import Stage
 log = logging.getLogger("longshort")
 
 CONFIG_HELP = "run config YAML (default: the embedded tiny default, same as ray_configs/tiny.yaml)"
-OVERRIDES_HELP = "dotted overrides, e.g. sft.lr=3e-4 tracking.mode=disabled"
+OVERRIDES_HELP = "dotted overrides, e.g. bootstrap.sft.lr=3e-3 tracking.mode=disabled"
 
 
 @dataclass(frozen=True)

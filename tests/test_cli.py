@@ -31,6 +31,18 @@ def test_version_and_help_on_every_subcommand(capsys):
     assert "overrides" in capsys.readouterr().out
 
 
+def test_the_help_examples_are_real_keys(capsys):
+    """The overrides every subcommand's --help shows are accepted by every recipe's config."""
+    from longshort.cli import OVERRIDES_HELP
+    from longshort.recipes import RECIPES
+
+    examples = [w for w in OVERRIDES_HELP.split() if "=" in w]
+    assert examples
+    for recipe in RECIPES.names():
+        assert main(["config", "show", f"recipe={recipe}", *examples]) == 0, recipe
+        capsys.readouterr()
+
+
 def test_config_show_resolves_file_and_overrides(capsys):
     assert main(["config", "show", str(ROOT / "ray_configs/tiny.yaml"), "bootstrap.sft.lr=0.01", "name=demo"]) == 0
     shown = yaml.safe_load(capsys.readouterr().out)
