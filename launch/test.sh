@@ -6,4 +6,4 @@ bash launch/setup.sh
 export WANDB_MODE=offline WANDB_SILENT=true TORCH_EXTENSIONS_DIR="$PWD/.torch_extensions" RAY_AUTH_MODE=disabled
 # Imports point down the layers (pyproject's [tool.importlinter]); fails fast, before the slow suite.
 .venv/bin/lint-imports --no-cache
-exec .venv/bin/python -m pytest -q "$@"
+exec .venv/bin/python -m pytest -q --durations=25 "$@"

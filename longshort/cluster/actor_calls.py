@@ -28,9 +28,9 @@ class ActorFailure(LongshortError):
         also = f" (so did {', '.join(others)})" if kind == "timeout" and others else ""
         ckpt = (f"last good checkpoint: {checkpoint}; restart from it" if checkpoint
                 else "no checkpoint was saved in this run yet")
-        on = f" on node {node}" if node else ""
-        super().__init__(f"policy '{role}': actor {actor}{on} {what}{f' during {during}' if during else ''}{also}: "
-                         f"{cause}. All actors of role '{role}' were stopped; {ckpt}")
+        on = f" (on node {node})" if node else ""
+        super().__init__(f"policy '{role}': actor {actor} {what}{f' during {during}' if during else ''}{also}: "
+                         f"{cause}{on}. All actors of role '{role}' were stopped; {ckpt}")
 
     def __reduce__(self):
         return (ActorFailure, (self.role, self.actor, self.kind, self.cause, self.during, self.checkpoint,

@@ -300,8 +300,9 @@ def run_rl(cfg: RLSettings, run_dir: str | Path, topology: TopologyConfig | None
         except ActorFailure as e:
             bar.stop()
             where = f"it can resume from {last_ckpt}" if last_ckpt else "no checkpoint yet: it starts again"
+            on = f" on node {e.node}" if e.node else ""  # a lost node shows as its actors dying
             raise RLInterrupted(f"rl stopped at step {state.step + 1}: {e.role} actor {e.actor} {e.kind} during "
-                                f"{e.during}; all actors were stopped; {where}", e, last_ckpt, state.step + 1) from e
+                                f"{e.during}{on}; all actors were stopped; {where}", e, last_ckpt, state.step + 1) from e
         finally:
             bar.stop()
     if last_eval is None and state.evals:
