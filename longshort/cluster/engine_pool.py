@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from longshort.cluster.topology import ensure_ray, run_accelerator
 from longshort.core.config import PLACEMENT
 from longshort.core.errors import LongshortError
 from longshort.engines.base import GenerationRequest, GenerationResult
@@ -86,15 +87,14 @@ class RayEnginePool:
 
         from longshort.cluster.workers.engine import EngineWorker
 
-        if not ray.is_initialized():
-            from longshort.cluster.reaper import start_ray
-
-            start_ray(log_to_driver=False)
+        ensure_ray(log_to_driver=False)
         kwargs = engine_kwargs(cfg, model_dir, seed)
         path = kwargs.pop("model_path", None) or kwargs.pop("model")
         kwargs.pop("tokenizer", None)
         threads = cfg.threads_per_worker or 1
-        host = ray.remote(num_cpus=threads * cpu_share, num_gpus=cfg.gpus_per_worker)(EngineWorker)
+        acc, gpus = run_accelerator(), cfg.gpus_per_worker
+        devices = {"num_gpus": gpus} if acc == "GPU" else {"resources": {acc: gpus}} if gpus else {}
+        host = ray.remote(num_cpus=threads * cpu_share, **devices)(EngineWorker)
         self._ray = ray
         self.actors = [host.remote(name, i, f"{name}-engine-{i}") for i in range(cfg.workers)]
         # Engines load in parallel; construction errors surface here, not in the middle of a run.

@@ -117,6 +117,9 @@ def start_ray(address: str | None = None, **kwargs) -> None:
     local = not joins_cluster(address)
     if local:
         loopback_only()
+        # Ray starts its workers at nice 15 (background work); here they are the training ranks and engines, which
+        # ran at the command's own priority before they became actors. A cluster keeps its own setting.
+        os.environ.setdefault("RAY_worker_niceness", "0")
     kwargs.setdefault("include_dashboard", local)  # on 127.0.0.1: `ray list actors` and the dashboard need it
     context = ray.init(address=address, ignore_reinit_error=True, **kwargs)
     if not local:

@@ -14,6 +14,7 @@ or reference, and no weight sync.
 from __future__ import annotations
 
 import os
+import threading
 import uuid
 from dataclasses import dataclass, field, fields, make_dataclass
 from pathlib import Path
@@ -21,8 +22,9 @@ from typing import Any, Literal
 
 from longshort.core.errors import LongshortError
 from longshort.core.stage import RoleSpec
+from longshort.training.ranks import Placement
 
-Placement = Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"]
+_CONNECT = threading.Lock()
 
 
 @dataclass
@@ -158,24 +160,59 @@ def role_bundles(res: RoleResources, accelerator: str = "GPU") -> list[dict[str,
                     for _ in range(res.standalone_engines)]
 
 
-def ensure_ray(cfg: TopologyConfig | None = None) -> None:
-    """Connect to Ray (``ray_address`` or RAY_ADDRESS) or start a local instance, unless already connected."""
+@dataclass
+class _Cluster:
+    address: str | None = None
+    accelerator: str = "GPU"
+
+
+_RUN = _Cluster()
+
+
+def use_cluster(topo: TopologyConfig | None) -> None:
+    """Where a command's work goes: ``topology.ray_address`` (else RAY_ADDRESS, else a local instance) and the Ray
+    resource a device is (``topology.accelerator``). The pipeline sets it from the run config before any stage; SFT
+    ranks and the stages' engine pools read it (RL reads its topology itself). Nothing connects until work needs Ray."""
+    global _RUN
+    _RUN = _Cluster(topo.ray_address, topo.accelerator) if topo is not None else _Cluster()
+
+
+def run_accelerator() -> str:
+    """The Ray resource a device is, for work outside the topology (``use_cluster``)."""
+    return _RUN.accelerator
+
+
+def ensure_ray(cfg: TopologyConfig | None = None, **kwargs) -> None:
+    """Connect to Ray (``ray_address`` of ``cfg``, else of the run's ``use_cluster``, else RAY_ADDRESS) or start a
+    local instance, unless already connected."""
     import ray
 
-    if ray.is_initialized():
-        return
-    from longshort.cluster.reaper import start_ray
+    with _CONNECT:  # two trainings may start at once (threads): one ray.init
+        if ray.is_initialized():
+            return
+        if threading.current_thread() is not threading.main_thread():
+            # Linux stops the processes Ray starts when the *thread* that started them ends (PR_SET_PDEATHSIG): a
+            # cluster started in a worker thread dies with it, in the middle of a run.
+            raise RuntimeError("ensure_ray() from a worker thread; connect from the main thread before starting "
+                               "threads that use Ray")
+        from longshort.cluster.reaper import start_ray
 
-    start_ray((cfg.ray_address if cfg else None) or os.environ.get("RAY_ADDRESS"))
+        start_ray((cfg.ray_address if cfg else _RUN.address) or os.environ.get("RAY_ADDRESS"), **kwargs)
 
 
 def create_placement_group(role: str, res: RoleResources, timeout_s: float, accelerator: str = "GPU"):
     """Reserve the role's bundles; a clear error naming the role and the shortfall when the cluster cannot fit it."""
+    return reserve(role_bundles(res, accelerator), res.placement, timeout_s, f"topology.{role}",
+                   f"lower topology.{role}.num_ranks / cpus_per_rank / gpus_per_rank / num_engines")
+
+
+def reserve(bundles: list[dict[str, float]], strategy: Placement, timeout_s: float, key: str, lower: str):
+    """A placement group of ``bundles``; when the cluster cannot fit it in ``timeout_s``, an error naming ``key``
+    (the config that asks), the totals asked, had and free, and the fix (``lower`` the keys that ask, or add nodes)."""
     import ray
     from ray.util.placement_group import placement_group, remove_placement_group
 
-    bundles = role_bundles(res, accelerator)
-    pg = placement_group(bundles, strategy=res.placement, name=f"longshort-{role}-{uuid.uuid4().hex[:8]}")
+    pg = placement_group(bundles, strategy=strategy, name=f"longshort-{key.replace('.', '-')}-{uuid.uuid4().hex[:8]}")
     if not pg.wait(timeout_seconds=timeout_s):
         remove_placement_group(pg)
         need: dict[str, float] = {}
@@ -184,11 +221,10 @@ def create_placement_group(role: str, res: RoleResources, timeout_s: float, acce
                 need[k] = need.get(k, 0.0) + v
         have = {k: ray.available_resources().get(k, 0.0) for k in need}
         total = {k: ray.cluster_resources().get(k, 0.0) for k in need}
+        spread = " or placement: PACK" if strategy != "PACK" else ""
         raise LongshortError(
-            f"topology.{role}: Ray could not place {len(bundles)} actor(s) needing {need} in total (strategy "
-            f"{res.placement}) within {timeout_s:.0f} s; the cluster has {total}, free now {have}. Fix: lower "
-            f"topology.{role}.num_ranks / cpus_per_rank / gpus_per_rank / num_engines, use placement: PACK, "
-            "or add nodes"
+            f"{key}: Ray could not place {len(bundles)} actor(s) needing {need} in total (strategy {strategy}) within "
+            f"{timeout_s:.0f} s; the cluster has {total}, free now {have}. Fix: {lower}{spread}, or add nodes"
         )
     return pg
 

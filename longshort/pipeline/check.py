@@ -26,6 +26,7 @@ from longshort.pipeline.check_models import (
     producer,
     walk,
 )
+from longshort.training.sft import SFTConfig
 
 log = logging.getLogger("longshort")
 CheckFn = Callable[[object, Path], list[Finding]]
@@ -123,7 +124,7 @@ def check_tracking(cfg, run_dir: Path) -> list[Finding]:
 
 
 def _gpus_asked(cfg) -> list[tuple[str, float]]:
-    """(what asks, GPUs) for every topology role and every stage's engine workers."""
+    """(what asks, GPUs) for every topology role, every stage's engine workers and every SFT's ranks."""
     asks = []
     for key, value, name in walk(cfg):
         if hasattr(value, "gpus_per_engine") and hasattr(value, "standalone_engines"):
@@ -134,6 +135,9 @@ def _gpus_asked(cfg) -> list[tuple[str, float]]:
         elif name == "engines" and getattr(value, "workers", 0) and getattr(value, "gpus_per_worker", 0):
             asks.append((f"{key} (workers {value.workers} x gpus_per_worker {value.gpus_per_worker:g})",
                          value.workers * value.gpus_per_worker))
+        elif isinstance(value, SFTConfig) and value.gpus_per_rank:  # None: one a rank where there are any
+            asks.append((f"{key} (num_ranks {value.num_ranks} x gpus_per_rank {value.gpus_per_rank:g})",
+                         value.num_ranks * value.gpus_per_rank))
     return asks
 
 
@@ -152,8 +156,8 @@ def available(cfg, resource: str = "GPU") -> tuple[float | None, str]:
 
 
 def check_resources(cfg, run_dir: Path) -> list[Finding]:
-    """The GPUs (or ``topology.accelerator``) the topology asks (all roles at once, the RL stage) and each stage's
-    engine workers, against the cluster."""
+    """The GPUs (or ``topology.accelerator``) the topology asks (all roles at once, the RL stage), each stage's
+    engine workers and each SFT's ranks, against the cluster."""
     asks = _gpus_asked(cfg)
     if not asks:
         return []
@@ -169,11 +173,11 @@ def check_resources(cfg, run_dir: Path) -> list[Finding]:
                              f"({'; '.join(k for k, _ in topo)}); {where} has {have:g}",
                              "run on a cluster with that many (topology.ray_address), or lower num_ranks / "
                              "num_engines / gpus_per_rank / gpus_per_engine"))
-    have, where = available(cfg) if resource != "GPU" or have is None else (have, where)
     for k, g in asks:
         if not k.startswith("topology.") and have is not None and g > have:
-            found.append(Finding(k.partition(" ")[0], f"{k.partition(' ')[2][1:-1]} asks {g:g} GPUs; {where} has "
-                                 f"{have:g}", "lower workers / gpus_per_worker, or run on a cluster with them"))
+            found.append(Finding(k.partition(" ")[0], f"{k.partition(' ')[2][1:-1]} asks {g:g} {resource}; {where} "
+                                 f"has {have:g}", "lower workers / gpus_per_worker (an SFT: num_ranks / gpus_per_rank), "
+                                 "or run on a cluster with them"))
     return found
 
 

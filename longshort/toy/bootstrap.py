@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from longshort.cluster.sft_job import run_sft
 from longshort.core import checks as outcome
 from longshort.core import run_dir as rd
 from longshort.core.errors import LongshortError
@@ -32,7 +33,7 @@ from longshort.data.verify import VerifyConfig, shared_verifier
 from longshort.eval.runner import run_single
 from longshort.toy.task import CORRECTION_RE, TaskConfig, dev_split, generate, read_jsonl, write_jsonl
 from longshort.toy.tiny import TinyModelConfig, TokenizerConfig, build_model, n_params, task_texts, train_tokenizer
-from longshort.training.sft import SFTConfig, SFTResult, run_sft
+from longshort.training.sft import SFTConfig, SFTResult
 from longshort.training.sft_data import SFTExample
 
 log = logging.getLogger("longshort")
@@ -232,7 +233,7 @@ def run_bootstrap(cfg: BootstrapConfig, run_dir: str | Path, tracker=None,
 
     t = time.perf_counter()
     sft = run_sft(cfg.sft, _sft_examples(train), init_dir, run / "sft", tracker=tracker,
-                  metric_prefix="bootstrap/sft/")
+                  metric_prefix="bootstrap/sft/", key="bootstrap.sft")
     timings["sft_s"] = time.perf_counter() - t
     if sft.model_dir is None:
         raise LongshortError(f"bootstrap: SFT stopped before its last step; re-run to resume from {run / 'sft'}")

@@ -1,10 +1,9 @@
-"""Run one piece of rank code on N local processes (CPU/gloo or GPU/NCCL).
+"""The rank side of a training job: joining its process group (CPU/gloo or GPU/NCCL) and leaving it.
 
-The rank code is a plain function ``fn(info: RankInfo, *args, report=...)``: it calls
-``init_rank(info)``, does its work, calls ``shutdown_rank()`` and returns a picklable result. Here
-``launch`` hosts it in spawned processes (or in the calling process for one rank); later a Ray actor
-hosts the very same function by building the ``RankInfo`` itself. ``report`` is how a rank streams small
-messages (metrics, progress) to whoever supervises it.
+Rank code is a plain function ``fn(info: RankInfo, *args, report=...)``: it calls ``init_rank(info)``, does its
+work, calls ``shutdown_rank()`` and returns a picklable result. ``cluster/rank_group.run_ranks`` hosts it on Ray
+actors (the one way ranks run, on a laptop's local Ray instance as on a cluster); ``report`` is how rank 0 streams
+small messages (metrics, progress) to the driver.
 """
 
 from __future__ import annotations
@@ -12,24 +11,21 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
-import queue as queue_mod
 import socket
 import sys
-import time
-import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Literal
 
 import torch
-
-from longshort.core.errors import LongshortError
 
 log = logging.getLogger(__name__)
 
 Report = Callable[[dict], None]
+# How a job's ranks (or a role's actors) spread over nodes: Ray placement-group strategies.
+Placement = Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"]
 
 
 @dataclass(frozen=True)
@@ -40,7 +36,7 @@ class RankInfo:
     world_size: int
     master_addr: str = "127.0.0.1"
     master_port: int = 29500
-    local_rank: int | None = None  # defaults to rank (single node)
+    local_rank: int | None = None  # the device index on this process's node; defaults to rank
 
     @property
     def is_main(self) -> bool:
@@ -177,132 +173,3 @@ def shutdown_rank() -> None:
             value.clear()
         elif value is not None:
             setattr(groups, name, None)
-
-
-def die_with_parent(parent_pid: int) -> None:
-    """Linux: this process gets SIGKILL when the process that started it dies, by any signal; a rank left running
-    would keep writing checkpoints and models that a rerun then takes as done. Elsewhere a no-op."""
-    if not sys.platform.startswith("linux"):
-        return
-    import ctypes
-    import signal
-
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    if os.getppid() != parent_pid:  # the parent died before the line above took effect
-        os._exit(1)
-
-
-def _child(fn, info: RankInfo, args: tuple, out_q, threads: int | None, parent_pid: int) -> None:
-    die_with_parent(parent_pid)
-    if threads:
-        torch.set_num_threads(threads)
-    report = (lambda msg: out_q.put(("msg", info.rank, msg))) if info.is_main else None
-    try:
-        result = fn(info, *args, report=report)
-        out_q.put(("result", info.rank, result))
-    except BaseException as e:  # noqa: BLE001 - every failure must reach the supervisor
-        user = isinstance(e, LongshortError)
-        out_q.put(("error", info.rank, (user, str(e), traceback.format_exc())))
-        shutdown_rank()
-        raise SystemExit(1) from None
-
-
-def _raise_rank_error(rank: int, payload: tuple[bool, str, str]) -> None:
-    user, message, tb = payload
-    if user:
-        raise LongshortError(message)
-    raise RuntimeError(f"rank {rank} failed:\n{tb}")
-
-
-def launch(
-    fn: Callable[..., Any],
-    world_size: int,
-    args: tuple = (),
-    *,
-    on_report: Report | None = None,
-    threads_per_rank: int | None = None,
-    in_process: bool | None = None,
-    timeout_s: float | None = None,
-) -> list[Any]:
-    """Run ``fn(info, *args, report=...)`` on ``world_size`` local ranks; returns their results by rank.
-
-    Rank 0's ``report(msg)`` calls reach ``on_report(msg)`` here. One rank runs in this process unless
-    ``in_process=False`` (no spawn cost, and the caller's objects stay usable); N ranks are spawned
-    processes (``fn`` and ``args`` must be picklable; a script that calls this needs the usual
-    ``if __name__ == "__main__":`` guard, as spawned children re-import it). On GPU, rank i uses ``cuda:i``.
-    If a rank fails the others are terminated and its error is raised here (a ``LongshortError`` stays one).
-    """
-    if world_size < 1:
-        raise LongshortError(f"num_ranks must be >= 1, got {world_size}")
-    if use_cuda() and world_size > torch.cuda.device_count():
-        raise LongshortError(
-            f"num_ranks={world_size} but only {torch.cuda.device_count()} GPU(s) are visible; lower num_ranks"
-        )
-    port = free_port()
-    if threads_per_rank is None and not use_cuda():
-        threads_per_rank = max(1, (os.cpu_count() or 1) // world_size)
-    if in_process is None:
-        in_process = world_size == 1
-    if in_process:
-        if world_size != 1:
-            raise LongshortError("in_process=True needs world_size=1")
-        saved = {k: os.environ.get(k) for k in ("MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE", "LOCAL_RANK")}
-        try:
-            return [fn(RankInfo(0, 1, "127.0.0.1", port), *args, report=on_report)]
-        finally:
-            shutdown_rank()
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
-
-    ctx = torch.multiprocessing.get_context("spawn")
-    out_q = ctx.Queue()
-    procs = []
-    for rank in range(world_size):
-        info = RankInfo(rank, world_size, "127.0.0.1", port)
-        p = ctx.Process(target=_child, args=(fn, info, args, out_q, threads_per_rank, os.getpid()), daemon=False)
-        p.start()
-        procs.append(p)
-    results: dict[int, Any] = {}
-    deadline = None if timeout_s is None else time.monotonic() + timeout_s
-
-    def handle(kind: str, rank: int, payload: Any) -> None:
-        if kind == "msg":
-            if on_report is not None:
-                on_report(payload)
-        elif kind == "result":
-            results[rank] = payload
-        else:
-            _raise_rank_error(rank, payload)
-
-    try:
-        while len(results) < world_size:
-            try:
-                handle(*out_q.get(timeout=0.5))
-                continue
-            except queue_mod.Empty:
-                pass
-            dead = [r for r, p in enumerate(procs) if r not in results and p.exitcode not in (None, 0)]
-            if dead:
-                # A failing rank queues its error before exiting: read what is left before blaming a crash.
-                try:
-                    while True:
-                        handle(*out_q.get(timeout=2.0))
-                except queue_mod.Empty:
-                    pass
-                raise RuntimeError(f"rank {dead[0]} died with exit code {procs[dead[0]].exitcode} without a result")
-            if deadline is not None and time.monotonic() > deadline:
-                raise TimeoutError(f"ranks did not finish within {timeout_s:.0f} s")
-    finally:
-        for p in procs:
-            if p.is_alive() and len(results) < world_size:
-                p.terminate()
-        for p in procs:
-            p.join(timeout=30)
-            if p.is_alive():
-                p.kill()
-                p.join()
-    return [results[r] for r in range(world_size)]

@@ -1,8 +1,8 @@
 """Supervised fine-tuning on chat-format examples: the loop, checkpoint/resume and export.
 
-``run_sft`` validates and tokenizes the data in the calling process (bad input fails here, before any
-rank starts), then runs ``sft_rank`` on ``num_ranks`` ranks. ``sft_rank`` is one rank's whole job and
-takes its ``RankInfo``, so a Ray actor can host it unchanged. Layout of ``out_dir``::
+``prepare_sft`` validates and tokenizes the data in the calling process (bad input fails there, before any rank
+starts); ``cluster/sft_job.run_sft`` then runs ``sft_rank``, one rank's whole job, on ``num_ranks`` Ray actors.
+Layout of ``out_dir``::
 
     checkpoints/step-000040/   engine state, per-rank RNG, state.json (step, data position, fingerprint)
     model/                     final HF export (safetensors + tokenizer)
@@ -21,7 +21,7 @@ import torch
 from longshort.core import manifest
 from longshort.core.config import PLACEMENT
 from longshort.core.errors import LongshortError
-from longshort.training.ranks import RankInfo, Report, init_rank, launch, shutdown_rank
+from longshort.training.ranks import Placement, RankInfo, Report, init_rank, shutdown_rank
 from longshort.training.sft_data import (
     SFTExample,
     TokenizedSet,
@@ -65,7 +65,11 @@ class SFTConfig:
     save_every: int = field(default=0, metadata={"ge": 0})  # steps; 0: only at the end
     keep_last: int = field(default=2, metadata={"ge": 1})
     log_every: int = field(default=1, metadata={"ge": 1})
-    num_ranks: int = field(default=1, metadata={"ge": 1})
+    num_ranks: int = field(default=1, metadata={"ge": 1})  # data-parallel ranks, each a Ray actor
+    cpus_per_rank: float = field(default=1.0, metadata={"gt": 0, PLACEMENT: True})  # Ray CPUs each rank reserves
+    # Devices (topology.accelerator, default GPU) per rank; None: one when the cluster has any, else CPU ranks.
+    gpus_per_rank: float | None = field(default=None, metadata={"ge": 0, PLACEMENT: True})
+    placement: Placement = field(default="PACK", metadata={PLACEMENT: True})  # PACK: few nodes; SPREAD: many
     threads_per_rank: int | None = field(default=None, metadata={"ge": 1})  # CPU: default cores // num_ranks
     progress: bool = field(default=True, metadata={PLACEMENT: True})
     model_factory: str = "causal_lm"  # the module to train (training.models); a recipe's composite model names its own
@@ -240,7 +244,7 @@ def sft_rank(info: RankInfo, job: SFTJob, report: Report | None = None) -> dict[
         shutdown_rank()
 
 
-class _Progress:
+class Progress:
     """Rank 0's reports → progress bar, log lines and the tracker."""
 
     def __init__(self, tracker, prefix: str, show: bool):
@@ -271,25 +275,13 @@ class _Progress:
             self.bar = self.task = None
 
 
-def run_sft(
-    cfg: SFTConfig,
-    data: str | Path | list[SFTExample] | TokenizedSet,
-    model_dir: str | Path,
-    out_dir: str | Path,
-    *,
-    tracker=None,
-    resume: bool = True,
-    stop_after: int | None = None,
-    metric_prefix: str = "sft/",
-    in_process: bool | None = None,
-) -> SFTResult:
-    """Fine-tune the model in ``model_dir`` (HF dir with a protocol tokenizer) on ``data``; export to ``out_dir/model``.
+def prepare_sft(cfg: SFTConfig, data: str | Path | list[SFTExample] | TokenizedSet, model_dir: str | Path,
+                out_dir: str | Path, *, resume: bool = True, stop_after: int | None = None) -> tuple[SFTJob, TokenizeStats]:
+    """Check the config, model and data and tokenize here, in the driver, so bad input fails before any rank starts.
 
     ``data`` is a JSONL path, in-memory ``SFTExample``s, or a ``TokenizedSet`` a recipe built (side inputs for a
     composite model; ``sft.max_len`` was the recipe's to apply). With ``resume`` an existing checkpoint in
-    ``out_dir`` is continued exactly. ``tracker`` is any object with ``log(metrics: dict, step: int)``.
-    ``in_process=False`` trains even a single rank in a spawned process (two trainings at once need that: one
-    process holds one default process group).
+    ``out_dir`` is continued exactly.
     """
     from transformers import AutoConfig, AutoTokenizer
 
@@ -324,14 +316,11 @@ def run_sft(
         )
     skipped = stats.truncated + stats.dropped_overlong + stats.dropped_no_targets
     (log.warning if skipped else log.info)("sft data: %s", stats.summary())
-    job = SFTJob(cfg, str(model_dir), str(out_dir), tokenized, resume, stop_after)
-    progress = _Progress(tracker, metric_prefix, cfg.progress)
-    try:
-        results = launch(sft_rank, cfg.num_ranks, (job,), on_report=progress, threads_per_rank=cfg.threads_per_rank,
-                         in_process=in_process)
-    finally:
-        progress.close()
-    r = results[0]
+    return SFTJob(cfg, str(model_dir), str(out_dir), tokenized, resume, stop_after), stats
+
+
+def sft_result(rank0: dict[str, Any], stats: TokenizeStats) -> SFTResult:
+    r = rank0
     return SFTResult(r["steps"], r["total"], r["losses"], r["model_dir"], r["checkpoint"], r["resumed_from"], stats)
 
 

@@ -1,7 +1,9 @@
 """A multi-node Ray cluster on one machine: Ray's own harness (`ray.cluster_utils.Cluster`) starts a head and two
 worker raylets on loopback, each worker declaring `fake_gpu` (`topology.accelerator`) as its stand-in for GPUs. A
 role's trainer rank and its engine are placed on different nodes (STRICT_SPREAD), the trained weights cross nodes
-(both the object store and a gloo broadcast), and the engine serves exactly the trainer's weights after each sync."""
+(both the object store and a gloo broadcast), and the engine serves exactly the trainer's weights after each sync.
+An SFT's two ranks on the two worker nodes train exactly as on one node, and a stage's engine pool holds the
+accelerator. Losing a node stops a group within a minute, naming the node."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ import tempfile
 import pytest
 import ray
 import torch
-from builders import build_tokenizer
+from builders import build_model_dir, build_tokenizer, toy_examples
 
 from longshort.cluster.policy_group import PolicyGroup
 from longshort.cluster.reaper import loopback_only
@@ -49,17 +51,7 @@ def three_nodes(request):
 
 
 def _model_dir(path):
-    from transformers import Qwen2Config, Qwen2ForCausalLM
-
-    tok = build_tokenizer()
-    torch.manual_seed(0)
-    cfg = Qwen2Config(vocab_size=len(tok), hidden_size=64, num_attention_heads=2, num_key_value_heads=2, head_dim=32,
-                      intermediate_size=128, num_hidden_layers=2, max_position_embeddings=256,
-                      tie_word_embeddings=True, pad_token_id=tok.pad_token_id,
-                      eos_token_id=tok.convert_tokens_to_ids("<|endoftext|>"))
-    Qwen2ForCausalLM(cfg).save_pretrained(path)
-    tok.save_pretrained(path)
-    return path
+    return build_model_dir(path, hidden=64, positions=256)
 
 
 @pytest.mark.parametrize("strategy", ["object_store", "collective"])
@@ -98,6 +90,48 @@ def test_rank_and_engine_on_two_nodes_sync_across_them(three_nodes, tmp_path, st
             assert lg[0, p - 1 : -1].argmax(-1).tolist() == r.samples[0].token_ids  # the engine is the trainer
     finally:
         group.close()
+
+
+@pytest.fixture
+def fake_gpu_run():
+    """The run's accelerator is `fake_gpu` (as `longshort run` sets it from `topology.accelerator`)."""
+    from longshort.cluster.topology import use_cluster
+
+    use_cluster(PairTopology(accelerator="fake_gpu"))
+    yield
+    use_cluster(None)
+
+
+def test_sft_ranks_on_two_nodes_train_exactly_as_on_one(three_nodes, fake_gpu_run, tmp_path, logged):
+    from longshort.cluster.sft_job import run_sft
+    from longshort.training.sft import SFTConfig
+
+    model = _model_dir(tmp_path / "m")
+    losses, nodes = {}, {}
+    for placement in ("STRICT_SPREAD", "STRICT_PACK"):
+        cfg = SFTConfig(lr=3e-3, max_len=64, micro_batch_size=2, epochs=1, num_ranks=2, gpus_per_rank=1,
+                        placement=placement, threads_per_rank=1, progress=False, seed=1)
+        logged.clear()
+        losses[placement] = run_sft(cfg, toy_examples(16), model, tmp_path / placement, metric_prefix="sft_long/").losses
+        [line] = [r.getMessage() for r in logged.records if r.getMessage().startswith("sft_long: 2 rank(s)")]
+        nodes[placement] = {part.split(" on node ")[1].split()[0] for part in line.split(": ", 1)[1].split(", ")}
+    workers = {node_id[:12] for node_id in three_nodes[1]}
+    assert nodes["STRICT_SPREAD"] == workers  # a rank on each worker node, the driver's (head) node has none
+    assert len(nodes["STRICT_PACK"]) == 1 and nodes["STRICT_PACK"] < workers
+    assert len(losses["STRICT_SPREAD"]) == 4 and losses["STRICT_SPREAD"] == losses["STRICT_PACK"]  # bit for bit
+
+
+def test_a_stage_engine_pool_holds_the_runs_accelerator(three_nodes, fake_gpu_run, tmp_path):
+    from longshort.cluster.engine_pool import EnginePoolConfig, open_engine_pool
+    from longshort.engines.base import GenerationRequest, SamplingParams
+
+    pool = open_engine_pool(EnginePoolConfig(workers=2, gpus_per_worker=1.5), _model_dir(tmp_path / "m"))
+    try:
+        assert ray.available_resources().get("fake_gpu", 0) == 1.0  # 4 - 2 x 1.5: one worker node each
+        req = GenerationRequest(build_tokenizer().encode("the cat sat on"), SamplingParams(max_tokens=4, temperature=0.0))
+        assert len(pool([req])[0].samples[0].token_ids) == 4
+    finally:
+        pool.close()
 
 
 def test_losing_a_node_stops_the_group_naming_the_node(three_nodes, tmp_path):

@@ -6,7 +6,7 @@ import time
 
 import pytest
 import ray
-from builders import build_model_dir
+from builders import build_model_dir, free_cpus_return_to
 
 from longshort.cluster.policy_group import Policies, PolicyGroup
 from longshort.cluster.topology import (
@@ -101,15 +101,6 @@ def ray_two_cpus():
     ray.shutdown()
 
 
-def _free_cpus_return_to(total: float, timeout_s: float = 20.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if ray.available_resources().get("CPU", 0.0) == total:
-            return True
-        time.sleep(0.2)
-    return False
-
-
 def test_default_topology_places_both_roles_on_two_cpus(ray_two_cpus):
     from ray.util.placement_group import remove_placement_group
 
@@ -118,7 +109,7 @@ def test_default_topology_places_both_roles_on_two_cpus(ray_two_cpus):
     assert ray.available_resources().get("CPU", 0.0) == pytest.approx(1.0)
     for pg in pgs:
         remove_placement_group(pg)
-    assert _free_cpus_return_to(2.0)
+    assert free_cpus_return_to(2.0)
 
 
 def test_unplaceable_role_is_named_and_nothing_leaks(ray_two_cpus, tmp_path):
@@ -131,7 +122,7 @@ def test_unplaceable_role_is_named_and_nothing_leaks(ray_two_cpus, tmp_path):
     msg = str(info.value)
     assert "topology.short: Ray could not place 2 actor(s) needing {'CPU': 8.0}" in msg
     assert "the cluster has {'CPU': 2.0}" in msg and "lower topology.short.num_ranks" in msg
-    assert _free_cpus_return_to(2.0)  # long's placement group and actors were released
+    assert free_cpus_return_to(2.0)  # long's placement group and actors were released
 
 
 def test_model_dir_is_checked_before_any_actor_starts(ray_two_cpus, tmp_path):
@@ -166,4 +157,4 @@ def test_a_frozen_role_starts_engines_only_and_is_never_synced(ray_two_cpus, tmp
             with pytest.raises(LongshortError, match="policy 'responder' is frozen .*trainable: false"):
                 call()
         assert frozen.generate(req)[0].samples[0].token_ids == before
-    assert _free_cpus_return_to(2.0)
+    assert free_cpus_return_to(2.0)

@@ -59,6 +59,16 @@ def test_topology_asking_more_gpus_than_there_are_names_keys_and_totals(tmp_path
     assert "topology.long (1 ranks x gpus_per_rank" in f.message and "topology.short" in f.message
 
 
+def test_an_sft_asking_more_gpus_than_there_are_names_its_key(tmp_path):
+    import torch
+
+    have = torch.cuda.device_count()
+    [f] = errors(tmp_path, "sft.short.num_ranks=2", f"sft.short.gpus_per_rank={have + 1}")
+    assert f.key == "sft.short" and f"num_ranks 2 x gpus_per_rank {have + 1} asks {2 * have + 2} GPU" in f.message
+    assert "num_ranks / gpus_per_rank" in f.fix
+    assert not errors(tmp_path, "sft.short.num_ranks=2")  # gpus_per_rank unset: one a rank where there are any
+
+
 def test_tensor_parallel_over_gpus_per_engine_is_refused(tmp_path):
     found = errors(tmp_path, "topology.long.colocate=false", "topology.long.gpus_per_engine=1",
                    "topology.long.engine_kwargs={tensor_parallel_size: 2}", "topology.long.gpus_per_rank=0")

@@ -1,7 +1,10 @@
-"""A real local Ray cluster: `ray start --head` on loopback, the whole pipeline (smoke sizes) sent with `ray job submit`,
-its outputs checked."""
+"""A real multi-node Ray cluster on one machine: `ray start --head` and two `ray start --address` worker nodes on
+loopback, each worker with one `fake_gpu` (`topology.accelerator`). The whole pipeline (smoke sizes) sent with
+`launch/submit.sh`: every SFT's ranks and each RL role's rank and engine run on the worker nodes (the two roles on
+different ones), never on the head that runs the entrypoint; its outputs checked."""
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -16,7 +19,8 @@ from longshort.training.ranks import free_port
 
 BIN = Path(sys.executable).parent
 def _kill_cluster(temp_dir: str) -> None:
-    """Stop only this test's Ray processes (`ray stop` would stop every Ray cluster on the machine)."""
+    """Stop only this test's Ray processes (`ray stop` would stop every Ray cluster on the machine): those whose
+    command line names ``temp_dir`` (or a worker's ``temp_dir-wN``)."""
     out = subprocess.run(["ps", "-ww", "-eo", "pid=,args="], capture_output=True, text=True).stdout
     pids = [int(line.split(None, 1)[0]) for line in out.splitlines() if temp_dir in line]
     for sig in (signal.SIGTERM, signal.SIGKILL):
@@ -28,24 +32,36 @@ def _kill_cluster(temp_dir: str) -> None:
         time.sleep(2)
 
 
+def _ports(*names: str) -> list[str]:
+    # Every port a node opens is chosen here: defaults (e.g. the agent's 52365) clash with other Ray sessions.
+    return [f"--{n}={free_port()}" for n in names]
+
+
 @pytest.fixture
 def cluster():
+    """A head (2 CPUs, no accelerator: the job's entrypoint and driver) and two worker nodes with 2 CPUs and one
+    `fake_gpu` each, all on loopback, in a Ray temp dir of their own."""
     temp_dir = tempfile.mkdtemp(prefix="lsray", dir="/tmp")  # short: Ray's socket paths have a length limit
     port, dash = free_port(), free_port()
-    # Every port the head opens is chosen here: defaults (e.g. the agent's 52365) clash with other Ray sessions.
-    agent_ports = [f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}",
-                   f"--metrics-export-port={free_port()}", f"--runtime-env-agent-port={free_port()}"]
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "PATH": f"{BIN}:{os.environ['PATH']}",
            "RAY_USAGE_STATS_ENABLED": "0"}
-    env.pop("RAY_ADDRESS", None)
-    start = subprocess.run(
-        [str(BIN / "ray"), "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=4",
-         "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", f"--temp-dir={temp_dir}",
-         "--disable-usage-stats", *agent_ports],
-        env=env, capture_output=True, text=True, timeout=180,
-    )
+    # What an earlier test's local Ray left in this process's environment: a loopback-only switch that refuses
+    # multi-node clusters, its address and its token.
+    for key in ("RAY_ADDRESS", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"):
+        env.pop(key, None)
+    agents = ("dashboard-agent-listen-port", "dashboard-agent-grpc-port", "metrics-export-port", "runtime-env-agent-port")
+    common = ["--node-ip-address=127.0.0.1", "--disable-usage-stats", "--num-cpus=2"]
+    head = [str(BIN / "ray"), "start", "--head", f"--port={port}", "--include-dashboard=true", f"--temp-dir={temp_dir}",
+            "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", *common, *_ports(*agents)]
+    # A temp dir per node, as on separate machines: nodes that share one unpack the job's working_dir into the same
+    # folder, and a worker's fresh unpacking would pull it from under the driver running in it.
+    workers = [[str(BIN / "ray"), "start", f"--address=127.0.0.1:{port}", '--resources={"fake_gpu": 1}',
+                f"--temp-dir={temp_dir}-w{i}", *common, *_ports("node-manager-port", "object-manager-port", *agents)]
+               for i in (1, 2)]
     try:
-        assert start.returncode == 0, f"ray start failed:\n{start.stdout}\n{start.stderr}"
+        for cmd in (head, *workers):
+            start = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
+            assert start.returncode == 0, f"ray start failed:\n{start.stdout}\n{start.stderr}"
         yield f"http://127.0.0.1:{dash}", env
     finally:
         _kill_cluster(temp_dir)
@@ -55,11 +71,14 @@ def test_ray_job_submit_runs_the_pipeline(cluster, tmp_path):
     address, env = cluster
     out_dir = tmp_path / "runs"
     # the entrypoint's resources and an option submit.sh does not know itself go to `ray job submit`
+    on_devices = ["topology.accelerator=fake_gpu", "topology.long.gpus_per_rank=1", "topology.short.gpus_per_rank=1",
+                  "bootstrap.sft.gpus_per_rank=1", "sft.long.gpus_per_rank=1", "sft.short.gpus_per_rank=1"]
     cmd = ["bash", str(ROOT / "launch/submit.sh"), "--address", address, "--entrypoint-num-cpus", "1",
            '--metadata-json={"submitted_by": "test_cluster"}', "--", "longshort", "run",
-           "ray_configs/smoke.yaml", f"output_dir={out_dir}", "name=cluster", "tracking.mode=offline"]
+           "ray_configs/smoke.yaml", f"output_dir={out_dir}", "name=cluster", "tracking.mode=offline", *on_devices]
     job = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     log = job.stdout[-6000:] + job.stderr[-4000:]
+    (tmp_path / "job.log").write_text(job.stdout + job.stderr)
     assert job.returncode == 0, f"job failed:\n{log}"
     assert "succeeded" in job.stdout.lower(), log
     run = out_dir / "cluster"
@@ -68,6 +87,21 @@ def test_ray_job_submit_runs_the_pipeline(cluster, tmp_path):
         assert (run / stage / ".complete.json").is_file(), f"stage {stage} did not finish:\n{log}"
     assert (run / "export" / "manifest.json").is_file() and (run / "eval" / "table.md").is_file()
     assert "| base |" in job.stdout  # the results table ends the job's log
+    from ray.util.state import list_nodes
+
+    nodes = {n.node_id[:12]: n.is_head_node for n in list_nodes(address=address)}
+    text = (run / "log.txt").read_text()
+    placed: dict[str, set[str]] = {}  # what ran -> the nodes the run's log names for it
+    for line in text.splitlines():
+        m = re.search(r"(\S+): \d+ rank\(s\): (.*)", line) or re.search(r"(policy \w+) ready \(.*?\): (.*)", line)
+        if m:
+            placed.setdefault(m[1], set()).update(re.findall(r"on node ([0-9a-f]{12})", m[2]))
+    sfts = [w for w in placed if w.endswith("sft") or w.startswith("sft_")]
+    assert {"bootstrap/sft", "sft_long", "sft_short"} <= set(sfts), placed
+    assert all(not nodes[n] for w in placed for n in placed[w]), (placed, nodes)  # never on the head
+    long, short = placed["policy long"], placed["policy short"]
+    assert len(long) == len(short) == 1 and long != short, placed  # one role a worker node
+    _same_metrics_on_one_node(run, out_dir, env)
     from ray.job_submission import JobSubmissionClient
 
     submitted = job.stdout.split("[submit] submitted ", 1)[1].split()[0]
@@ -84,3 +118,35 @@ def test_ray_job_submit_runs_the_pipeline(cluster, tmp_path):
     client.stop_job(waiting)
     # the RL actors ran in the submitted-to cluster, not in a private Ray instance started by the job
     assert "existing Ray cluster" in (job.stdout + job.stderr) or "Connected to Ray cluster" in (job.stdout + job.stderr)
+
+
+COMPARED = ("sft_long/loss", "sft_long/grad_norm", "sft_short/loss", "sft_short/grad_norm", "pair_eval/pair_accuracy",
+            "pair_eval/pair_tokens", "long/reward", "short/reward", "episode/tokens", "eval/rl-pair/tiny/accuracy",
+            "eval/rl-pair/tiny/mean_tokens")
+
+
+def _same_metrics_on_one_node(run: Path, out_dir: Path, env: dict) -> None:
+    """The multi-node run's SFT, RL and eval metrics equal a laptop run's (a local Ray instance, one node) at the same
+    seeds, from the same analysis stages (copied: `longshort run` skips them)."""
+    import json
+    import math
+    import shutil
+
+    local = out_dir / "local"
+    for stage in ("bootstrap", "chunk", "judge", "score", "coldstart"):
+        shutil.copytree(run / stage, local / stage)
+    out = subprocess.run([sys.executable, "-m", "longshort", "run", "ray_configs/smoke.yaml", f"output_dir={out_dir}",
+                          "name=local", "tracking.backends=[jsonl]"], cwd=ROOT, env=env, capture_output=True,
+                         text=True, timeout=900)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert out.stdout.count("skipped") == 5, out.stdout[-3000:]
+
+    def series(d: Path) -> dict[str, list[float]]:
+        rows = [json.loads(line) for line in (d / "metrics.jsonl").read_text().splitlines()]
+        return {k: [r[k] for r in rows if k in r] for k in COMPARED}
+
+    cluster, laptop = series(run), series(local)
+    for k in COMPARED:
+        assert cluster[k] and len(cluster[k]) == len(laptop[k]), (k, cluster[k], laptop[k])
+        assert all(math.isclose(a, b, rel_tol=1e-5, abs_tol=1e-7) for a, b in zip(cluster[k], laptop[k], strict=True)), \
+            (k, cluster[k], laptop[k])

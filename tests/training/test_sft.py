@@ -1,4 +1,5 @@
-"""The DeepSpeed SFT trainer on CPU: masks, learning, 1 vs 2 ranks (ZeRO-2/3 over gloo), resume, export."""
+"""The DeepSpeed SFT trainer on CPU: masks, learning, 1 vs 2 ranks (ZeRO-2/3 over gloo, ranks as Ray actors), resume,
+export."""
 
 from __future__ import annotations
 
@@ -11,12 +12,15 @@ import pytest
 import torch
 from builders import build_model_dir, toy_examples
 
+from longshort.cluster.sft_job import run_sft
 from longshort.core.errors import LongshortError
 from longshort.data.protocol import Message
-from longshort.training.ranks import RankInfo, free_port, init_rank, launch, shutdown_rank
-from longshort.training.sft import SFTConfig, _checkpoints, check_packing, run_sft
+from longshort.training.ranks import RankInfo, free_port, init_rank, shutdown_rank
+from longshort.training.sft import SFTConfig, _checkpoints, check_packing
 from longshort.training.sft_data import SFTExample, collate, tokenize_examples
 from longshort.training.trainer import Trainer, TrainerConfig, masked_nll_sum
+
+pytestmark = pytest.mark.usefixtures("ray_local")
 
 
 @pytest.fixture(scope="module")
@@ -227,28 +231,6 @@ def test_two_ranks_zero_match_one_rank(model_dir, tmp_path, stage):
         torch.testing.assert_close(w2[k], w1[k], rtol=1e-4, atol=1e-4)
 
 
-def _rank_work(info: RankInfo, fail_rank: int, report=None):
-    init_rank(info)
-    try:
-        t = torch.tensor([float(info.rank + 1)])
-        torch.distributed.all_reduce(t)
-        if report:
-            report({"sum": float(t)})
-        if info.rank == fail_rank:
-            raise LongshortError(f"bad input seen on rank {info.rank}")
-        return float(t)
-    finally:
-        shutdown_rank()
-
-
-def test_launch_raises_a_rank_error_in_the_caller():
-    seen = []
-    with pytest.raises(LongshortError, match="bad input seen on rank 1"):
-        launch(_rank_work, 2, (1,), on_report=seen.append, threads_per_rank=1)
-    assert seen == [{"sum": 3.0}]  # the ranks ran and all-reduced before rank 1 failed
-    assert launch(_rank_work, 1, (-1,), on_report=seen.append) == [1.0]  # one rank runs in this process
-
-
 def test_bf16_keeps_fp32_master_weights(model_dir, tok, tmp_path):
     """The GPU default (bf16) on CPU: ZeRO-1 is used so gradients and master weights stay fp32."""
     data, _ = tokenize_examples(toy_examples(8), tok, 64, "drop")
@@ -265,42 +247,6 @@ def test_bf16_keeps_fp32_master_weights(model_dir, tok, tmp_path):
         shutdown_rank()
     np.testing.assert_allclose(losses["bf16"], losses["fp32"], rtol=5e-3)
     assert json.loads((out / "config.json").read_text())["dtype"] == "bfloat16"
-
-
-def test_launched_ranks_die_with_the_process_that_launched_them(tmp_path):
-    """SIGKILL the launcher (as a user's `kill -9` of a `longshort sft` with sft.parallel): no rank outlives it to
-    keep writing checkpoints and models that a rerun would take as done."""
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
-    from pathlib import Path
-
-    from builders import ROOT
-
-    code = ("import sys; from builders import sleeping_rank; from longshort.training.ranks import launch\n"
-            "launch(sleeping_rank, 2, (sys.argv[1],), in_process=False, threads_per_rank=1)")
-    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'tests'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    driver = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], env=env)
-    deadline = time.time() + 120
-    while len(list(tmp_path.glob("rank*.pid"))) < 2:
-        assert driver.poll() is None and time.time() < deadline, "the ranks never started"
-        time.sleep(0.2)
-    ranks = [int(p.read_text()) for p in tmp_path.glob("rank*.pid")]
-    os.kill(driver.pid, signal.SIGKILL)
-    driver.wait()
-
-    def alive(pid: int) -> bool:
-        try:
-            return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
-        except FileNotFoundError:
-            return False
-
-    deadline = time.time() + 10
-    while any(alive(pid) for pid in ranks) and time.time() < deadline:
-        time.sleep(0.2)
-    assert not any(alive(pid) for pid in ranks)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU accelerator's notice")

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from builders import build_tokenizer
-from transformers import Qwen2Config, Qwen2ForCausalLM
+from builders import build_model_dir, build_tokenizer
+from transformers import Qwen2ForCausalLM
 
 from longshort.cluster.policy_group import Policies, PolicyGroup
 from longshort.cluster.topology import RoleResources
@@ -29,18 +29,6 @@ from longshort.weight_sync.buckets import (
 torch.set_num_threads(1)
 PROMPTS = ["the cat sat on", "what is two plus", "think step by step :"]
 TRAIN_TEXT = "the answer is 42 because six times seven is forty two ."
-
-
-def make_model_dir(path, tie: bool, seed: int = 0):
-    tok = build_tokenizer()
-    torch.manual_seed(seed)
-    cfg = Qwen2Config(vocab_size=len(tok), hidden_size=128, num_attention_heads=2, num_key_value_heads=2, head_dim=64,
-                      intermediate_size=256, num_hidden_layers=2, max_position_embeddings=256,
-                      tie_word_embeddings=tie, pad_token_id=tok.pad_token_id,
-                      eos_token_id=tok.convert_tokens_to_ids("<|endoftext|>"))
-    Qwen2ForCausalLM(cfg).save_pretrained(path)
-    tok.save_pretrained(path)
-    return path
 
 
 # ---------------------------------------------------------------------------------------------- buckets (no Ray)
@@ -91,7 +79,7 @@ def test_plan_matches_a_greedy_packing():
 
 @pytest.fixture(scope="module")
 def local_engine(tmp_path_factory):
-    path = make_model_dir(tmp_path_factory.mktemp("local"), tie=True)
+    path = build_model_dir(tmp_path_factory.mktemp("local"), positions=256)
     return VersionedEngine(HFEngine(str(path), str(path)), "test/engine0"), path
 
 
@@ -159,7 +147,7 @@ def pair(ray_local, tmp_path_factory):
     """long: a tied-embedding model with a colocated HF engine; short: an untied model with a standalone HF engine
     actor (object-store sync). The ZeRO-3 test below covers a tied model with standalone engines."""
     root = tmp_path_factory.mktemp("pair")
-    paths = {"long": make_model_dir(root / "tied", tie=True), "short": make_model_dir(root / "untied", tie=False)}
+    paths = {"long": build_model_dir(root / "tied", positions=256), "short": build_model_dir(root / "untied", tie=False, positions=256)}
     topo = PairTopology(long=RoleResources(colocate=True, reference=False),
                           short=RoleResources(colocate=False, reference=False), call_timeout_s=300)
     policies = Policies.start(topo, paths, TrainerConfig(lr=3e-2, total_steps=10))
@@ -207,7 +195,7 @@ def test_engine_equals_trainer_after_update_and_sync(pair, role):
 def test_zero3_group_syncs_full_params_to_every_engine(ray_local, tmp_path, strategy):
     """2 ranks under ZeRO-3 (each holds half of every parameter), 2 standalone engines, buckets of 128 KiB; through
     the object store, or broadcast by rank 0 over a gloo group of its own (the NCCL path's code, on CPU)."""
-    path = make_model_dir(tmp_path / "m", tie=True, seed=1)
+    path = build_model_dir(tmp_path / "m", 1, positions=256)
     res = RoleResources(num_ranks=2, colocate=False, num_engines=2, reference=True, weight_sync=strategy)
     topo = PairTopology(long=res, bucket_mb=0.125, call_timeout_s=300)
     group = PolicyGroup.start("long", path, topo, TrainerConfig(lr=3e-2, total_steps=10, zero_stage=3))

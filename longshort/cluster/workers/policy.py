@@ -1,6 +1,6 @@
 """A Ray actor hosting one training rank of a policy, optionally with a colocated engine and a frozen reference.
 
-The actor runs the same rank code as ``longshort.training.ranks.launch`` (``init_rank`` → ``Trainer`` → ``shutdown_rank``)
+The actor runs the same rank code as an SFT rank (``cluster/rank_group``: ``init_rank`` → ``Trainer`` → ``shutdown_rank``)
 but keeps the trainer alive between calls, so the driver can interleave generate / train / sync. Every method
 that touches parameters is collective: the group calls it on all ranks at once. A colocated engine lives in
 this process: it sleeps while the trainer works (frees GPU memory where the backend can) and is refreshed in

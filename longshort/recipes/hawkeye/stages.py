@@ -50,9 +50,10 @@ def _uses_embedded(cfg) -> bool:
 
 def _responder(cfg, run_dir: Path, tracker, resume: bool) -> None:
     """A fresh smaller tiny model (the bootstrap's tokenizer) taught to answer from problem + CoT, then frozen."""
+    from longshort.cluster.sft_job import run_sft
     from longshort.recipes.hawkeye.data import responder_examples
     from longshort.toy.tiny import fresh_model_dir, truncated_model_dir
-    from longshort.training.sft import publish, run_sft
+    from longshort.training.sft import publish
 
     rc = cfg.hawkeye.responder
     out = run_dir / "responder"
@@ -65,21 +66,24 @@ def _responder(cfg, run_dir: Path, tracker, resume: bool) -> None:
             how = f"the base model's first {rc.base_layers} layers" if rc.base_layers else f"a fresh {rc.model.arch}"
             log.info("responder: %s, %.2fM parameters", how, size / 1e6)
     examples = responder_examples(_problems(rc.data, run_dir, "responder"), rc.examples, rc.seed)
-    result = run_sft(rc.sft, examples, init, out / "sft", tracker=tracker, metric_prefix="responder/sft/")
+    result = run_sft(rc.sft, examples, init, out / "sft", tracker=tracker, metric_prefix="responder/sft/",
+                     key="hawkeye.responder.sft")
     publish(result, out / "model", "responder")
     check_responder(cfg, run_dir, rd.resolve(run_dir, cfg.hawkeye.planner_model, rd.BASE_MODEL),
                     run_dir / RESPONDER_MODEL, shared_verifier(cfg.verify))
 
 
 def _warmup(cfg, run_dir: Path, tracker, resume: bool) -> None:
+    from longshort.cluster.sft_job import run_sft
     from longshort.recipes.hawkeye.data import warmup_examples
-    from longshort.training.sft import publish, run_sft
+    from longshort.training.sft import publish
 
     wc = cfg.hawkeye.warmup
     start = rd.resolve(run_dir, cfg.hawkeye.planner_model, rd.BASE_MODEL)
     result = run_sft(wc.sft, warmup_examples(_problems(wc.data, run_dir, "warmup"), wc.examples, wc.seed, tuple(wc.styles)), start,
                      run_dir / "warmup" / "sft",
-                     tracker=tracker, metric_prefix="warmup/sft/")
+                     tracker=tracker, metric_prefix="warmup/sft/",
+                     key="hawkeye.warmup.sft")
     publish(result, run_dir / WARMUP_MODEL, "warmup")
     responder = rd.resolve(run_dir, cfg.rl.responder_model or cfg.hawkeye.responder_model, RESPONDER_MODEL)
     check_warmup(cfg, run_dir, run_dir / WARMUP_MODEL, responder, shared_verifier(cfg.verify))

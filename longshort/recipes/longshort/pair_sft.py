@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from longshort.cluster.engine_pool import EnginePoolConfig, open_engine_pool
+from longshort.cluster.sft_job import run_sft
+from longshort.cluster.topology import ensure_ray
 from longshort.core import checks as outcome
 from longshort.core import run_dir as rd
 from longshort.core.config import PLACEMENT
@@ -28,7 +30,7 @@ from longshort.data.protocol import MAX_TURNS
 from longshort.data.tokenizers import check_shared_tokenizer
 from longshort.eval.runner import judge, run_pair, run_single  # shared with `longshort eval`
 from longshort.tracking.tracker import OffsetTracker
-from longshort.training.sft import SFTConfig, run_sft
+from longshort.training.sft import SFTConfig
 from longshort.training.sft_data import SFTExample, load_sft_jsonl
 
 log = logging.getLogger("longshort")
@@ -186,7 +188,7 @@ def run_pair_sft(cfg: PairSFTConfig, run_dir: str | Path, tracker=None, verifier
         t0 = time.perf_counter()
         start_dir = rd.resolve(run_dir, start, rd.BASE_MODEL)
         res = run_sft(sft_cfg, role_examples(data, role), start_dir, run_dir / rd.role_dir("sft", role), tracker=view,
-                      metric_prefix=f"sft_{role}/", in_process=False if cfg.parallel else None)
+                      metric_prefix=f"sft_{role}/", key=f"sft.{role}")
         models[role] = res.model_dir
         seconds[f"sft_{role}"] = time.perf_counter() - t0
         log.info("sft %s: %d steps from %s -> %s (%.0fs)", role, res.steps, start_dir, res.model_dir,
@@ -202,6 +204,7 @@ def run_pair_sft(cfg: PairSFTConfig, run_dir: str | Path, tracker=None, verifier
         import transformers  # resolve its lazy names here: two threads importing them at once can fail
 
         transformers.AutoConfig, transformers.AutoTokenizer  # noqa: B018
+        ensure_ray()  # here: a Ray instance started in a thread dies when the thread ends
         buffer = BufferedTracker()
         with ThreadPoolExecutor(2) as pool:
             futures = [pool.submit(train, "long", long_view), pool.submit(train, "short", buffer)]

@@ -56,9 +56,10 @@ def _uses_embedded(cfg) -> bool:
 
 def _assistant(cfg, run_dir: Path, tracker, resume: bool) -> None:
     """A fresh smaller tiny model (the bootstrap's tokenizer) taught to write the concise solutions, then frozen."""
+    from longshort.cluster.sft_job import run_sft
     from longshort.recipes.softcot.data import assistant_examples
     from longshort.toy.tiny import fresh_model_dir
-    from longshort.training.sft import publish, run_sft
+    from longshort.training.sft import publish
 
     ac = cfg.softcot.assistant
     out = run_dir / "assistant"
@@ -71,7 +72,7 @@ def _assistant(cfg, run_dir: Path, tracker, resume: bool) -> None:
     if not problems:
         raise LongshortError("softcot.assistant.data: no problem has a solution; map the data's solution field")
     result = run_sft(ac.sft, assistant_examples(problems, ac.examples), init, out / "sft", tracker=tracker,
-                     metric_prefix="assistant/sft/")
+                     metric_prefix="assistant/sft/", key="softcot.assistant.sft")
     publish(result, run_dir / ASSISTANT_MODEL, "assistant")
     check_assistant(cfg, run_dir, run_dir / ASSISTANT_MODEL)
 
@@ -96,9 +97,10 @@ def write_init(cfg, run_dir: Path) -> Path:
 def _train(cfg, run_dir: Path, tracker, resume: bool) -> None:
     from transformers import AutoTokenizer
 
+    from longshort.cluster.sft_job import run_sft
     from longshort.recipes.softcot.data import projection_set
     from longshort.recipes.softcot.model import token_id
-    from longshort.training.sft import publish, run_sft
+    from longshort.training.sft import publish
 
     sc, tc = cfg.softcot, cfg.softcot.train
     refs = model_refs(cfg, run_dir)
@@ -118,7 +120,8 @@ def _train(cfg, run_dir: Path, tracker, resume: bool) -> None:
                     for i in range(tc.examples)]
     data = projection_set(problems, llm_tok, a_tok, sc.prompts, sc.thoughts_train, tc.target, tc.sft.max_len, slots)
     sft = replace(tc.sft, model_factory=FACTORY)
-    result = run_sft(sft, data, init, run_dir / "softcot" / "sft", tracker=tracker, metric_prefix="softcot/sft/")
+    result = run_sft(sft, data, init, run_dir / "softcot" / "sft", tracker=tracker, metric_prefix="softcot/sft/",
+                     key="softcot.train.sft")
     publish(result, run_dir / TRAINED_MODEL, "train")
     check_train(cfg, run_dir, run_dir / TRAINED_MODEL)
 

@@ -17,10 +17,11 @@ import pytest
 import torch
 from builders import build_model_dir, teach, under_kernel_set
 
+from longshort.cluster.sft_job import run_sft
 from longshort.data.protocol import Message
 from longshort.recipes.softcot.model import softcot_model, write_spec
 from longshort.recipes.softcot.prompts import PromptConfig, assistant_prompt, llm_prompt
-from longshort.training.sft import SFTConfig, run_sft
+from longshort.training.sft import SFTConfig
 from longshort.training.sft_data import TokenizedSet
 
 FACTORY = "longshort.recipes.softcot.model:softcot_model"

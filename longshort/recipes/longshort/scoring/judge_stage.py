@@ -60,7 +60,8 @@ def train_judge_pair(cfg, run_dir: Path, tracker=None, verifier=None) -> Path:
     run_coldstart(coldstart, out, None, verifier)
     sft = replace(cfg.sft, data=None, long_model=str(starts["long"]), short_model=str(starts["short"]),
                   run_eval=False)
-    run_pair_sft(sft, out, None, verifier)  # its losses stay in judge/sft/*/ (one step counter per tracked run)
+    # Its losses stay in judge/sft/*/ (one step counter per tracked run); it trains with the sft section's settings.
+    run_pair_sft(sft, out, None, verifier)
     if tracker is not None:
         summary = json.loads((out / "coldstart/summary.json").read_text())
         tracker.log({f"judge/coldstart_{k}": v for k, v in summary.items() if isinstance(v, (int, float))}, step=0)
