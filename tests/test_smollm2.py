@@ -12,7 +12,7 @@ import sys
 
 import pytest
 import torch
-from builders import ROOT, build_tokenizer
+from builders import ROOT, aligned_partner, build_tokenizer
 
 from longshort.cli import main
 from longshort.core.errors import LongshortError
@@ -153,34 +153,15 @@ def test_a_partner_whose_added_tokens_differ_takes_the_ids_of_smollm2(smol, tmp_
     """SmolLM2's own tokenizer with other added tokens at other ids (as the Hawkeye paper's Qwen2.5-0.5B-Instruct
     against R1-Distill-Qwen-7B): prepared alone it is refused as SmolLM2's partner; prepared with --vocab-of it has
     SmolLM2's exact vocabulary, its own rows at their new ids, and renders every dialogue to the same ids."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    from longshort.data.tokenizers import check_shared_tokenizer
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     src = resolve_source(GGUF)
     tok = AutoTokenizer.from_pretrained(src.path, gguf_file=src.gguf)
-    tok.add_tokens(["<|box_start|>", "<think>", "<|short|>"], special_tokens=True)
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128,
-                                         num_hidden_layers=1, num_attention_heads=1, head_dim=64,
-                                         tie_word_embeddings=True))
-    partner_src = tmp_path / "partner-src"
-    model.save_pretrained(partner_src)
-    tok.save_pretrained(partner_src)
-    assert main(["prepare-model", str(partner_src), str(tmp_path / "alone")]) == 0
-    with pytest.raises(LongshortError, match="different ids.*--vocab-of"):
-        check_shared_tokenizer({"long": smol, "short": tmp_path / "alone"}, "rl")
-    partner = tmp_path / "partner"
-    assert main(["prepare-model", str(partner_src), str(partner), "--vocab-of", str(smol)]) == 0
-    check_shared_tokenizer({"long": smol, "short": partner}, "rl")
+    _, tok, partner = aligned_partner(tok, ["<|box_start|>", "<think>", "<|short|>"], smol, tmp_path, tie=True)
     ref, old = AutoTokenizer.from_pretrained(smol).get_vocab(), tok.get_vocab()
-    assert AutoTokenizer.from_pretrained(partner).get_vocab() == ref
     aligned = AutoModelForCausalLM.from_pretrained(partner)
     assert heads_tied(aligned) and aligned.get_input_embeddings().weight.shape[0] == len(ref)
-    kept = [t for t in old if t in ref]
     assert {t for t in old if t not in ref} == {"<|box_start|>"} and old["<|short|>"] != ref["<|short|>"]
-    assert torch.equal(aligned.get_input_embeddings().weight[[ref[t] for t in kept]],
-                       model.get_input_embeddings().weight[[old[t] for t in kept]])
     msgs = [Message("user", QUESTIONS[2]), Message("long", "<think>5 - 2</think>"), Message("short", "3")]
     assert render(msgs, AutoTokenizer.from_pretrained(smol)).ids == render(msgs, AutoTokenizer.from_pretrained(
         partner)).ids

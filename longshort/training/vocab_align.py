@@ -86,7 +86,6 @@ def align_to(model, tok, ref: str | Path, source: str):
         model.get_input_embeddings().weight.copy_(new_emb)
         if untied:
             model.get_output_embeddings().weight.copy_(new_head)
-    model.config.vocab_size = rows
     dropped = sorted((t for t in old_vocab if t not in new_vocab), key=old_vocab.get)
     return new_tok, {"vocab_of": str(ref), "kept_rows": kept, "moved_ids": moved, "spelled_rows": spelled,
                      "dropped_tokens": dropped}

@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from builders import aligned_partner
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
@@ -64,33 +65,16 @@ def test_vocab_of_gives_the_second_role_the_first_ones_ids(plain, tmp_path, caps
     """Same base vocabulary, other added tokens at other ids (as Qwen2.5-Instruct's against R1-Distill-Qwen's):
     prepared on its own the second model is refused as a partner; with --vocab-of it takes the first one's exact
     vocabulary, every token it had keeps its own rows at the new id, and it computes what it computed before."""
-    from longshort.core.errors import LongshortError
-    from longshort.data.tokenizers import check_shared_tokenizer
-
     src, _ = plain
     first = tmp_path / "first"
     assert main(["prepare-model", str(src), str(first)]) == 0
-    tok = AutoTokenizer.from_pretrained(src)
-    tok.add_tokens(["<|box_start|>", "<think>"], special_tokens=True)  # <think> where the first has <|pad|>
-    model = _llama(len(tok), seed=1)
-    second_src = tmp_path / "second-src"
-    model.save_pretrained(second_src)
-    tok.save_pretrained(second_src)
-    assert main(["prepare-model", str(second_src), str(tmp_path / "alone")]) == 0
-    with pytest.raises(LongshortError, match="--vocab-of"):
-        check_shared_tokenizer({"long": first, "short": tmp_path / "alone"}, "test")
-    second = tmp_path / "second"
-    assert main(["prepare-model", str(second_src), str(second), "--vocab-of", str(first)]) == 0
-    check_shared_tokenizer({"long": first, "short": second}, "test")
-    ref = AutoTokenizer.from_pretrained(first).get_vocab()
-    assert AutoTokenizer.from_pretrained(second).get_vocab() == ref
+    # <think> where the first has <|pad|>
+    model, tok, second = aligned_partner(AutoTokenizer.from_pretrained(src), ["<|box_start|>", "<think>"], first,
+                                         tmp_path, tie=False, seed=1)
+    ref, old = AutoTokenizer.from_pretrained(first).get_vocab(), tok.get_vocab()
     aligned = AutoModelForCausalLM.from_pretrained(second)
-    old, new = tok.get_vocab(), aligned.get_input_embeddings().weight
     kept = [t for t in old if t in ref]
     assert old["<think>"] != ref["<think>"] and len(kept) == len(old) - 1
-    for emb_old, emb_new in ((model.get_input_embeddings().weight, new),
-                             (model.get_output_embeddings().weight, aligned.get_output_embeddings().weight)):
-        assert torch.equal(emb_new[[ref[t] for t in kept]], emb_old[[old[t] for t in kept]])
     ids = tok("What is 3 + 4? <think>", return_tensors="pt").input_ids
     with torch.no_grad():
         before = model(ids).logits[..., [old[t] for t in kept]]
