@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from longshort.cluster.topology import ensure_ray, run_accelerator
+from longshort.cluster.topology import device_options, ensure_ray, run_accelerator
 from longshort.core.config import PLACEMENT
 from longshort.core.errors import LongshortError
 from longshort.engines.base import GenerationRequest, GenerationResult
@@ -92,8 +92,7 @@ class RayEnginePool:
         path = kwargs.pop("model_path", None) or kwargs.pop("model")
         kwargs.pop("tokenizer", None)
         threads = cfg.threads_per_worker or 1
-        acc, gpus = run_accelerator(), cfg.gpus_per_worker
-        devices = {"num_gpus": gpus} if acc == "GPU" else {"resources": {acc: gpus}} if gpus else {}
+        devices = device_options(cfg.gpus_per_worker, run_accelerator())
         host = ray.remote(num_cpus=threads * cpu_share, **devices)(EngineWorker)
         self._ray = ray
         self.actors = [host.remote(name, i, f"{name}-engine-{i}") for i in range(cfg.workers)]

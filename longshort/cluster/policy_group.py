@@ -34,6 +34,7 @@ from longshort.cluster.topology import (
     actor_options,
     create_placement_group,
     ensure_ray,
+    release,
     split_evenly,
 )
 from longshort.core.errors import LongshortError
@@ -147,20 +148,8 @@ class PolicyGroup:
 
     def kill(self) -> None:
         """Stop every actor at once (also those stuck in a collective) and free the placement group."""
-        import ray
-        from ray.util.placement_group import remove_placement_group
-
-        for m in self.members:
-            try:
-                ray.kill(m.handle, no_restart=True)
-            except Exception as e:  # noqa: BLE001 - already gone is fine; keep killing the rest
-                log.debug("kill %s: %s", m.name, e)
-        if self.pg is not None:
-            try:
-                remove_placement_group(self.pg)
-            except Exception as e:  # noqa: BLE001
-                log.debug("remove placement group of %s: %s", self.role, e)
-            self.pg = None
+        release([(m.name, m.handle) for m in self.members], self.pg)
+        self.pg = None
         self.alive = False
 
     def close(self, timeout_s: float = 60.0) -> None:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from longshort.cluster.actor_calls import COLLECTIVE_GRACE_S, died_summary, error_summary
-from longshort.cluster.topology import _runtime_env, ensure_ray, reserve
+from longshort.cluster.topology import actor_options, bundle, ensure_ray, release, reserve
 from longshort.core.errors import LongshortError
 from longshort.training.ranks import Placement, RankInfo, Report, free_port
 
@@ -50,10 +50,7 @@ class RankPlacement:
         return 1.0 if ray.cluster_resources().get(self.accelerator, 0) >= 1 else 0.0
 
     def bundles(self, gpus: float) -> list[dict[str, float]]:
-        one = {"CPU": float(self.cpus_per_rank)}
-        if gpus > 0:  # Ray refuses zero-valued bundle entries
-            one[self.accelerator] = float(gpus)
-        return [dict(one) for _ in range(self.num_ranks)]
+        return [bundle(self.cpus_per_rank, gpus, self.accelerator) for _ in range(self.num_ranks)]
 
 
 class _Forward(logging.Handler):
@@ -117,7 +114,6 @@ class RankHost:
 
 def _start(placement: RankPlacement, name: str, timeout_s: float) -> tuple[Any, list, list[dict]]:
     import ray
-    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
     gpus = placement.gpus()
     key = placement.key
@@ -125,15 +121,8 @@ def _start(placement: RankPlacement, name: str, timeout_s: float) -> tuple[Any, 
                  f"lower {key}.num_ranks / cpus_per_rank / gpus_per_rank")
     host = ray.remote(RankHost)
     actors = []
-    for r in range(placement.num_ranks):
-        opts: dict = {"num_cpus": placement.cpus_per_rank, "max_restarts": 0, "max_concurrency": 2,
-                      "scheduling_strategy": PlacementGroupSchedulingStrategy(pg, placement_group_bundle_index=r)}
-        if gpus > 0 and placement.accelerator == "GPU":
-            opts["num_gpus"] = gpus
-        elif gpus > 0:
-            opts["resources"] = {placement.accelerator: gpus}
-        if env := _runtime_env():
-            opts["runtime_env"] = env
+    for r in range(placement.num_ranks):  # two calls at once: the job, and the driver's polls of its reports
+        opts = actor_options(pg, r, placement.cpus_per_rank, gpus, placement.accelerator, concurrency=2)
         actors.append(host.options(**opts).remote(f"{name}/rank{r}"))
     try:
         hello = ray.get([a.hello.remote() for a in actors], timeout=timeout_s)
@@ -158,18 +147,7 @@ def _alive(actor, wait_s: float = 3.0) -> bool:
 
 
 def _stop(actors: list, pg) -> None:
-    import ray
-    from ray.util.placement_group import remove_placement_group
-
-    for a in actors:
-        try:
-            ray.kill(a, no_restart=True)
-        except Exception as e:  # noqa: BLE001 - already gone is fine; keep killing the rest
-            log.debug("kill rank: %s", e)
-    try:
-        remove_placement_group(pg)
-    except Exception as e:  # noqa: BLE001
-        log.debug("remove placement group: %s", e)
+    release([(f"rank{r}", a) for r, a in enumerate(actors)], pg)
 
 
 def run_ranks(fn: Callable[..., Any], args: tuple, placement: RankPlacement, *, name: str = "sft",

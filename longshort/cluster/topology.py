@@ -13,6 +13,7 @@ or reference, and no weight sync.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import uuid
@@ -24,7 +25,7 @@ from longshort.core.errors import LongshortError
 from longshort.core.stage import RoleSpec
 from longshort.training.ranks import Placement
 
-_CONNECT = threading.Lock()
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -146,17 +147,26 @@ def actor_name(role: str, kind: Literal["rank", "engine"], index: int) -> str:
     return f"{role}/{kind}{index}"
 
 
-def _resources(cpus: float, gpus: float, accelerator: str = "GPU") -> dict[str, float]:
+def bundle(cpus: float, gpus: float, accelerator: str = "GPU") -> dict[str, float]:
+    """One placement-group bundle: ``cpus`` CPUs and ``gpus`` of ``accelerator``."""
     out = {"CPU": float(cpus)}
     if gpus > 0:  # Ray refuses zero-valued bundle entries
         out[accelerator] = float(gpus)
     return out
 
 
+def device_options(gpus: float, accelerator: str = "GPU") -> dict:
+    """The ``.options(...)`` an actor asks its devices with: Ray's ``num_gpus`` for GPU (which also sets the
+    process's CUDA_VISIBLE_DEVICES), else a custom resource (a test cluster's stand-in for GPUs)."""
+    if gpus <= 0:
+        return {}
+    return {"num_gpus": gpus} if accelerator == "GPU" else {"resources": {accelerator: gpus}}
+
+
 def role_bundles(res: RoleResources, accelerator: str = "GPU") -> list[dict[str, float]]:
     """Bundles of a role's placement group: ranks first (index = rank), then standalone engines."""
-    ranks = [_resources(res.cpus_per_rank, res.gpus_per_rank, accelerator) for _ in range(res.ranks)]
-    return ranks + [_resources(res.cpus_per_engine, res.gpus_per_engine, accelerator)
+    ranks = [bundle(res.cpus_per_rank, res.gpus_per_rank, accelerator) for _ in range(res.ranks)]
+    return ranks + [bundle(res.cpus_per_engine, res.gpus_per_engine, accelerator)
                     for _ in range(res.standalone_engines)]
 
 
@@ -187,17 +197,16 @@ def ensure_ray(cfg: TopologyConfig | None = None, **kwargs) -> None:
     local instance, unless already connected."""
     import ray
 
-    with _CONNECT:  # two trainings may start at once (threads): one ray.init
-        if ray.is_initialized():
-            return
-        if threading.current_thread() is not threading.main_thread():
-            # Linux stops the processes Ray starts when the *thread* that started them ends (PR_SET_PDEATHSIG): a
-            # cluster started in a worker thread dies with it, in the middle of a run.
-            raise RuntimeError("ensure_ray() from a worker thread; connect from the main thread before starting "
-                               "threads that use Ray")
-        from longshort.cluster.reaper import start_ray
+    if ray.is_initialized():
+        return
+    if threading.current_thread() is not threading.main_thread():
+        # Linux stops the processes Ray starts when the *thread* that started them ends (PR_SET_PDEATHSIG): a
+        # cluster started in a worker thread dies with it, in the middle of a run.
+        raise RuntimeError("ensure_ray() from a worker thread; connect from the main thread before starting "
+                           "threads that use Ray")
+    from longshort.cluster.reaper import start_ray
 
-        start_ray((cfg.ray_address if cfg else _RUN.address) or os.environ.get("RAY_ADDRESS"), **kwargs)
+    start_ray((cfg.ray_address if cfg else _RUN.address) or os.environ.get("RAY_ADDRESS"), **kwargs)
 
 
 def create_placement_group(role: str, res: RoleResources, timeout_s: float, accelerator: str = "GPU"):
@@ -229,24 +238,41 @@ def reserve(bundles: list[dict[str, float]], strategy: Placement, timeout_s: flo
     return pg
 
 
-def actor_options(pg, bundle_index: int, cpus: float, gpus: float, accelerator: str = "GPU") -> dict:
+def actor_options(pg, bundle_index: int, cpus: float, gpus: float, accelerator: str = "GPU",
+                  concurrency: int = 1) -> dict:
     """``.options(...)`` for an actor pinned to one bundle of ``pg``; ``gpus`` of ``accelerator`` (Ray's GPU, or a
-    custom resource)."""
+    custom resource); ``concurrency`` calls at once."""
     from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
     opts: dict = {
         "num_cpus": cpus,
-        "num_gpus": gpus if accelerator == "GPU" else 0,
+        **device_options(gpus, accelerator),
         "scheduling_strategy": PlacementGroupSchedulingStrategy(pg, placement_group_bundle_index=bundle_index),
-        "max_restarts": 0,  # a rank cannot rejoin its process group: the controller restarts from a checkpoint
-        "max_concurrency": 1,
+        "max_restarts": 0,  # a rank cannot rejoin its process group: the job restarts from a checkpoint
+        "max_concurrency": concurrency,
     }
-    if accelerator != "GPU" and gpus > 0:
-        opts["resources"] = {accelerator: gpus}
     env = _runtime_env()
     if env:
         opts["runtime_env"] = env
     return opts
+
+
+def release(actors: list[tuple[str, Any]], pg) -> None:
+    """Kill ``actors`` (``(name, handle)``) at once, also those stuck in a collective, then free ``pg``; what is
+    already gone is skipped."""
+    import ray
+    from ray.util.placement_group import remove_placement_group
+
+    for name, handle in actors:
+        try:
+            ray.kill(handle, no_restart=True)
+        except Exception as e:  # noqa: BLE001 - already gone is fine; keep killing the rest
+            log.debug("kill %s: %s", name, e)
+    if pg is not None:
+        try:
+            remove_placement_group(pg)
+        except Exception as e:  # noqa: BLE001
+            log.debug("remove placement group: %s", e)
 
 
 def _runtime_env() -> dict:
