@@ -9,9 +9,9 @@
 #   --pip FILE      a requirements file the cluster installs into the job's env (when the image lacks longshort's deps)
 #   --no-wait       return after submission (follow with `ray job logs --follow ID`)
 #   --entrypoint-num-gpus N, --entrypoint-num-cpus N, --entrypoint-memory BYTES, --entrypoint-resources JSON
-#                   what the node that runs the command must have (ray job submit's own options). SFT still runs
-#                   its ranks on that node (RL's ranks and the engines are Ray actors placed anywhere): give it
-#                   the GPUs of the largest sft num_ranks
+#                   what the node that runs the command must have (ray job submit's own options). The command is
+#                   the driver: every training rank and engine is a Ray actor placed by its own resources, so it
+#                   needs no GPU (SoftCoT's eval and stages with `engines.workers: 0` compute in it, though)
 #   any other option of `ray job submit` (e.g. --metadata-json '{"team": "x"}') goes to it unchanged; write it as
 #   --option=value when its value could start with a dash
 # Files ignored by .gitignore (venvs, runs/, wandb/) are not uploaded. Set `output_dir` in the config to shared storage
