@@ -2,10 +2,38 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+
 import pytest
 import ray
+from builders import ROOT
 
 from longshort.data.verify import Verifier, VerifyConfig
+
+VLLM_TESTS = ("test_engine_vllm.py", "test_solve_vllm.py")  # they need launch/vllm_cpu_venv.sh's venv
+_prefetch: subprocess.Popen | None = None
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """The tests that need the vLLM venv go last, and the venv starts building (or is found built) in the
+    background now, at low priority: its 2-5 minutes of downloads overlap the rest of the suite instead of adding to
+    it. Their fixtures run the same script, which waits for this build (a lock) and then finds it done."""
+    global _prefetch
+    vllm = [i for i in items if i.path.name in VLLM_TESTS]
+    if not vllm or config.option.collectonly or os.environ.get("LONGSHORT_VLLM_PREFETCH") == "0":
+        return
+    items[:] = [i for i in items if i.path.name not in VLLM_TESTS] + vllm
+    log = open(ROOT / ".venv-vllm.prefetch.log", "w")  # noqa: SIM115 - the child writes it for its life
+    _prefetch = subprocess.Popen(["nice", "-n", "10", "bash", str(ROOT / "launch" / "vllm_cpu_venv.sh")],
+                                 stdout=subprocess.DEVNULL, stderr=log, start_new_session=True)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """A build the session no longer needs (it stopped early) is stopped; an unstamped venv is rebuilt next time."""
+    if _prefetch is not None and _prefetch.poll() is None:
+        os.killpg(_prefetch.pid, 15)
+        _prefetch.wait()
 
 
 @pytest.fixture(scope="module")

