@@ -95,6 +95,8 @@ def extract_answer(text: str) -> str | None:
 _TEXT_WRAPPER = re.compile(r"\\(?:text|textbf|mathrm|mathbf|mbox)\s*\{([^{}]*)\}")
 _GOLD_LETTER = re.compile(r"\(?([A-J])\)?")
 _PRED_LETTER = re.compile(r"\(?([A-Ja-j])\)?(?=$|[\s.:,)])")
+_PRED_NUMBER = re.compile(r"\(?(\d{1,2})\)?\.?")
+_NUMBER = re.compile(r"[-+]?\d[\d,]*(?:\.\d+)?")
 
 
 def _unwrap(ans: str) -> str:
@@ -146,11 +148,19 @@ class MultipleChoice:
         return self.options[LETTERS.index(self.letter)]
 
     def picked(self, answer: str) -> str | None:
-        """The letter ``answer`` picks: an option's text (after ``plain_text``), else a letter; None if neither."""
+        """The letter ``answer`` picks: an option's text (after ``plain_text``), else a letter, else an option's
+        number ("2", "(2)": the second shown; copies that number their options teach models to answer so) when no
+        option is itself a number; None if none of these."""
         if (index := option_with_text(answer, self.options)) is not None:
             return LETTERS[index]
         letter = picked_letter(answer)
-        return letter if letter is not None and letter in LETTERS[: len(self.options)] else None
+        if letter is not None:
+            return letter if letter in LETTERS[: len(self.options)] else None
+        number = _PRED_NUMBER.fullmatch(_unwrap(answer))
+        if number is None or any(_NUMBER.fullmatch(plain_text(o)) for o in self.options):
+            return None
+        k = int(number.group(1))
+        return LETTERS[k - 1] if 1 <= k <= len(self.options) else None
 
 
 # ------------------------------------------------------------------------------------------------- math or text
@@ -159,10 +169,19 @@ _LATEX_CMD = re.compile(r"\\(?:begin|end)\s*\{[^{}]*\}|\\[A-Za-z]+")  # \begin{p
 _WORD = re.compile(r"[A-Za-z]{3,}")
 
 
+# Text that math-verify would read as arithmetic: a range ("110-130", "5-10 nm": not a subtraction), a reaction or
+# transition ("1S0 -> 3P0 + s"), a formula or term symbol ("H2SO4", "3S1": an element or state letter, then a digit).
+_RANGE = re.compile(r"\s*-?\d+(?:\.\d+)?\s*[-\u2013]\s*\d+(?:\.\d+)?(?:\s+[A-Za-z\u00b0%\u00b5]+)?\s*")
+_NOTATION = re.compile(r"[A-Z][a-z]?\d|->|<-|\u2192|\u21cc|\\(?:long)?(?:right|left|leftright)arrow|\\rightleftharpoons")
+
+
 def is_math(answer: str) -> bool:
     """Is ``answer`` math (a number, expression, set, interval, ...) rather than words? Text is two or more words
-    of three letters or more, or one such word with no digit or operator ("Evelyn", "odd", "yes"). LaTeX commands
+    of three letters or more, or one such word with no digit or operator ("Evelyn", "odd", "yes"), or a range,
+    a reaction or a formula (``_RANGE``, ``_NOTATION``): compared as text, never evaluated. LaTeX commands
     (``\\frac``, ``\\infty``) are not words; ``\\text{}`` contents are."""
+    if _RANGE.fullmatch(answer) or _NOTATION.search(answer):
+        return False
     bare = _LATEX_CMD.sub(" ", _TEXT_WRAPPER.sub(r" \1 ", answer))
     words = _WORD.findall(bare)
     if len(words) >= 2:

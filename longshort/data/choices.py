@@ -9,8 +9,11 @@ Where the options come from:
 * a field (``choices``: a list of strings), the gold being a letter, the option's text, or, when the record's
   answer is an integer, the option's 0-based index (the MMLU layout);
 * else the problem's last lines, one option each (``(A) ...``, ``A) ...``, ``A. ...``, ``A: ...``; letters in order
-  from A, at least two), when the gold is a letter or the text of exactly one of them. Options written inline on
-  one line are not parsed: the problem is then graded as written.
+  from A, at least two), when the gold is a letter or the text of exactly one of them;
+* else options written inline on the problem's last line, ``(1) ..., or (2) ..., or (3) ...`` (the LongShort
+  repository's GPQA copy: ``Candidate answer: (1) 10^-4 eV, or (2) 10^-11 eV, ...``) or ``(A) ... (B) ...``, numbered
+  or lettered in order, when the gold is the text of exactly one of them (a letter gold is not enough here: inline
+  "(1)", "(2)" also label equations). Otherwise the problem is graded as written.
 A problem whose text already shows the field's options in that order (a file ``write_jsonl`` wrote) is kept as is.
 """
 
@@ -24,6 +27,8 @@ from dataclasses import dataclass
 from longshort.data.answers import LETTERS, choice_letter, option_with_text
 
 _OPTION_LINE = re.compile(r"[ \t]*(?:\(([A-J])\)|([A-J])[).:])[ \t]+(\S.*?)[ \t]*")
+_INLINE_MARK = re.compile(r"(?:^|(?<=\s))\(([1-9]|10|[A-J])\)\s+")
+_INLINE_JOINER = re.compile(r"(?:[,;]\s*)?(?:\bor\b)?[\s,;]*$")  # ", or" / "or" / "," between inline options
 
 
 @dataclass(frozen=True)
@@ -55,6 +60,30 @@ def parse_options(problem: str) -> tuple[str, list[str]] | None:
     return stem, [text for _, text in found]
 
 
+def parse_inline_options(problem: str) -> tuple[str, list[str]] | None:
+    """``(stem, options)`` when the problem's last line lists options inline, numbered ``(1) (2) ...`` or lettered
+    ``(A) (B) ...`` in order (at least two), joined by commas or "or"; None otherwise."""
+    lines = problem.replace("\r\n", "\n").rstrip().split("\n")
+    last = lines[-1]
+    marks = list(_INLINE_MARK.finditer(last))
+    for first in range(len(marks)):  # the list starts at the first "(1)" / "(A)" whose labels then run in order
+        labels = [m.group(1) for m in marks[first:]]
+        numbered = labels[0] == "1"
+        if not numbered and labels[0] != "A":
+            continue
+        expected = [str(i + 1) for i in range(len(labels))] if numbered else list(LETTERS[: len(labels)])
+        if labels != expected or len(labels) < 2:
+            continue
+        spans = marks[first:]
+        ends = [m.start() for m in spans[1:]] + [len(last)]
+        texts = [last[m.end(): end] for m, end in zip(spans, ends, strict=True)]
+        options = [_INLINE_JOINER.sub("", t).strip() for t in texts[:-1]] + [texts[-1].strip().rstrip(".")]
+        stem = "\n".join([*lines[:-1], last[: spans[0].start()]]).rstrip()
+        if all(options) and stem:
+            return stem, options
+    return None
+
+
 def render(stem: str, options: Sequence[str]) -> str:
     return f"{stem.strip()}\n\n" + "\n".join(f"({LETTERS[i]}) {text}" for i, text in enumerate(options))
 
@@ -82,11 +111,12 @@ def build(problem: str, gold: str, field_options: Sequence[str] | None, *, seed:
             stem, shuffle = shown[0], False
         else:
             stem = problem
-    else:
-        parsed = parse_options(problem)
-        if parsed is None:
-            return None
+    elif (parsed := parse_options(problem)) is not None:
         stem, options = parsed
+    elif (inline := parse_inline_options(problem)) is not None and option_with_text(gold, inline[1]) is not None:
+        stem, options = inline  # a text gold only: see the module's docstring
+    else:
+        return None
     index = _gold_index(gold, options, index_given and field_options is not None)
     if index is None:
         if field_options is None:

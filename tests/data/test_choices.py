@@ -108,3 +108,65 @@ def test_option_list_spellings(listing):
 @pytest.mark.parametrize("listing", ["(A) red\n(C) blue", "(B) red\n(C) blue", "(A) red"])
 def test_not_an_option_list(listing):
     assert parse_options(f"Which colour?\n{listing}") is None
+
+
+# The LongShort repository's GPQA copy writes the options inline, numbered, after "Candidate answer:", the gold the
+# right option's text. Its kind of options: ranges, formulas and term symbols that math-verify would evaluate as
+# arithmetic ("110-130" and "140-160" are both -20) and powers with units.
+_INLINE = [
+    ["110-130", "140-160", "90-100", "60-70"],
+    ["1S0 -> 3P0 + s", "1S0 -> 3S1 + p", "1S0 -> 3D3 + f", "1S0 -> 7D1 + p"],
+    ["10^-4 eV", "10^-11 eV", "10^-8 eV", "10^-9 eV"],
+    ["H2SO4", "HNO3", "H3PO4", "HClO4"],
+    ["(2S,3R)-2-bromo-3-methylpentane", "(2R,3R)-2-bromo-3-methylpentane", "(2S,3S)-2-bromo-3-methylpentane",
+     "(2R,3S)-2-bromo-3-methylpentane"],
+]
+
+
+def _inline_rows(style: str) -> list[dict]:
+    rows = []
+    for i, opts in enumerate(_INLINE):
+        if style == "numbered":
+            listed = "Candidate answer: " + ", or ".join(f"({k + 1}) {o}" for k, o in enumerate(opts))
+        else:
+            listed = "Choose one: " + " ".join(f"({'ABCD'[k]}) {o}" for k, o in enumerate(opts))
+        rows.append({"id": f"g{i}", "problem": f"Question {i}: which one is right?\n{listed}", "answer": opts[0]})
+    return rows
+
+
+@pytest.mark.parametrize("style", ["numbered", "lettered"])
+def test_inline_options_are_multiple_choice_graded_by_option_never_by_arithmetic(tmp_path, verifier, style):
+    """Every option of every question: the gold accepted (as its text, its letter and its shown number), every other
+    option rejected (as text, letter and number)."""
+    problems, _ = load_problems(ProblemSource(path=_write(tmp_path / "gpqa.jsonl", _inline_rows(style))))
+    assert len(problems) == len(_INLINE)
+    preds, golds, expected = [], [], []
+    for p, opts in zip(problems, _INLINE, strict=True):
+        assert isinstance(p.gold, MultipleChoice) and sorted(p.choices) == sorted(opts) and p.gold.text == opts[0]
+        assert re.findall(r"^\(([A-D])\) ", p.problem, re.M) == list("ABCD")  # shown as lettered lines
+        for k, option in enumerate(p.choices):
+            right = option == opts[0]
+            for said in (option, "ABCD"[k], f"({k + 1})"):
+                preds.append(rf"The answer is \boxed{{{said}}}.")
+                golds.append(p.gold)
+                expected.append(right)
+    verdicts = verifier.judge_many(preds, golds)
+    assert [v.correct for v in verdicts] == expected, [(p, v) for p, v, e in zip(preds, verdicts, expected, strict=True)
+                                                        if v.correct != e]
+
+
+def test_inline_labels_that_hold_no_gold_are_graded_as_written(tmp_path):
+    """Inline "(1)", "(2)" also label equations: without a gold that is one option's text, nothing is rebuilt."""
+    rows = [{"id": "e", "problem": "Solve (1) x + y = 3 and (2) x - y = 1. What is x?", "answer": "2"},
+            {"id": "l", "problem": "Which is right?\nCandidate answer: (1) 3, or (2) 5", "answer": "A"}]
+    problems, _ = load_problems(ProblemSource(path=_write(tmp_path / "eq.jsonl", rows)))
+    assert [(p.problem, p.gold) for p in problems] == [(r["problem"], r["answer"]) for r in rows]
+
+
+@pytest.mark.parametrize(("answer", "gold", "correct"), [
+    ("110-130", "140-160", False), ("140-160", "140-160", True), ("5-10 nm", "15-20 nm", False),
+    ("1S0 -> 3S1 + p", "1S0 -> 3P0 + s", False), ("H3PO4", "H2SO4", False), ("H2SO4", "H2SO4", True),
+    (r"\frac{1}{2}", "0.5", True), ("1-2i", "1-2i", True), ("3R^2", "3R^2", True),
+])
+def test_ranges_and_formulas_are_compared_as_text(verifier, answer, gold, correct):
+    assert verifier.verify(rf"\boxed{{{answer}}}", gold) is correct
