@@ -12,6 +12,7 @@ TRAIN_DATA = "bootstrap/data/train.jsonl"
 EVAL_DATA = "bootstrap/data/eval.jsonl"
 DEV_DATA = "bootstrap/data/dev.jsonl"  # what the stages check their outcome on (core/checks.py)
 BOOTSTRAP_EVAL = "bootstrap/eval.json"
+BOOTSTRAP_EVAL_SAMPLES = "bootstrap/eval_samples.jsonl"  # the base model's answer to every held-out problem
 # Long⊗Short analysis
 THOUGHTS = "chunk/thoughts.jsonl"
 JUDGE = "judge"  # score.judge: pair: the judge pair's cold start and SFT

@@ -237,7 +237,7 @@ def run_rl(cfg: RLSettings, run_dir: str | Path, topology: TopologyConfig | None
     stream = ckpt.ProblemStream(_prompts(cfg.train, run_dir, rd.TRAIN_DATA), cfg.seed)
     eval_prompts = _prompts(cfg.eval, run_dir, rd.EVAL_DATA)
     verifier = verifier or shared_verifier()
-    limit, base = _context_limit(models), base_metrics(run_dir)
+    limit, base = _context_limit(models), base_metrics(run_dir, [p.problem_id for p in eval_prompts])
     eval_cfg = replace(cfg.episode, temperature=0.0)
     root = run_dir / rd.RL_CHECKPOINTS
     found = ckpt.checkpoints(root)

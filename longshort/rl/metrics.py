@@ -90,6 +90,7 @@ def evaluate(generators: Mapping[str, Generate], tokenizer, prompts: Sequence[Pr
         "seconds": time.perf_counter() - t0,
     }
     if base and base.get("accuracy") is not None and base.get("mean_tokens"):
+        out["base_problems"] = int(base.get("n", 0))
         out["base_accuracy"] = float(base["accuracy"])
         out["base_tokens"] = float(base["mean_tokens"])
         out["accuracy_minus_base"] = out["accuracy"] - out["base_accuracy"]
@@ -97,12 +98,20 @@ def evaluate(generators: Mapping[str, Generate], tokenizer, prompts: Sequence[Pr
     return out
 
 
-def base_metrics(run_dir: Path) -> dict | None:
-    """The bootstrap base model's held-out metrics (``bootstrap/eval.json``), if that stage ran in this run."""
-    path = run_dir / rd.BOOTSTRAP_EVAL
-    if not path.exists():
+def base_metrics(run_dir: Path, problem_ids: Sequence[str]) -> dict | None:
+    """The bootstrap base model's accuracy and tokens on exactly the problems ``problem_ids`` (its per-problem answers,
+    ``bootstrap/eval_samples.jsonl``), graded as the pair is: an answer counts only when the response finished, not
+    cut at its limit. None when that stage did not run here or did not answer every one of these problems: a base
+    number on other problems would compare unlike with unlike."""
+    path = run_dir / rd.BOOTSTRAP_EVAL_SAMPLES
+    if not path.exists() or not problem_ids:
         return None
     try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
+        rows = {r["id"]: r for r in map(json.loads, path.read_text().splitlines())}
+    except (OSError, json.JSONDecodeError, KeyError, TypeError):
         return None
+    if not all(i in rows for i in problem_ids):
+        return None
+    picked = [rows[i] for i in problem_ids]
+    return {"accuracy": _mean([float(bool(r["correct"]) and bool(r.get("finished", True))) for r in picked]),
+            "mean_tokens": _mean([float(r["tokens"]) for r in picked]), "n": len(picked)}

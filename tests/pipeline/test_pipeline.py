@@ -96,6 +96,17 @@ def test_every_stage_wrote_its_outputs_and_one_increasing_step_counter(run):
     assert "W&B ignored" not in (d / "log.txt").read_text()
 
 
+def test_rl_sets_the_pair_beside_the_base_on_the_same_problems(run):
+    """RL's progress eval reads the base model's answers to exactly its own held-out problems (smoke: 4 of the 8
+    the bootstrap evaluated), graded as the pair's: a response cut at its limit is wrong."""
+    rows = [json.loads(line) for line in (run["dir"] / rd.BOOTSTRAP_EVAL_SAMPLES).read_text().splitlines()]
+    res = json.loads((run["dir"] / rd.RL_EVAL).read_text())
+    assert res["base_problems"] == res["problems"] == 4 and len(rows) == 8
+    mine = rows[:4]
+    assert res["base_accuracy"] == sum(r["correct"] and r["finished"] for r in mine) / 4
+    assert res["base_tokens"] == sum(r["tokens"] for r in mine) / 4
+
+
 def test_a_complete_pipeline_is_skipped_whole(run):
     d = run["dir"]
     assert {s: (d / s / MARKER).stat().st_mtime for s in STAGES} == run["marks"]
