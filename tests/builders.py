@@ -156,7 +156,7 @@ def teach(model_dir: Path, dialogues: list[tuple[list[Message], set[str]]], step
 
 
 def build_run_dir(root: Path, steps: int = 60) -> Path:
-    """``root/sft/{long,short}/model`` (format-taught pair) and ``root/bootstrap/data/{train,eval}.jsonl``."""
+    """``root/sft/{long,short}/model`` (format-taught pair) and ``root/bootstrap/data/{train,eval,dev}.jsonl``."""
     import shutil
 
     items = problems(24)
@@ -165,6 +165,7 @@ def build_run_dir(root: Path, steps: int = 60) -> Path:
     shutil.copytree(base, root / "sft" / "short" / "model")
     write_problems(root / "bootstrap" / "data" / "train.jsonl", items[:16])
     write_problems(root / "bootstrap" / "data" / "eval.jsonl", items[16:])
+    write_problems(root / "bootstrap" / "data" / "dev.jsonl", items[16:])  # what RL's progress eval reads
     return root
 
 

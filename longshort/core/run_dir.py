@@ -12,7 +12,8 @@ TRAIN_DATA = "bootstrap/data/train.jsonl"
 EVAL_DATA = "bootstrap/data/eval.jsonl"
 DEV_DATA = "bootstrap/data/dev.jsonl"  # what the stages check their outcome on (core/checks.py)
 BOOTSTRAP_EVAL = "bootstrap/eval.json"
-BOOTSTRAP_EVAL_SAMPLES = "bootstrap/eval_samples.jsonl"  # the base model's answer to every held-out problem
+BOOTSTRAP_EVAL_SAMPLES = "bootstrap/eval_samples.jsonl"  # the base model's answer to every test problem
+BOOTSTRAP_CHECK_SAMPLES = "bootstrap/check_samples.jsonl"  # ... and to the dev problems of its outcome check
 # Long⊗Short analysis
 THOUGHTS = "chunk/thoughts.jsonl"
 JUDGE = "judge"  # score.judge: pair: the judge pair's cold start and SFT

@@ -101,7 +101,7 @@ class RLSettings:
     rewards: list[RewardTerm] = field(default_factory=_default_rewards)
     optim: RLOptimConfig = field(default_factory=RLOptimConfig)
     train: ProblemSource = field(default_factory=ProblemSource)  # path "": <run>/bootstrap/data/train.jsonl
-    eval: ProblemSource = field(default_factory=ProblemSource)  # path "": <run>/bootstrap/data/eval.jsonl
+    eval: ProblemSource = field(default_factory=ProblemSource)  # progress on dev; path "": <run>/bootstrap/data/dev.jsonl
     eval_every: int = field(default=10, metadata={"ge": 0})  # 0: only before and after training
     eval_before: bool = True  # evaluate the starting pair (step 0)
     eval_at_end: bool = True  # evaluate after the last step
@@ -235,7 +235,7 @@ def run_rl(cfg: RLSettings, run_dir: str | Path, topology: TopologyConfig | None
     check_shared_tokenizer(models, "rl")
     tok = AutoTokenizer.from_pretrained(str(models[trainable[0]]))
     stream = ckpt.ProblemStream(_prompts(cfg.train, run_dir, rd.TRAIN_DATA), cfg.seed)
-    eval_prompts = _prompts(cfg.eval, run_dir, rd.EVAL_DATA)
+    eval_prompts = _prompts(cfg.eval, run_dir, rd.DEV_DATA)  # progress is read on dev; test is the eval stage's
     verifier = verifier or shared_verifier()
     limit, base = _context_limit(models), base_metrics(run_dir, [p.problem_id for p in eval_prompts])
     eval_cfg = replace(cfg.episode, temperature=0.0)

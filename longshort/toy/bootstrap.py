@@ -278,7 +278,8 @@ def check_base_model(cfg: BootstrapConfig, run_dir: str | Path,
     if not records:
         outcome.skip("bootstrap", f"{path} holds no dev problems")
         return []
-    metrics, _ = evaluate(Path(run_dir) / rd.BASE_MODEL, records, replace(cfg.eval, n=None), verify)
+    metrics, rows = evaluate(Path(run_dir) / rd.BASE_MODEL, records, replace(cfg.eval, n=None), verify)
+    write_jsonl(rows, Path(run_dir) / rd.BOOTSTRAP_CHECK_SAMPLES)  # what RL's progress eval sets its pair beside
     return outcome.record(run_dir, [outcome.Check(
         "bootstrap", "greedy accuracy of the base model", metrics["accuracy"], cfg.check.min_accuracy,
         "bootstrap.check.min_accuracy", n=metrics["n"],

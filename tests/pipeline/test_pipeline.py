@@ -97,14 +97,18 @@ def test_every_stage_wrote_its_outputs_and_one_increasing_step_counter(run):
 
 
 def test_rl_sets_the_pair_beside_the_base_on_the_same_problems(run):
-    """RL's progress eval reads the base model's answers to exactly its own held-out problems (smoke: 4 of the 8
-    the bootstrap evaluated), graded as the pair's: a response cut at its limit is wrong."""
-    rows = [json.loads(line) for line in (run["dir"] / rd.BOOTSTRAP_EVAL_SAMPLES).read_text().splitlines()]
+    """RL's progress eval reads dev problems (the test split is the eval stage's), beside the base model's answers to
+    exactly those (smoke: the first 4 of the 200 its outcome check answered), graded as the pair's: a response cut at
+    its limit is wrong."""
+    rows = [json.loads(line) for line in (run["dir"] / rd.BOOTSTRAP_CHECK_SAMPLES).read_text().splitlines()]
     res = json.loads((run["dir"] / rd.RL_EVAL).read_text())
-    assert res["base_problems"] == res["problems"] == 4 and len(rows) == 8
+    assert res["base_problems"] == res["problems"] == 4 and len(rows) == 200
     mine = rows[:4]
+    assert all(r["id"].startswith("dev-") for r in mine)
     assert res["base_accuracy"] == sum(r["correct"] and r["finished"] for r in mine) / 4
     assert res["base_tokens"] == sum(r["tokens"] for r in mine) / 4
+    sft = json.loads((run["dir"] / rd.SFT_EVAL).read_text())  # the pair SFT's own eval: dev too
+    assert sft["problems"] == 4
 
 
 def test_a_complete_pipeline_is_skipped_whole(run):

@@ -38,11 +38,11 @@ log = logging.getLogger("longshort")
 
 @dataclass
 class PairEvalConfig:
-    """Held-out evaluation of the pair against the base model."""
+    """The pair against the base model on dev problems (the test split is the eval stage's)."""
 
     RENAMED_KEYS = {"rollout": "engines"}  # old configs still load (with a warning)
 
-    source: ProblemSource = field(default_factory=lambda: ProblemSource(path="", limit=100))  # "": bootstrap eval
+    source: ProblemSource = field(default_factory=lambda: ProblemSource(path="", limit=100))  # "": bootstrap dev
     temperature: float = field(default=0.0, metadata={"ge": 0})
     max_turn_tokens: int = field(default=256, metadata={"ge": 1})  # per pair turn
     max_tokens: int = field(default=512, metadata={"ge": 1})  # the base model's whole answer
@@ -230,12 +230,12 @@ def run_pair_eval(cfg: PairSFTConfig, run_dir: str | Path, tracker=None, verifie
         if not (path / "config.json").exists():
             raise LongshortError(f"sft eval: {path} does not exist; train the pair first (`longshort sft`)")
     ev = cfg.eval
-    src = replace(ev.source, path=str(rd.resolve(run_dir, ev.source.path, rd.EVAL_DATA)))
+    src = replace(ev.source, path=str(rd.resolve(run_dir, ev.source.path, rd.DEV_DATA)))  # dev: test is eval's
     problems, _ = load_problems(src)
     base = rd.resolve(run_dir, None, rd.BASE_MODEL)
     result = evaluate_pair(ev, base, models["long"], models["short"], problems, verifier or shared_verifier())
     (run_dir / rd.SFT_EVAL).write_text(json.dumps(result, indent=2))
-    log.info("pair vs base on %d held-out problems: accuracy %.3f vs %.3f (%.0f%% kept), tokens %.1f vs %.1f "
+    log.info("pair vs base on %d dev problems: accuracy %.3f vs %.3f (%.0f%% kept), tokens %.1f vs %.1f "
              "(%.0f%%)", result["problems"], result["pair_accuracy"], result["base_accuracy"],
              100 * (result["accuracy_kept"] or 0.0), result["pair_tokens"], result["base_tokens"],
              100 * result["token_ratio"])

@@ -43,7 +43,7 @@ def hawkeye_run(ray_local, tmp_path_factory):
                        {"short"}) for q, _, t, a in items], steps=80, seed=2)
     data = root / "bootstrap" / "data"
     data.mkdir(parents=True)
-    for name, part in (("train", items[:32]), ("eval", items[32:])):
+    for name, part in (("train", items[:32]), ("eval", items[32:]), ("dev", items[32:])):  # RL's eval reads dev
         (data / f"{name}.jsonl").write_text("".join(json.dumps({"id": f"{name}-{i}", "problem": q, "answer": ans,
                                                                 "solution": t}) + "\n"
                                                     for i, (q, ans, t, _) in enumerate(part)))

@@ -275,7 +275,7 @@ def test_pair_sft_trains_both_roles_and_evaluates(tmp_path, model, parallel):
 
     recs = task_records(16)
     run = run_dir_with_task(tmp_path, recs, model)
-    write_jsonl(recs[:4], run / "bootstrap" / "data" / "eval.jsonl")
+    write_jsonl(recs[:4], run / "bootstrap" / "data" / "dev.jsonl")  # the pair's eval reads dev, not test
     write_jsonl([scored_like(r) for r in recs], run / "score" / "scores.jsonl")
     run_coldstart(ColdstartConfig(), run)
     cfg = PairSFTConfig()
