@@ -5,6 +5,7 @@ the code without its doc, or a doc reworded away from the phrase, fails here and
 from __future__ import annotations
 
 import re
+from dataclasses import asdict
 
 import pytest
 import yaml
@@ -32,10 +33,7 @@ STATED = [
 
 
 def _resolved(config: str) -> dict:
-    cfg = load_run_config(ROOT / "ray_configs" / config)
-    from dataclasses import asdict
-
-    return asdict(cfg)
+    return asdict(load_run_config(ROOT / "ray_configs" / config))
 
 
 def _get(tree: dict, dotted: str):

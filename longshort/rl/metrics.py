@@ -99,22 +99,18 @@ def evaluate(generators: Mapping[str, Generate], tokenizer, prompts: Sequence[Pr
 
 
 def base_metrics(run_dir: Path, problem_ids: Sequence[str]) -> dict | None:
-    """The bootstrap base model's accuracy and tokens on exactly the problems ``problem_ids`` (its per-problem answers
-    to the dev problems of its check and to the test problems, ``bootstrap/{check,eval}_samples.jsonl``), graded as
-    the pair is: an answer counts only when the response finished, not
-    cut at its limit. None when that stage did not run here or did not answer every one of these problems: a base
-    number on other problems would compare unlike with unlike."""
-    rows: dict[str, dict] = {}
-    for name in (rd.BOOTSTRAP_CHECK_SAMPLES, rd.BOOTSTRAP_EVAL_SAMPLES):  # dev problems, test problems
-        path = run_dir / name
-        try:
-            rows.update({r["id"]: r for r in map(json.loads, path.read_text().splitlines())} if path.exists() else {})
-        except (OSError, json.JSONDecodeError, KeyError, TypeError):
-            continue
+    """The bootstrap base model's accuracy and tokens on exactly the problems ``problem_ids``, from its per-problem
+    answers (to the dev problems of its check and to the test problems: ``bootstrap/{check,eval}_samples.jsonl``),
+    graded as the pair is: an answer cut at its limit is wrong. None when that stage did not run here or did not
+    answer every one of these problems: a base number on other problems would compare unlike with unlike."""
     if not problem_ids:
         return None
+    rows: dict[str, dict] = {}
+    for path in (run_dir / rd.BOOTSTRAP_CHECK_SAMPLES, run_dir / rd.BOOTSTRAP_EVAL_SAMPLES):  # dev, test
+        if path.exists():
+            rows.update((r["id"], r) for r in map(json.loads, path.read_text().splitlines()))
     if not all(i in rows for i in problem_ids):
         return None
     picked = [rows[i] for i in problem_ids]
-    return {"accuracy": _mean([float(bool(r["correct"]) and bool(r.get("finished", True))) for r in picked]),
+    return {"accuracy": _mean([float(r["correct"] and r["finished"]) for r in picked]),
             "mean_tokens": _mean([float(r["tokens"]) for r in picked]), "n": len(picked)}
