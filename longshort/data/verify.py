@@ -26,7 +26,7 @@ import types
 from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import astuple, dataclass, field
+from dataclasses import astuple, dataclass, field, replace
 from typing import Literal
 
 from longshort.data.answers import (
@@ -46,7 +46,7 @@ __all__ = ["MultipleChoice", "Verdict", "Verifier", "VerifyConfig", "extract_ans
 log = logging.getLogger("longshort")
 
 Gold = str | int | float | MultipleChoice
-Reason = Literal["correct", "wrong", "no_answer", "timeout", "error"]
+Reason = Literal["correct", "wrong", "no_answer", "cut", "timeout", "error"]
 _WORKER_START_TIMEOUT_S = 120.0  # import of sympy/math-verify on a loaded machine; not part of a check's limit
 
 
@@ -211,13 +211,22 @@ class Verifier:
         return self.judge(prediction, gold, timeout_s=timeout_s).correct
 
     def judge_many(
-        self, predictions: Sequence[str], golds: Sequence[Gold], *, timeout_s: float | None = None
+        self, predictions: Sequence[str], golds: Sequence[Gold], *, finished: Sequence[bool] | None = None,
+        timeout_s: float | None = None,
     ) -> list[Verdict]:
-        """Judge pairs in parallel on all workers; order is kept."""
-        if len(predictions) != len(golds):
-            raise ValueError(f"judge_many: {len(predictions)} predictions but {len(golds)} gold answers")
+        """Judge pairs in parallel on all workers; order is kept. ``finished``: whether each response ended on its
+        own; one cut at its length limit is wrong (reason ``cut``, its extracted answer kept for the record), the
+        one rule for every system, single model or team, in every stage."""
+        if len(predictions) != len(golds) or (finished is not None and len(finished) != len(golds)):
+            raise ValueError(f"judge_many: {len(predictions)} predictions, {len(golds)} gold answers"
+                             + ("" if finished is None else f", {len(finished)} finished flags"))
         with ThreadPoolExecutor(self.config.workers, thread_name_prefix="longshort-verify") as pool:
-            return list(pool.map(lambda pg: self.judge(*pg, timeout_s=timeout_s), zip(predictions, golds, strict=True)))
+            verdicts = list(pool.map(lambda pg: self.judge(*pg, timeout_s=timeout_s),
+                                     zip(predictions, golds, strict=True)))
+        if finished is None:
+            return verdicts
+        return [v if done else replace(v, correct=False, reason="cut", detail="cut at its length limit")
+                for v, done in zip(verdicts, finished, strict=True)]
 
     def _check(self, answer: str, gold: str, timeout_s: float) -> Verdict:
         with self._slots:

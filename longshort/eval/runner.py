@@ -172,7 +172,8 @@ def run_team(generators: dict, rules: TurnRules, tokenizer, problems: list[str],
 
 
 def _single_answer(e: Episode, tokenizer) -> Answer:
-    """The one turn's text is the answer even when cut (``length``); either terminator finishes it."""
+    """The one turn's text, kept even when cut (``length``: then ``judge`` counts it wrong); either terminator
+    finishes it."""
     ((role, ids),) = e.turn_ids()
     status = "length" if e.turns[0].end_kind == "cut" else "finished"
     return Answer([(role, ids)], status, tokenizer.decode(ids, skip_special_tokens=True))
@@ -199,8 +200,10 @@ def _prompts(problems: list[str]) -> list[PromptItem]:
 
 
 def judge(answers: list[Answer], golds: list, verifier) -> list:
-    """The verifier's verdict on each answer (an unfinished pair has no answer text, so it is never right)."""
-    return verifier.judge_many([a.answer_text or "" for a in answers], golds)
+    """The verifier's verdict on each answer: one that did not finish (cut at a length limit, out of turns) is wrong,
+    for a single model as for a team (``Verifier.judge_many``'s one rule)."""
+    return verifier.judge_many([a.answer_text or "" for a in answers], golds,
+                               finished=[a.status == "finished" for a in answers])
 
 
 # -------------------------------------------------------------------------------------------- the stage

@@ -78,8 +78,9 @@ def evaluate(generators: Mapping[str, Generate], tokenizer, prompts: Sequence[Pr
     t0 = time.perf_counter()
     episodes, _ = rollout(prompts, generators, tokenizer, cfg, group_size=1, seed=seed, step=-1,
                           context_limit=context_limit, logprobs=False, rules=rules)
-    verdicts = verifier.judge_many([e.answer_text for e in episodes], [e.answer for e in episodes])
-    correct = [e.finished and v.correct for e, v in zip(episodes, verdicts, strict=True)]
+    verdicts = verifier.judge_many([e.answer_text for e in episodes], [e.answer for e in episodes],
+                                   finished=[e.finished for e in episodes])
+    correct = [v.correct for v in verdicts]
     out = {
         "problems": len(episodes),
         "accuracy": _mean([float(c) for c in correct]),

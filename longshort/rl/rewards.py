@@ -120,8 +120,9 @@ class RewardContext:
         """Is each episode finished with the gold answer (the project's verifier)?"""
         if self._correct is None:
             verdicts = self.verifier.judge_many([e.answer_text for e in self.episodes],
-                                                [e.answer for e in self.episodes])
-            self._correct = [e.finished and v.correct for e, v in zip(self.episodes, verdicts, strict=True)]
+                                                [e.answer for e in self.episodes],
+                                                finished=[e.finished for e in self.episodes])
+            self._correct = [v.correct for v in verdicts]
         return self._correct
 
     def groups(self) -> dict[int, list[int]]:

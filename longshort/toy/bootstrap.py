@@ -135,7 +135,8 @@ def evaluate(model_dir: str | Path, records: list[dict], cfg: BootstrapEvalConfi
     with bar("base eval", len(records)) as row:
         gens = generate_greedy(engine, tokenizer, [r["problem"] for r in records], cfg.batch_size, cfg.max_new_tokens,
                                progress=lambda n: row.update(completed=n))
-    verdicts = shared_verifier(verify).judge_many([g[0] for g in gens], [r["answer"] for r in records])
+    verdicts = shared_verifier(verify).judge_many([g[0] for g in gens], [r["answer"] for r in records],
+                                                  finished=[g[2] for g in gens])
     rows = []
     for rec, (text, n_tok, finished), v in zip(records, gens, verdicts, strict=True):
         rows.append({"id": rec["id"], "steps": rec["meta"]["steps"], "answer": rec["answer"], "predicted": v.answer,

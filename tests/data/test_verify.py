@@ -115,8 +115,19 @@ def test_no_answer_is_counted(verifier):
 def test_judge_many_keeps_order_and_checks_lengths(verifier):
     verdicts = verifier.judge_many([r"\boxed{1}", r"\boxed{2}", r"\boxed{\frac{6}{2}}"], ["1", "3", "3"])
     assert [v.correct for v in verdicts] == [True, False, True]
-    with pytest.raises(ValueError, match="2 predictions but 1 gold"):
+    with pytest.raises(ValueError, match="2 predictions, 1 gold answers"):
         verifier.judge_many(["1", "2"], ["1"])
+    with pytest.raises(ValueError, match="1 finished flags"):
+        verifier.judge_many(["1", "2"], ["1", "2"], finished=[True])
+
+
+def test_a_response_cut_at_its_limit_is_wrong_whatever_it_says(verifier):
+    """The one grading rule for every system: only a response that ended on its own can be right."""
+    texts, golds = [r"so \boxed{7}", r"so \boxed{7}", r"so \boxed{8}"], ["7", "7", "7"]
+    verdicts = verifier.judge_many(texts, golds, finished=[True, False, False])
+    assert [(v.answer, v.correct, v.reason) for v in verdicts] == [("7", True, "correct"), ("7", False, "cut"),
+                                                                   ("8", False, "cut")]
+    assert [v.correct for v in verifier.judge_many(texts, golds)] == [True, True, False]  # no flags: text only
 
 
 def test_slow_check_times_out_counts_wrong_and_pool_recovers():

@@ -235,6 +235,18 @@ def test_cli_eval_prints_the_table(run, capsys):
     assert "Skipped rl-pair" in printed
 
 
+def test_a_single_answer_cut_at_its_limit_is_wrong_as_a_cut_pair_is():
+    """`eval`, the pair SFT's base comparison and the bootstrap grade through `judge`: the same rule for both kinds."""
+    from longshort.eval.runner import Answer, judge
+
+    ids = [("assistant", [1, 2, 3])]
+    answers = [Answer(ids, "finished", r"so \boxed{7}"), Answer(ids, "length", r"so \boxed{7}"),
+               Answer([("long", [1]), ("short", [2])], "cut", ""), Answer(ids, "max_turns", r"\boxed{7}")]
+    verdicts = judge(answers, ["7"] * 4, shared_verifier())
+    assert [v.correct for v in verdicts] == [True, False, False, False]
+    assert [v.reason for v in verdicts] == ["correct", "cut", "cut", "cut"]
+
+
 def test_standard_error_is_over_problems():
     from longshort.eval.runner import accuracy_se
 

@@ -49,7 +49,8 @@ def evaluate(model, llm_tok, assistant_tok, prompts, problems: list, n_thoughts:
     answers = generate(model, llm_tok, assistant_tok, prompts, texts, n_thoughts, temperature=cfg.temperature,
                        top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens, seeds=seeds, batch_size=cfg.batch_size,
                        assistant_reads=texts[1:] + texts[:1] if other_problem else None)
-    verdicts = verifier.judge_many([a.text for a in answers], [p.gold for p in problems] * len(seeds))
+    verdicts = verifier.judge_many([a.text for a in answers], [p.gold for p in problems] * len(seeds),
+                                   finished=[a.finished for a in answers])
     if samples_path is not None:
         rows = [{"id": p.id, "seed": seed, "answer": v.answer, "correct": v.correct, "tokens": a.tokens,
                  "text": a.text} for (seed, p), a, v in zip(((s, p) for s in seeds for p in problems), answers,
