@@ -1,6 +1,7 @@
 """What the CLI runs: one stage (``longshort <stage>``) or the whole pipeline (``longshort run``). Both make the run
-directory, the tracker and logging, then call the same ``Stage.run`` with the same arguments; both first run
-``longshort check`` (``pipeline/check.py``) and stop on its errors before writing anything."""
+directory, the tracker and logging, then run each stage through the same ``runner.run_stage`` (which records it
+finished, so either command's stages are skipped by the next ``run``); both first run ``longshort check``
+(``pipeline/check.py``) and stop on its errors before writing anything."""
 
 from __future__ import annotations
 
@@ -63,12 +64,14 @@ def stage_command(cfg, name: str, resume: bool = False) -> int:
     if name not in recipe.stage_names:
         raise LongshortError(f"'{name}' is not a stage of the {recipe.name} recipe (config key 'recipe'); "
                              f"its stages: {', '.join(recipe.stage_names)}")
+    from longshort.pipeline.runner import run_stage, stage_command_status
+
     stage = recipe.stage(name)
     preflight(cfg, run_dir_of(cfg))
     with RunLock(run_dir_of(cfg)), _resume_hint(resume_flag=stage.resumable and not resume):
         run_dir = prepare_run(cfg)
         with open_tracker(cfg, run_dir) as tracker:
-            stage.run(cfg, run_dir, tracker, resume)
+            run_stage(cfg, run_dir, tracker, name, stage_command_status(cfg, run_dir, name, resume))
     log.info("%s done: outputs in %s", name, run_dir / name)
     if stage.report is not None:
         print("\n" + stage.report(cfg, run_dir))

@@ -186,10 +186,6 @@ def run_pipeline(cfg, run_dir: Path, tracker, restart_from: str | None = None) -
     if restart_from is not None and restart_from not in stage_names(cfg):
         raise LongshortError(f"--restart-from {restart_from}: not a stage of this run; accepted: "
                              f"{', '.join(stage_names(cfg))}")
-    fps = fingerprints(cfg)
-    state = _read(run_dir / STATE) or {}
-    steps = state.get("next_step", 0)
-    logged = last_logged_step(run_dir)  # a killed attempt may have logged past next_step
     todo = plan(cfg, run_dir, restart_from)
     log.info("pipeline plan: %s", ", ".join(f"{n} ({s})" for n, s in todo))
     records: list[StageRecord] = []
@@ -203,41 +199,58 @@ def run_pipeline(cfg, run_dir: Path, tracker, restart_from: str | None = None) -
                 records.append(StageRecord(name, status, "skipped", checks=[c.to_json() for c in found]))
                 _judge(cfg, found, again=True)
                 continue
-            stage, folder = _recipe(cfg).stage(name), run_dir / name
-            if status == "damaged":
-                log.warning("%s: rerunning it (and every stage after it): its outputs changed since it finished: %s",
-                            name, "; ".join(damage(cfg, run_dir, name)))
-            elif status in _WHY:
-                log.info("%s: %s; clearing %s", name, _WHY[status], folder)
-            if status in ("changed", "damaged", "unrecorded"):
-                _clear(folder, stage.keep)
-            folder.mkdir(parents=True, exist_ok=True)
-            started = _read(folder / STARTED) if status == "resume" else None
-            offset = started["step_offset"] if started else steps
-            (folder / STARTED).write_text(json.dumps({"fingerprint": fps[name], "step_offset": offset}) + "\n")
-            log.info("── stage %d/%d: %s (%s)", i + 1, len(todo), name, "resuming" if started else "running")
-            t0 = time.perf_counter()
-            view = OffsetTracker(tracker, offset, f"{name}/stage_step", floor=logged)
-            stage.run(cfg, run_dir, view, status == "resume")
-            seconds = time.perf_counter() - t0
-            missing = [str(o) for o in outputs(cfg, run_dir, name) if not o.exists()]
-            if missing:
-                raise LongshortError(f"stage {name} finished without writing {', '.join(missing)}; check its config "
-                                     f"section '{name}' (e.g. an export or eval switched off) or its log")
-            steps = max(steps, view.top + 1)
-            logged = max(logged, view.top)
-            external = [o for o in outputs(cfg, run_dir, name) if not o.is_relative_to(run_dir)]
-            files = manifest.record([folder, *external], {MARKER, STARTED, *stage.keep}, run_dir)
-            tmp = folder / (MARKER + ".tmp")
-            tmp.write_text(json.dumps({"fingerprint": fps[name], "seconds": seconds,
-                                       "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), "files": files}) + "\n")
-            tmp.replace(folder / MARKER)
-            (folder / STARTED).unlink(missing_ok=True)
-            found = outcome.stage_checks(run_dir, name)
-            records.append(StageRecord(name, status, "ran", seconds, [c.to_json() for c in found]))
-            state = {"next_step": steps, "stages": {**state.get("stages", {}), name: asdict(records[-1])}}
-            (run_dir / STATE).write_text(json.dumps(state, indent=2) + "\n")
-            _judge(cfg, found)
+            log.info("── stage %d/%d: %s (%s)", i + 1, len(todo), name, "resuming" if status == "resume" else "running")
+            records.append(run_stage(cfg, run_dir, tracker, name, status))
+            _judge(cfg, outcome.stage_checks(run_dir, name))
         if display is not None:
             display.update(overall, completed=len(todo), description="done")
     return records
+
+
+def stage_command_status(cfg, run_dir: Path, name: str, resume: bool) -> str:
+    """How ``longshort <stage>`` runs its stage: asked by name, it reruns a finished one from a clean folder
+    (``changed``), or with ``--resume`` continues from the stage's own checkpoints (``resume``)."""
+    status = stage_status(cfg, run_dir, name, fingerprints(cfg)[name])
+    if resume:
+        return "resume"
+    return "changed" if status in ("done", "resume", "damaged") else status
+
+
+def run_stage(cfg, run_dir: Path, tracker, name: str, status: str) -> StageRecord:
+    """Run one stage as ``longshort run`` and ``longshort <stage>`` both do: clear what a changed, damaged or
+    unrecorded attempt left, mark it started, run it on the run's metric steps, then record its files and checks
+    (``.complete.json``, ``pipeline.json``), so that either command's finished stage is skipped by the next ``run``."""
+    fps, state = fingerprints(cfg), _read(run_dir / STATE) or {}
+    steps, logged = state.get("next_step", 0), last_logged_step(run_dir)  # a killed attempt may log past next_step
+    stage, folder = _recipe(cfg).stage(name), run_dir / name
+    if status == "damaged":
+        log.warning("%s: rerunning it (and every stage after it): its outputs changed since it finished: %s",
+                    name, "; ".join(damage(cfg, run_dir, name)))
+    elif status in _WHY:
+        log.info("%s: %s; clearing %s", name, _WHY[status], folder)
+    if status in ("changed", "damaged", "unrecorded"):
+        _clear(folder, stage.keep)
+    folder.mkdir(parents=True, exist_ok=True)
+    started = _read(folder / STARTED) if status == "resume" else None
+    offset = started["step_offset"] if started else steps
+    (folder / STARTED).write_text(json.dumps({"fingerprint": fps[name], "step_offset": offset}) + "\n")
+    t0 = time.perf_counter()
+    view = OffsetTracker(tracker, offset, f"{name}/stage_step", floor=logged)
+    stage.run(cfg, run_dir, view, status == "resume")
+    seconds = time.perf_counter() - t0
+    missing = [str(o) for o in outputs(cfg, run_dir, name) if not o.exists()]
+    if missing:
+        raise LongshortError(f"stage {name} finished without writing {', '.join(missing)}; check its config "
+                             f"section '{name}' (e.g. an export or eval switched off) or its log")
+    external = [o for o in outputs(cfg, run_dir, name) if not o.is_relative_to(run_dir)]
+    files = manifest.record([folder, *external], {MARKER, STARTED, *stage.keep}, run_dir)
+    tmp = folder / (MARKER + ".tmp")
+    tmp.write_text(json.dumps({"fingerprint": fps[name], "seconds": seconds,
+                               "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), "files": files}) + "\n")
+    tmp.replace(folder / MARKER)
+    (folder / STARTED).unlink(missing_ok=True)
+    found = outcome.stage_checks(run_dir, name)
+    record = StageRecord(name, status, "ran", seconds, [c.to_json() for c in found])
+    state = {"next_step": max(steps, view.top + 1), "stages": {**state.get("stages", {}), name: asdict(record)}}
+    (run_dir / STATE).write_text(json.dumps(state, indent=2) + "\n")
+    return record

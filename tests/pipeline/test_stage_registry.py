@@ -57,6 +57,23 @@ def test_run_and_stage_command_call_the_same_stage_with_the_same_config(probe_re
     assert CALLS[-1]["resume"] is True
 
 
+def test_a_stage_finished_by_its_own_command_is_skipped_by_run(probe_recipe, tmp_path, capsys):
+    """`longshort <stage>` records the stage as `run` does, so a later `run` keeps its outputs (it used to find
+    files without a completion record and clear them as an unfinished attempt's)."""
+    common = ["--recipe", "probe", f"output_dir={tmp_path}", "name=r", "tracking.mode=disabled"]
+    assert cli.main(["probe-stage", *common]) == 0
+    run = tmp_path / "r"
+    done = json.loads((run / "probe-stage" / ".complete.json").read_text())
+    assert json.loads((run / "pipeline.json").read_text())["stages"]["probe-stage"]["action"] == "ran"
+    assert cli.main(["run", *common]) == 0
+    assert len(CALLS) == 1 and json.loads((run / "probe-stage" / ".complete.json").read_text()) == done
+    assert "probe-stage  skipped" in capsys.readouterr().out
+    assert cli.main(["probe-stage", *common]) == 0  # asked by name, a finished stage runs again
+    assert len(CALLS) == 2 and CALLS[-1]["resume"] is False
+    assert cli.main(["run", *common, "probe.greeting=hey"]) == 0  # a changed config reruns it under run too
+    assert [c["greeting"] for c in CALLS] == ["hello", "hello", "hey"]
+
+
 def test_a_recipe_brings_its_own_sections_and_stages(probe_recipe, capsys):
     cfg = load_run_config(None, ["recipe=probe"])
     assert cfg.probe.greeting == "hello" and not hasattr(cfg, "rl") and cfg.pipeline.stages == ["probe-stage"]
