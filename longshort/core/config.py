@@ -115,7 +115,7 @@ def parse_overrides(overrides: list[str], where: _Where) -> dict:
     for item in overrides:
         key, eq, raw = item.partition("=")
         if not eq or not key.strip():
-            raise LongshortError(f"override {item!r} is not of the form key.path=value (e.g. sft.lr=1e-4)")
+            raise LongshortError(f"override {item!r} is not of the form key.path=value (e.g. sft.long.lr=1e-4)")
         try:
             value = yaml.safe_load(raw) if raw.strip() else ""
         except yaml.YAMLError as e:
