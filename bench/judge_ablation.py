@@ -1,6 +1,6 @@
 """Which judge should score thoughts? The run's CoTs scored by the base model and by the pair, each cold start SFT'd.
 
-    python bench/judge_ablation.py RUN_DIR [--config RUN_DIR/config.yaml] [--eval 1000]
+    python bench/judge_ablation.py RUN_DIR [--config RUN_DIR/config.yaml] [--eval 500]
 
 RUN_DIR is a finished run through ``longshort sft`` (``runs/tiny`` after ``longshort run``). For each judge
 (``score.judge``: ``base``, the base model's own continuations of each CoT prefix, the paper's measure; ``pair``, a
@@ -8,7 +8,7 @@ pair SFT'd on randomly chosen thoughts carrying the dialogue on from each prefix
 the bootstrap and chunk outputs are linked, the judge pair is the run's own (``RUN_DIR/judge``) or trained with
 ``longshort judge``, and ``longshort score`` runs on the run's score cache, so the judge the run used costs nothing
 again. Then each judge's cold start is built at the run's keep ratio, the pair SFT'd from the base model and
-evaluated against it on ``--eval`` held-out problems (``scorer_ablation.run_arm``). Prints a table and writes
+evaluated against it on ``--eval`` dev problems (``scorer_ablation.run_arm``: the pair SFT's eval source). Prints a table and writes
 ``RUN_DIR-judges/results.json``. About 8.5 minutes of base-model scoring on 2 CPU cores (or 2 + 3.5 for the judge
 pair and its scoring) plus 2 minutes per arm for the tiny default.
 """
@@ -65,7 +65,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("run_dir")
     ap.add_argument("--config", help="the run's config (default: RUN_DIR/config.yaml, as `longshort run` saved it)")
-    ap.add_argument("--eval", type=int, default=1000, help="held-out problems per evaluation")
+    ap.add_argument("--eval", type=int, default=500, help="problems per evaluation (of sft.eval.source: dev)")
     args = ap.parse_args()
     run = Path(args.run_dir).resolve()
     config = Path(args.config).resolve() if args.config else run / "config.yaml"
@@ -83,7 +83,7 @@ def main() -> None:
                      "gen_tokens": summary["gen_tokens"]})
     (out / "results.json").write_text(json.dumps(rows, indent=2))
     n = rows[0]["problems"]
-    print(f"\njudges on {run} ({n} held-out problems, greedy; base {100 * rows[0]['base_accuracy']:.1f}% at "
+    print(f"\njudges on {run} ({n} dev problems, greedy; base {100 * rows[0]['base_accuracy']:.1f}% at "
           f"{rows[0]['base_tokens']:.0f} tokens)\n")
     print("| judge | scoring (s) | generated tokens | AUC vs tags | SFT'd pair accuracy (%) | pair tokens | tokens vs base |\n"
           "|---|---:|---:|---:|---:|---:|---:|")
