@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
 import statistics
 import subprocess
@@ -42,7 +43,7 @@ def dev_numbers(run: Path) -> dict:
 
 
 def run_variant(src: Path, overrides: list[str], out: Path, until: str) -> dict:
-    name = "_".join(o.replace("=", "-") for o in overrides).replace("/", "-")
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", "_".join(o.replace("=", "-") for o in overrides)).strip("-")[:150]
     dst = out / name
     if not (dst / "done.json").exists():
         shutil.rmtree(dst, ignore_errors=True)

@@ -204,6 +204,20 @@ def _solve(args: argparse.Namespace) -> int:
     return import_target(recipe.solve)(args)
 
 
+def _compare_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("runs", nargs="+", metavar="RUN[:SYSTEM,...]",
+                   help="finished run directories (or eval/results.json files); ':a,b' keeps only those systems")
+    p.add_argument("--out", type=Path, default=Path("runs/compare"), help="where compare.{md,json,png} go")
+    p.add_argument("--base", default="base", help="the system whose tokens the share column divides by")
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from longshort.pipeline.compare import compare
+
+    compare(args.runs, args.out, args.base)
+    return 0
+
+
 def commands() -> dict[str, Command]:
     """Every subcommand: ``run``, ``config``, one per stage (from the recipes' stage registry), then the tools."""
     stages = _all_stages()
@@ -218,6 +232,8 @@ def commands() -> dict[str, Command]:
                                  "before training it)", _prepare_args, _prepare),
         **{name: Command(stage.help, _stage_args(stage), lambda args, _n=name: _stage(args, _n))
            for name, stage in stages.items()},
+        "compare": Command("one table and plot for systems of several finished runs (any recipe, seeds grouped): "
+                           "accuracy, tokens by role, oracle data", _compare_args, _compare),
         "solve": Command("run an exported pair on problems (text, stdin or --file): every turn, then the answer",
                          _solve_args, _solve),
     }

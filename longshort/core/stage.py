@@ -56,6 +56,9 @@ class Recipe:
     # "module:function" (argparse namespace -> exit code) that runs one
     export_format: str | None = None
     solve: str | None = None
+    # ``longshort compare``: "module:function" (cfg, models: the eval system's {role: path}) -> what oracle data (only
+    # a synthetic task has, e.g. the teacher's tags) that system learned from, "" for none
+    oracle: str | None = None
 
     def stage(self, name: str) -> Stage:
         for s in self.stages:

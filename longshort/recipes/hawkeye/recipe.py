@@ -27,4 +27,19 @@ RECIPE = Recipe(
     default_config="configs/hawkeye-tiny.yaml",
     export_format="longshort-hawkeye",
     solve="longshort.recipes.hawkeye.solve:solve_cmd",
+    oracle="longshort.recipes.hawkeye.recipe:oracle_data",
 )
+
+TAGGED_STYLES = ("essential", "plain", "compact")  # planner styles made from the teacher's tags ("concise": not)
+
+
+def oracle_data(cfg, models: dict[str, str]) -> str:
+    """A planner warmed up (then RL'd) on the teacher's tagged essential thoughts, and the responder the run trained
+    (its CoTs include those thoughts), learned from what only the synthetic task has."""
+    notes = []
+    planner, warmup = models.get("planner", ""), cfg.hawkeye.warmup
+    if planner.startswith(("warmup/", "rl/")) and warmup.enabled and set(warmup.styles) & set(TAGGED_STYLES):
+        notes.append("planner warm-up on the teacher's tags")
+    if models.get("responder") == "responder/model" and cfg.hawkeye.responder_model is None:
+        notes.append("responder taught on tagged thoughts among its CoTs")
+    return "; ".join(notes)

@@ -34,4 +34,12 @@ RECIPE = Recipe(
     preflight=preflight,
     export_format="longshort-pair",
     solve="longshort.recipes.longshort.solve:solve_cmd",
+    oracle="longshort.recipes.longshort.recipe:oracle_data",
 )
+
+
+def oracle_data(cfg, models: dict[str, str]) -> str:
+    """A pair SFT'd (then RL'd) on a cold start ranked by the teacher's tags learned from what only the synthetic
+    task has; ranked by importance or at random it did not."""
+    trained = any(p.startswith(("sft/", "rl/")) for p in models.values())
+    return "cold start ranked by the teacher's tags" if trained and cfg.coldstart.rank_by == "tags" else ""

@@ -86,3 +86,40 @@ def test_forgiveness_counts_what_the_responder_alone_gets_wrong(run, verifier):
     episodes = [Episode(i, "q", "1", 0, 0, [0], 1) for i in (wrong[0], right) if i is not None]
     got = forgiven_correctness(episodes, RewardContext(episodes, verifier), terms[0].kwargs["wrong_ids_file"])
     assert got == [1.0, 0.0][: len(episodes)]  # unfinished both: forgiven only where the responder alone fails
+
+
+def test_compare_groups_seeds_marks_oracle_data_and_refuses_other_problems(run, tmp_path, capsys):
+    """`longshort compare` over this run and a copy standing in for a second seed: one row per system with the runs'
+    mean ± sd, Hawkeye's tag-taught planner marked as oracle data, the plot written; a copy whose problems differ is
+    refused, naming the benchmark."""
+    import shutil
+    import statistics
+
+    a, b = run["dir"], tmp_path / "seed-1" / "hawkeye-smoke"
+    for part in ("eval", "bootstrap/data"):
+        shutil.copytree(a / part, b / part)
+    shutil.copy(a / "config.yaml", b / "config.yaml")
+    results = json.loads((b / "eval" / "results.json").read_text())
+    acc_a = results["results"]["hawkeye-rl"]["tiny"]["accuracy"]
+    results["results"]["hawkeye-rl"]["tiny"]["accuracy"] = acc_b = max(0.0, acc_a - 0.25)
+    (b / "eval" / "results.json").write_text(json.dumps(results))
+
+    out = tmp_path / "cmp"
+    assert main(["compare", str(a), f"{b}:base,hawkeye-rl", "--out", str(out)]) == 0
+    groups = {g["system"]: g for g in json.loads((out / "compare.json").read_text())["groups"]}
+    assert [len(groups[s]["runs"]) for s in ("base", "hawkeye-rl", "hawkeye-warmup")] == [2, 2, 1]
+    rl = groups["hawkeye-rl"]
+    assert rl["accuracy"] == pytest.approx((acc_a + acc_b) / 2)
+    assert rl["spread"] == pytest.approx(statistics.stdev([acc_a, acc_b]))
+    assert "planner warm-up on the teacher's tags" in rl["oracle"] and groups["base"]["oracle"] == ""
+    assert set(rl["tokens_by_role"]) == {"planner", "responder"}
+    assert (out / "compare.png").stat().st_size > 10_000
+    assert "| hawkeye-rl | hawkeye | planner warm-up on the teacher's tags" in (out / "compare.md").read_text()
+
+    problems = b / "bootstrap" / "data" / "eval.jsonl"
+    lines = problems.read_text().splitlines()
+    problems.write_text("\n".join([lines[1], lines[0], *lines[2:]]) + "\n")  # the same problems, another order
+    capsys.readouterr()
+    assert main(["compare", str(a), str(b), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "benchmark 'tiny': the runs did not evaluate the same problems" in err and str(problems) in err

@@ -301,3 +301,19 @@ def test_pair_sft_trains_both_roles_and_evaluates(tmp_path, model, parallel):
          (("base", model), ("long", res.long_model), ("short", res.short_model))}
     name = next(iter(w["base"]))
     assert not (w["long"][name] == w["base"][name]).all() and not (w["long"][name] == w["short"][name]).all()
+
+
+def test_a_pair_trained_on_the_teachers_tags_is_marked_as_oracle_data():
+    """`longshort compare`'s oracle column: a pair whose cold start was ranked by the tags learned from what only the
+    synthetic task has; the base model of the same run, or a pair ranked by importance, did not."""
+    from builders import ROOT
+
+    from longshort.pipeline.run_config import load_run_config
+    from longshort.recipes.longshort.recipe import oracle_data
+
+    smoke = str(ROOT / "ray_configs" / "smoke.yaml")
+    pair = {"long": "rl/long/model", "short": "rl/short/model"}
+    tags = load_run_config(smoke, ["coldstart.rank_by=tags"])
+    assert oracle_data(tags, pair) == "cold start ranked by the teacher's tags"
+    assert oracle_data(tags, {"model": "bootstrap/base_model"}) == ""
+    assert oracle_data(load_run_config(smoke), pair) == ""
