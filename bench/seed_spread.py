@@ -10,6 +10,15 @@ Runs, under ``--out`` (tracking off):
   each stage after the bootstrap set to ``S`` (scoring, cold start, the pair SFT, RL): the method's spread on one
   base model.
 
+* ``tags-S``: ``pair-S``'s scores, the cold start ranked by the teacher's tags instead (``coldstart.rank_by=tags``,
+  an oracle only the synthetic task has), the pair SFT at seed ``S``, evaluated alone (system ``tags-pair``): the
+  oracle row the learned importance is measured against.
+
+``--reuse DIR`` starts from an earlier spread's runs (its ``boot-S`` and ``pair-S`` folders copied in): stages whose
+fingerprint the new config leaves unchanged (the bootstrap, the scores) are then skipped, and the results say so.
+``--with RUN[:SYSTEM,...]`` adds other finished runs on the same test problems (e.g. Hawkeye's, SoftCoT's) to the
+one table ``longshort compare`` makes of every run (``compare/``).
+
 Then writes ``results.json`` and ``results.md`` (mean ± sample sd over seeds of every system's test-split accuracy
 and tokens, the per-seed values, the bootstrap's spread, stage times, the stages' own dev checks) naming the commit,
 the CPU, the kernel settings and the command, and prints the markdown. Finished runs are skipped when rerun, as
@@ -63,8 +72,14 @@ def longshort(args: list[str], log: Path) -> None:
 
 
 def stage_seconds(run: Path) -> dict[str, float]:
+    """Each stage's time, from its completion record (a stage kept from ``--reuse``: the earlier run's time)."""
     stages = json.loads((run / "pipeline.json").read_text())["stages"]
-    return {name: rec["seconds"] for name, rec in stages.items() if rec.get("action") == "ran"}
+    out = {}
+    for name, rec in stages.items():
+        done = run / name / ".complete.json"
+        if rec.get("action") == "ran" or done.exists():
+            out[name] = rec["seconds"] if rec.get("action") == "ran" else json.loads(done.read_text())["seconds"]
+    return out
 
 
 def stage_checks(run: Path) -> dict[str, float]:
@@ -77,6 +92,29 @@ def eval_rows(run: Path) -> dict[str, dict]:
         return {row["system"]: row for row in csv.DictReader(f)}
 
 
+def finished(run: Path) -> dict[str, str]:
+    """Each stage's completion time (its ``.complete.json``): unchanged after a rerun means the stage was kept."""
+    out = {}
+    for done in run.glob("*/.complete.json"):
+        out[done.parent.name] = json.loads(done.read_text()).get("finished", "")
+    return out
+
+
+def reuse(src: Path, out: Path, seeds: list[int]) -> dict[str, dict]:
+    """Copy ``src``'s runs into ``out`` (once), noting when each copied stage finished."""
+    copied = {}
+    for name in [f"boot-{s}" for s in seeds] + [f"pair-{s}" for s in seeds]:
+        if (src / name).is_dir() and not (out / name).exists():
+            shutil.copytree(src / name, out / name, symlinks=True)
+            copied[name] = {"from": str(src / name), "finished": finished(out / name)}
+    return copied
+
+
+def kept_stages(run: Path, before: dict[str, str]) -> list[str]:
+    after = finished(run)
+    return [name for name, when in before.items() if after.get(name) == when]
+
+
 def spread(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
@@ -86,9 +124,16 @@ def main() -> None:
     p.add_argument("config", nargs="?", default=str(ROOT / "ray_configs" / "tiny.yaml"))
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--out", type=Path, default=Path("runs/seed-spread"))
+    p.add_argument("--reuse", type=Path, help="an earlier spread's --out: its runs are copied in first")
+    p.add_argument("--with", dest="others", nargs="*", default=[], metavar="RUN[:SYSTEM,...]",
+                   help="other finished runs on the same test problems for the compare table")
     p.add_argument("overrides", nargs="*", help="dotted overrides for every run")
-    a = p.parse_args()
+    a, extra = p.parse_known_args()  # overrides may also follow the options
+    if any("=" not in x for x in extra):
+        p.error(f"unrecognized arguments: {' '.join(x for x in extra if '=' not in x)}")
+    a.overrides += extra
     a.out.mkdir(parents=True, exist_ok=True)
+    reused = reuse(a.reuse, a.out, a.seeds) if a.reuse else {}
     common = [a.config, f"output_dir={a.out}", "tracking.mode=disabled", *a.overrides]
     log, t_start = a.out / "log.txt", time.time()
 
@@ -109,8 +154,21 @@ def main() -> None:
             for t in a.seeds:
                 longshort(["run", *common, f"name=pair-{t}", *(f"{k}={t}" for k in PAIR_SEEDS)], log)
 
+    for t in a.seeds:  # the oracle row: the same scores, the cold start ranked by the teacher's tags
+        tags = a.out / f"tags-{t}"
+        for stage in ("bootstrap", "chunk", "judge", "score"):
+            if (a.out / f"pair-{t}" / stage).is_dir() and not (tags / stage).exists():
+                shutil.copytree(a.out / f"pair-{t}" / stage, tags / stage, symlinks=True)
+        longshort(["run", *common, f"name=tags-{t}", *(f"{k}={t}" for k in PAIR_SEEDS), "coldstart.rank_by=tags",
+                   "pipeline.stages=[bootstrap,chunk,judge,score,coldstart,sft,eval]",
+                   "eval.systems=[{name: tags-pair, kind: pair, long: sft/long/model, short: sft/short/model}]"], log)
+
     runs = {s: a.out / f"pair-{s}" for s in a.seeds}
     rows = {s: eval_rows(r) for s, r in runs.items()}
+    for s in a.seeds:
+        rows[s] |= eval_rows(a.out / f"tags-{s}")
+    longshort(["compare", *map(str, runs.values()), *(str(a.out / f"tags-{s}") for s in a.seeds), *a.others,
+               "--out", str(a.out / "compare")], log)
     systems = list(rows[first])
     table = {}
     for sysname in systems:
@@ -124,6 +182,8 @@ def main() -> None:
         "seeds": a.seeds, "pair_seed_keys": PAIR_SEEDS, "bootstrap_seed_keys": BOOT_SEEDS, "systems": table,
         "bootstrap": boot, "stage_seconds": {s: stage_seconds(r) for s, r in runs.items()},
         "dev_checks": {s: stage_checks(r) for s, r in runs.items()}, "minutes": (time.time() - t_start) / 60,
+        "reused": {name: {"from": rec["from"], "kept": kept_stages(a.out / name, rec["finished"])}
+                   for name, rec in reused.items()}, "compare": (a.out / "compare" / "compare.md").read_text(),
     }
     (a.out / "results.json").write_text(json.dumps(result, indent=2) + "\n")
     md = markdown(result)
@@ -163,6 +223,11 @@ def markdown(r: dict) -> str:
     for c in checks:
         vals = [r["dev_checks"][s].get(c) for s in seeds]
         lines.append(f"| {c} | " + " | ".join("" if v is None else f"{v:.3f}" for v in vals) + " |")
+    for name, rec in r.get("reused", {}).items():
+        lines += ["", f"Reused from `{rec['from']}` (fingerprints unchanged, not rerun): {name}: "
+                      f"{', '.join(rec['kept']) or 'nothing'}."]
+    if r.get("compare"):
+        lines += ["", "Every run in one table (`longshort compare`):", "", r["compare"].strip()]
     return head + "\n".join(lines) + f"\n\n{r['minutes']:.0f} minutes in all.\n"
 
 
