@@ -206,7 +206,8 @@ def _solve(args: argparse.Namespace) -> int:
 
 def _compare_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("runs", nargs="+", metavar="RUN[:SYSTEM,...]",
-                   help="finished run directories (or eval/results.json files); ':a,b' keeps only those systems")
+                   help="finished run directories (or eval/results.json files); ':a,b' keeps only those systems, "
+                        "':a=label' shows system a under another name")
     p.add_argument("--out", type=Path, default=Path("runs/compare"), help="where compare.{md,json,png} go")
     p.add_argument("--base", default="base", help="the system whose tokens the share column divides by")
 

@@ -15,10 +15,14 @@ from longshort.eval.compare import Entry, group, write
 RESULTS = Path("eval") / "results.json"
 
 
-def _split(arg: str) -> tuple[Path, list[str] | None]:
-    """``runs/x`` or ``runs/x:base,rl-pair`` (only those systems of that run)."""
+def _split(arg: str) -> tuple[Path, dict[str, str] | None]:
+    """``runs/x``, or ``runs/x:base,rl-pair`` (only those systems of that run), or ``runs/x:rl-pair=my-label`` (a
+    system under another name in the table, e.g. one trained another way): {system: label}."""
     path, sep, names = arg.rpartition(":") if ":" in arg and not Path(arg).exists() else (arg, "", "")
-    return Path(path), ([n for n in names.split(",") if n] if sep else None)
+    if not sep:
+        return Path(path), None
+    pairs = [n.partition("=") for n in names.split(",") if n]
+    return Path(path), {name: label or name for name, _, label in pairs}
 
 
 def _problems_id(run_dir: Path, bench: dict) -> tuple[str | None, str]:
@@ -73,7 +77,7 @@ def load(args: list[str]) -> tuple[list[Entry], list[str]]:
             note = oracle(cfg, summary["systems"].get(system, {}).get("models", {}))
             for bench, m in per.items():
                 entries.append(Entry(
-                    run=run_dir.name, recipe=cfg.recipe, system=system, benchmark=bench, accuracy=m["accuracy"],
+                    run=run_dir.name, recipe=cfg.recipe, system=(only or {}).get(system, system), benchmark=bench, accuracy=m["accuracy"],
                     accuracy_se=m.get("accuracy_se", 0.0), tokens=m["mean_tokens"], n=m["n"],
                     tokens_by_role={k[len("tokens_"):]: v for k, v in m.items() if k.startswith("tokens_")},
                     truncated=m.get("truncated", 0.0), oracle=note))

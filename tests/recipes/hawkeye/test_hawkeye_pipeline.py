@@ -105,9 +105,9 @@ def test_compare_groups_seeds_marks_oracle_data_and_refuses_other_problems(run, 
     (b / "eval" / "results.json").write_text(json.dumps(results))
 
     out = tmp_path / "cmp"
-    assert main(["compare", str(a), f"{b}:base,hawkeye-rl", "--out", str(out)]) == 0
+    assert main(["compare", str(a), f"{b}:base,hawkeye-rl", f"{b}:hawkeye-warmup=warmup-b", "--out", str(out)]) == 0
     groups = {g["system"]: g for g in json.loads((out / "compare.json").read_text())["groups"]}
-    assert [len(groups[s]["runs"]) for s in ("base", "hawkeye-rl", "hawkeye-warmup")] == [2, 2, 1]
+    assert [len(groups[s]["runs"]) for s in ("base", "hawkeye-rl", "hawkeye-warmup", "warmup-b")] == [2, 2, 1, 1]
     rl = groups["hawkeye-rl"]
     assert rl["accuracy"] == pytest.approx((acc_a + acc_b) / 2)
     assert rl["spread"] == pytest.approx(statistics.stdev([acc_a, acc_b]))
