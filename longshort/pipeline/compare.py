@@ -61,7 +61,7 @@ def load(args: list[str]) -> tuple[list[Entry], list[str]]:
         cfg = load_run_config(str(run_dir / "config.yaml"))
         recipe = RECIPES.get(cfg.recipe)
         oracle = import_target(recipe.oracle) if recipe.oracle else (lambda cfg, models: "")
-        unknown = [s for s in only or [] if s not in summary["results"]]
+        unknown = [s for s in (only or {}) if s not in summary["results"]]
         if unknown:
             raise LongshortError(f"{arg}: system(s) {unknown} are not in {results_path}; it has "
                                  f"{', '.join(summary['results'])}")
