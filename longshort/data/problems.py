@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from longshort.core.errors import LongshortError
+from longshort.core.jsonl import json_error_text
 from longshort.data import choices
 from longshort.data.answers import MultipleChoice
 from longshort.data.presets import PRESETS, PROBLEM_FIELDS, REQUIRED_FIELDS, BadRecord, Preset, preset_for
@@ -118,9 +119,9 @@ def _read_jsonl(path: Path, shown: str, src: ProblemSource) -> Iterator[tuple[st
             try:
                 yield loc, json.loads(text)
             except json.JSONDecodeError as exc:
-                where = (f"at the end of the line (column {exc.pos + 1}): the record is cut off"
-                         if exc.pos >= len(text.rstrip()) else f"at column {exc.pos + 1}")
-                yield loc, BadRecord("invalid_json", f"invalid JSON: {exc.msg} {where}")
+                where = (f"{exc.msg} at the end of the line (column {exc.pos + 1}): the record is cut off"
+                         if exc.pos >= len(text.rstrip()) else json_error_text(exc, exc.pos + 1))
+                yield loc, BadRecord("invalid_json", f"invalid JSON: {where}")
 
 
 def _read_json(path: Path, shown: str, src: ProblemSource) -> Iterator[tuple[str, object]]:
@@ -145,7 +146,7 @@ def _read_json(path: Path, shown: str, src: ProblemSource) -> Iterator[tuple[str
         try:
             record, pos = decoder.raw_decode(text, pos)
         except json.JSONDecodeError as exc:  # one broken element breaks the array: nothing after it can be read
-            raise LongshortError(f"{shown}:{exc.lineno}: invalid JSON: {exc.msg} at column {exc.colno}; "
+            raise LongshortError(f"{shown}:{exc.lineno}: invalid JSON: {json_error_text(exc)}; "
                                  "fix the file (a broken array element cannot be skipped)") from exc
         yield f"{shown}:{line}", record
         pos = space.match(text, pos).end()

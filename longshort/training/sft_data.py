@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from longshort.core.errors import LongshortError, where
+from longshort.core.jsonl import json_error_text
 from longshort.data.protocol import CHAT_ROLES, Message, render, special_ids
 from longshort.training.trainer import Batch
 
@@ -113,7 +114,7 @@ def load_sft_jsonl(path: str | Path) -> list[SFTExample]:
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError as e:
-                errs.append(f"{where(str(path), lineno)}: not valid JSON ({e.msg} at column {e.colno})")
+                errs.append(f"{where(str(path), lineno)}: not valid JSON ({json_error_text(e)})")
                 continue
             ex, line_errs = _parse_line(obj, str(path), lineno)
             errs += line_errs

@@ -168,6 +168,16 @@ def test_duplicate_and_utf8_messages(tmp_path):
     assert f"{path}:3: not valid UTF-8 (byte 0xe9" in str(err.value)
 
 
+def test_an_unterminated_string_is_named_once_with_its_column(tmp_path):
+    """json's own message ends in "at" ("Unterminated string starting at"): the column follows it, not "at at"."""
+    path = tmp_path / "p.jsonl"
+    path.write_text('{"problem": "one", "answer": "1"}\n{"problem": "x", "answer": "2\n', encoding="utf-8")
+    with pytest.raises(LongshortError) as err:
+        load_problems(ProblemSource(path=str(path)))
+    assert f"{path}:2: invalid JSON: Unterminated string starting at column 28" in str(err.value)
+    assert "at at" not in str(err.value)
+
+
 def test_json_array_reports_lines(tmp_path):
     path = tmp_path / "set.json"
     path.write_text('[\n  {"problem": "one", "answer": "1"},\n  {"problem": "two"},\n  {"problem": "3",\n'
