@@ -196,7 +196,8 @@ def sft_rank(info: RankInfo, job: SFTJob, report: Report | None = None) -> dict[
                 )
             start, targets_done = state["step"], state["trained_tokens"]
         if report:
-            report({"kind": "start", "step": start, "total": total})
+            report({"kind": "start", "step": start, "total": total, "checkpoint": str(intact) if intact else None,
+                    "skipped": skipped})
         losses: dict[int, float] = {}
         window: list = []
         last_ckpt: Path | None = intact
@@ -253,6 +254,10 @@ class Progress:
 
     def __call__(self, msg: dict) -> None:
         kind = msg["kind"]
+        if kind == "start" and msg.get("checkpoint"):  # said whatever the console shows, as RL says its own
+            log.info("%s: resumed from %s (step %d of %d)%s", self.prefix.rstrip("/") or "sft", msg["checkpoint"],
+                     msg["step"], msg["total"], f"; skipped damaged {'; '.join(msg['skipped'])}"
+                     if msg.get("skipped") else "")
         if kind == "start" and self.show:
             from contextlib import ExitStack
 

@@ -120,9 +120,10 @@ def test_a_damaged_newest_checkpoint_falls_back_to_the_one_before(model_dir, tmp
     assert sorted(p.name for p in ckpts.iterdir()) == ["step-000002", "step-000004", "step-000006"]
     weights = max((ckpts / "step-000006").rglob("*model_states.pt"), key=lambda p: p.stat().st_size)
     weights.write_bytes(weights.read_bytes()[:100])  # truncated, e.g. by a full disk
-    with caplog.at_level(logging.WARNING, logger="longshort"):
+    with caplog.at_level(logging.INFO, logger="longshort"):
         rest = run_sft(c, toy_examples(40), model_dir, tmp_path / "cut")
     assert "skipping damaged checkpoint(s) step-000006: " in caplog.text and "changed size" in caplog.text
+    assert f"sft: resumed from {ckpts / 'step-000004'} (step 4 of 10); skipped damaged step-000006" in caplog.text
     assert rest.resumed_from == 4
     assert rest.losses == {s: full.losses[s] for s in range(5, 11)}  # as if never interrupted after step 4
 
