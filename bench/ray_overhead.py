@@ -22,6 +22,7 @@ import ray
 import torch
 
 from longshort.cluster.policy_group import Policies
+from longshort.cluster.reaper import start_ray  # loopback only, its own token
 from longshort.cluster.topology import RoleResources
 from longshort.data.protocol import Message, prompt_ids
 from longshort.engines.base import GenerationRequest, SamplingParams
@@ -78,7 +79,7 @@ def main() -> None:
         from transformers import AutoTokenizer
 
         tok = AutoTokenizer.from_pretrained(model_dir)
-        ray.init(num_cpus=args.cpus, include_dashboard=False, log_to_driver=False)
+        start_ray(num_cpus=args.cpus, include_dashboard=False, log_to_driver=False)
         res = RoleResources(colocate=not args.separate, reference=False)
         topo = PairTopology(long=res, short=res)
         t0 = time.perf_counter()

@@ -47,6 +47,7 @@ def problems(n: int) -> list[dict]:
 def run_ours(model: Path, work: Path, args, pair: bool) -> dict:
     import ray
 
+    from longshort.cluster.reaper import start_ray  # loopback only, its own token
     from longshort.cluster.topology import RoleResources
     from longshort.core.config import build
     from longshort.recipes.longshort.recipe import PairTopology
@@ -71,7 +72,7 @@ def run_ours(model: Path, work: Path, args, pair: bool) -> dict:
                            "samples_logged": 0, "export": False, "progress": False}, "rl")
     res = RoleResources(cpus_per_rank=1, threads_per_actor=args.threads, reference=False)
     topo = PairTopology(long=res, short=res)
-    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
+    start_ray(num_cpus=4, include_dashboard=False, log_to_driver=False)
     t0 = time.perf_counter()
     try:
         with Tracker(TrackingConfig(backends=["jsonl"], mode="disabled"), run) as tracker:

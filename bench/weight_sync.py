@@ -21,6 +21,7 @@ import torch
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
 from longshort.cluster.policy_group import Policies
+from longshort.cluster.reaper import start_ray  # loopback only, its own token
 from longshort.cluster.topology import RoleResources
 from longshort.recipes.longshort.recipe import PairTopology
 from longshort.toy.task import TaskConfig, generate
@@ -59,7 +60,7 @@ def main() -> None:
         buckets = 0
         with tempfile.TemporaryDirectory() as tmp:
             n = build(Path(tmp) / "m", hidden, layers, args.vocab, tok)
-            ray.init(num_cpus=args.cpus, include_dashboard=False, log_to_driver=False)
+            start_ray(num_cpus=args.cpus, include_dashboard=False, log_to_driver=False)
             # "long" keeps its engine in its rank; "short" has a standalone engine fed by the store, then by broadcast
             for standalone in ("object_store", "collective"):
                 topo = PairTopology(long=RoleResources(colocate=True, reference=False),

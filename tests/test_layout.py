@@ -47,3 +47,13 @@ def test_recipes_are_independent_folders():
     for a, b in itertools.permutations(recipes, 2):
         assert not graph.chain_exists(importer=f"longshort.recipes.{a.name}", imported=f"longshort.recipes.{b.name}",
                                       as_packages=True)
+
+
+def test_every_ray_start_goes_through_the_projects_start():
+    """One way to start Ray (``cluster.reaper.start_ray``: loopback only, a token of its own, a reaper): a bare
+    ``ray.init`` in the package or a bench script would listen on every interface."""
+    allowed = {ROOT / "longshort" / "cluster" / "reaper.py"}
+    bare = [str(p.relative_to(ROOT)) for p in itertools.chain((ROOT / "longshort").rglob("*.py"),
+                                                               (ROOT / "bench").glob("*.py"))
+            if p not in allowed and "ray.init(" in p.read_text(encoding="utf-8")]
+    assert bare == []
