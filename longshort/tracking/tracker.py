@@ -2,8 +2,11 @@
 
 ``jsonl`` is always on, so every run can be inspected (and plotted) with no service and no account:
 
-    <run_dir>/metrics.jsonl          {"step": 3, "time": 1732240137.123, "loss": 0.52, "long/reward": 0.4}  per log call
-    <run_dir>/tables/<name>.jsonl    {"step": 3, "time": ..., <column>: <value>, ...}                        per row
+    <run_dir>/metrics.jsonl          {"step": 3, "time": 1732240137.123, "attempt": 1, "loss": 0.52, ...}  per log call
+    <run_dir>/tables/<name>.jsonl    {"step": 3, "time": ..., "attempt": 1, <column>: <value>, ...}          per row
+
+``attempt`` counts the commands that logged into the run directory (1 for the first; a rerun that resumes after a
+crash or a checkpoint fallback writes 2, ...), so steps a resumed stage redoes are told apart.
     <run_dir>/artifacts.jsonl        {"time": ..., "name": ..., "type": ..., "path": ..., "bytes": ..., "files": ...}
     <run_dir>/summary.json           the merged summary
 
@@ -33,7 +36,7 @@ from longshort.tracking.base import BACKENDS, Backend, TrackingConfig, register_
 __all__ = ["BACKENDS", "Backend", "Tracker", "TrackingConfig", "read_metrics", "register_backend", "scrub"]
 
 log = get_logger(__name__)
-RESERVED_KEYS = ("step", "time")
+RESERVED_KEYS = ("step", "time", "attempt")
 _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")  # W&B's rule for artifact names and types
 _TABLE_NAME = re.compile(r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$")
 _NONFINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
@@ -145,6 +148,13 @@ class Tracker:
             raise
         self._lock = threading.Lock()
         self._finished = False
+        if "wandb" in self.backends:  # the W&B run resumes across attempts (its id file): say which one this is
+            self.backends["wandb"].summary({"attempt": self.attempt})
+
+    @property
+    def attempt(self) -> int:
+        """This command's attempt on the run directory (``metrics.jsonl``'s ``attempt``)."""
+        return self.backends["jsonl"].attempt
 
     @property
     def wandb_run_id(self) -> str | None:
@@ -229,6 +239,7 @@ class Tracker:
 class JsonlBackend(Backend):
     def __init__(self, cfg: TrackingConfig, run_dir: Path, config: dict):
         self.run_dir = run_dir
+        self.attempt = next_attempt(run_dir / "metrics.jsonl")
         self.metrics = self._append(run_dir / "metrics.jsonl")  # a resumed run continues the same files
         self.tables: dict[str, Any] = {}
         self.summary_path = run_dir / "summary.json"
@@ -260,14 +271,15 @@ class JsonlBackend(Backend):
         f.flush()  # a crash loses nothing already logged
 
     def log(self, metrics: dict[str, float], step: int) -> None:
-        self._write(self.metrics, {"step": step, "time": round(time.time(), 3), **metrics})
+        self._write(self.metrics, {"step": step, "time": round(time.time(), 3), "attempt": self.attempt, **metrics})
 
     def log_table(self, name: str, columns: list[str], rows: list[list[Any]], step: int) -> None:
         if name not in self.tables:
             self.tables[name] = self._append(self.run_dir / "tables" / f"{name}.jsonl")
         now = round(time.time(), 3)
         for row in rows:
-            self.tables[name].write(_dumps({"step": step, "time": now, **dict(zip(columns, row, strict=True))}) + "\n")
+            self.tables[name].write(_dumps({"step": step, "time": now, "attempt": self.attempt,
+                                            **dict(zip(columns, row, strict=True))}) + "\n")
         self.tables[name].flush()
 
     def log_artifact(self, path: Path, name: str, type: str) -> None:
@@ -300,6 +312,24 @@ def _wandb_backend(cfg: TrackingConfig, run_dir: Path, config: dict) -> Backend 
     from longshort.tracking.wandb import make_wandb_backend  # wandb is imported only when it is used
 
     return make_wandb_backend(cfg, run_dir, config)
+
+
+def next_attempt(path: Path) -> int:
+    """1 + the attempt of the last complete record of ``metrics.jsonl`` (records from before attempts were counted:
+    1); 1 for a run that logged nothing yet."""
+    if not path.exists():
+        return 1
+    with open(path, "rb") as f:
+        f.seek(max(0, f.seek(0, os.SEEK_END) - 65536))
+        lines = f.read().splitlines()
+    for line in reversed(lines):
+        try:
+            rec = json.loads(line)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            continue  # a line cut by a crash, or the tail's first partial line
+        if isinstance(rec, dict):
+            return int(rec.get("attempt", 1)) + 1
+    return 1
 
 
 def last_logged_step(run_dir: str | Path) -> int:

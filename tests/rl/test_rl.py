@@ -14,7 +14,7 @@ from builders import build_run_dir
 from longshort.core.config import build
 from longshort.recipes.longshort.recipe import PairTopology
 from longshort.rl.loop import RLConfig, RLInterrupted, run_rl
-from longshort.tracking.tracker import Tracker, TrackingConfig, read_metrics
+from longshort.tracking.tracker import RESERVED_KEYS, Tracker, TrackingConfig, read_metrics
 
 torch.set_num_threads(1)
 CFG = {"steps": 2, "prompts_per_step": 2, "group_size": 4, "mini_batches": 2, "logprobs": "recompute",
@@ -45,7 +45,7 @@ def _steps(run_dir) -> dict[int, dict]:
     out: dict[int, dict] = {}
     for rec in read_metrics(run_dir / "metrics.jsonl"):
         if any(k.startswith("episode/") for k in rec):
-            out[rec["step"]] = {k: v for k, v in rec.items() if k not in ("step", "time") and not k.startswith(VOLATILE)}
+            out[rec["step"]] = {k: v for k, v in rec.items() if k not in RESERVED_KEYS and not k.startswith(VOLATILE)}
     return out
 
 
@@ -127,6 +127,8 @@ def test_killed_actor_stops_cleanly_and_resume_matches_the_uninterrupted_run(uni
     result = _run(run_dir, resume=True)
     assert result.resumed_from == 1 and result.steps == 2
     assert _steps(run_dir)[2] == _steps(run_a)[2]  # exactly the uninterrupted run's step-2 metrics
+    attempts = {r["step"]: r["attempt"] for r in read_metrics(run_dir / "metrics.jsonl") if "episode/count" in r}
+    assert attempts[2] == attempts[1] + 1  # the resumed command's rows say they are the next attempt
     for role in ("long", "short"):
         a = load_file(result_a.models[role] / "model.safetensors")
         b = load_file(result.models[role] / "model.safetensors")

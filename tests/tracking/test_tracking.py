@@ -127,16 +127,16 @@ def test_jsonl_content_is_exact(tmp_path, wandb_env):
     assert all(isinstance(t, float) for t in times) and times == sorted(times)
     assert [list(json.loads(line))[:2] for line in lines] == [["step", "time"]] * 3
     assert records == [
-        {"step": 0, "loss": 0.5, "n": 3, "ok": 1, "long/reward": 0.25, "long/len": 7.0},
-        {"step": 1, "loss": "NaN", "grad": "Infinity"},
-        {"step": 1, "lr": "-Infinity"},
+        {"step": 0, "attempt": 1, "loss": 0.5, "n": 3, "ok": 1, "long/reward": 0.25, "long/len": 7.0},
+        {"step": 1, "attempt": 1, "loss": "NaN", "grad": "Infinity"},
+        {"step": 1, "attempt": 1, "lr": "-Infinity"},
     ]
     back = read_metrics(run / "metrics.jsonl")
     assert math.isnan(back[1]["loss"]) and back[1]["grad"] == math.inf and back[2]["lr"] == -math.inf
     rows = [json.loads(line) for line in (run / "tables" / "rl" / "samples.jsonl").read_text().splitlines()]
     assert [{k: v for k, v in r.items() if k != "time"} for r in rows] == [
-        {"step": 1, "problem": "1+1", "reward": 1.0},
-        {"step": 1, "problem": "2+2", "reward": None},
+        {"step": 1, "attempt": 1, "problem": "1+1", "reward": 1.0},
+        {"step": 1, "attempt": 1, "problem": "2+2", "reward": None},
     ]
     (artifact,) = [json.loads(line) for line in (run / "artifacts.jsonl").read_text().splitlines()]
     artifact.pop("time")
@@ -149,6 +149,8 @@ def test_jsonl_content_is_exact(tmp_path, wandb_env):
     with Tracker(TrackingConfig(backends=["jsonl"]), run) as tr:
         tr.log({"loss": 0.125}, step=2)
     assert [r["step"] for r in read_metrics(run / "metrics.jsonl")] == [0, 1, 1, 2]
+    # the second command is attempt 2 (counted past the cut line), so a step it redoes is told from the first's
+    assert [r["attempt"] for r in read_metrics(run / "metrics.jsonl")] == [1, 1, 1, 2]
     assert "skipped 1 unreadable line(s) [4]" in (run / "log.txt").read_text()
     (run / "summary.json").write_text("{oops")
     with pytest.raises(LongshortError, match=r"summary.json:1: not valid JSON.*delete the file"):
@@ -223,6 +225,7 @@ def test_resume_continues_the_same_wandb_run(tmp_path, wandb_env):
     got = read_run(wandb_env, first_id)
     assert len(got["files"]) == 2 and got["run_ids"] == [first_id, first_id]
     assert {s: row["loss"] for s, row in got["history"].items()} == {0: 1.0, 1: 0.5}
+    assert got["summary"]["attempt"] == 2  # the resumed W&B run says which attempt wrote it last
     ((kind, entries),) = [got["artifacts"]["ckpt-1"]]
     assert kind == "model" and list(entries) == ["w.bin"] and not entries["w.bin"].startswith("file:")  # uploaded
     assert [r["step"] for r in read_metrics(run / "metrics.jsonl")] == [0, 1]
