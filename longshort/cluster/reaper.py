@@ -16,7 +16,6 @@ import secrets
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -75,8 +74,9 @@ def watch(driver: int, roots: list[int]) -> None:
 def joins_cluster(address: str | None = None) -> bool:
     """Will ``ray.init(address)`` join a running cluster (an address, ``RAY_ADDRESS``, or ``ray start``'s
     ``/tmp/ray/ray_current_cluster``) rather than start one of its own?"""
-    return bool(address or os.environ.get("RAY_ADDRESS")
-                or (Path(tempfile.gettempdir()) / "ray" / "ray_current_cluster").exists())
+    from longshort.cluster.join import target
+
+    return target(address) is not None
 
 
 def session_token(address: str | None = None) -> None:
@@ -115,6 +115,10 @@ def start_ray(address: str | None = None, **kwargs) -> None:
     import ray
 
     local = not joins_cluster(address)
+    if not local:
+        from longshort.cluster.join import announce
+
+        announce(address)  # one line saying which cluster and why; stops when it does not answer
     if local:
         loopback_only()
         # Ray starts its workers at nice 15 (background work); here they are the training ranks and engines, which
