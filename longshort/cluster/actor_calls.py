@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -9,6 +10,13 @@ from longshort.core.errors import LongshortError
 
 FailureKind = Literal["died", "timeout", "error"]
 COLLECTIVE_GRACE_S = 10.0  # after one rank's user error, how long the others get to finish before the group is killed
+# What lowers the memory an actor holds at once (named in the out-of-memory message)
+RL_MEMORY = ("rl.optim.grad_accum (more, smaller micro-batches per update), rl.prompts_per_step or rl.group_size "
+             "(fewer episodes a step), topology.<role>.engine_kwargs.max_batch_size (fewer rows decoded together)")
+SFT_MEMORY = ("the stage's sft micro_batch_size or pack_tokens (smaller micro-batches; raise grad_accum to keep the "
+              "batch), max_len, or gradient_checkpointing: true")
+_OOM = re.compile(r"running low on memory|OutOfMemoryError|killed by the OOM killer", re.I)
+_USED = re.compile(r"was ([\d.]+\s*[KMGT]?B) used / ([\d.]+\s*[KMGT]?B) limit")
 
 
 class ActorFailure(LongshortError):
@@ -52,9 +60,23 @@ def error_summary(err: BaseException, lines: int = 12) -> str:
     return text if len(parts) <= lines else "\n".join(["...", *parts[-lines:]])
 
 
-def died_summary(err: BaseException) -> str:
-    """Ray's death reports run to paragraphs: keep the kind and the exit detail."""
+def memory_note(text: str, lower: str) -> str:
+    """For a worker Ray's memory monitor killed: that it ran out, the node's memory then, and ``lower`` (the
+    settings that lower what it holds); "" for any other death."""
+    if not _OOM.search(text):
+        return ""
+    used = _USED.search(text)
+    had = f" with the node at {used.group(1)} used of {used.group(2)}" if used else ""
+    return f"out of memory: Ray's memory monitor (or the kernel) killed it{had}; lower what it holds at once: {lower}"
+
+
+def died_summary(err: BaseException, lower: str = RL_MEMORY) -> str:
+    """Ray's death reports run to paragraphs: keep the kind and the exit detail (for a worker killed for memory:
+    that, the memory it had and ``lower``, the settings that lower it)."""
     text = " ".join(str(err).split())
+    oom = memory_note(text, lower)
+    if oom:
+        return f"{type(err).__name__}: {oom}"
     detail = text.partition("Worker exit detail:")[2].strip() or text
     return f"{type(err).__name__}: {detail[:240]}{'...' if len(detail) > 240 else ''}"
 

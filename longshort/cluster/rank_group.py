@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from longshort.cluster.actor_calls import COLLECTIVE_GRACE_S, died_summary, error_summary
+from longshort.cluster.actor_calls import COLLECTIVE_GRACE_S, SFT_MEMORY, died_summary, error_summary
 from longshort.cluster.topology import actor_options, bundle, ensure_ray, release, reserve
 from longshort.core.errors import LongshortError
 from longshort.training.ranks import Placement, RankInfo, Report, free_port
@@ -225,7 +225,7 @@ def run_ranks(fn: Callable[..., Any], args: tuple, placement: RankPlacement, *, 
                     raise fail(dead[0], "died", f"its process exited (seen on rank {r}: {last})") from None
                 raise fail(r, "failed", error_summary(e, 30)) from None
             except RayError as e:  # the actor, its worker or its node died
-                raise fail(r, "died", died_summary(e)) from None
+                raise fail(r, "died", died_summary(e, SFT_MEMORY)) from None
         deliver_rest()
         if user_error is not None:
             raise user_error[1]

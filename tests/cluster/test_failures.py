@@ -177,3 +177,44 @@ def test_engine_that_dies_while_rank0_broadcasts_is_named_and_nothing_hangs(ray_
             ray.get(rank0.handle.ping.remote(), timeout=30)
     finally:
         group.kill()
+
+
+MEMORY_HOG = textwrap.dedent("""
+    import os, sys, time
+    def used():
+        info = dict(line.split(":", 1) for line in open("/proc/meminfo"))
+        kb = lambda k: int(info[k].split()[0])
+        return 1 - kb("MemAvailable") / kb("MemTotal")
+    os.environ["RAY_memory_usage_threshold"] = f"{min(0.95, used() + 0.04):.3f}"  # ~1 GB above what is used now
+    os.environ["RAY_memory_monitor_refresh_ms"] = "100"
+    from longshort.cluster.actor_calls import died_summary
+    from longshort.cluster.reaper import start_ray
+    import ray
+    from ray.exceptions import RayError
+    start_ray(None, num_cpus=1, include_dashboard=False, log_to_driver=False)
+
+    @ray.remote
+    class Hog:
+        def grow(self):
+            held = []
+            for _ in range(80):  # up to 8 GB, 100 MB at a time, every page touched
+                held.append(bytearray(b"x") * (100 << 20))
+                time.sleep(0.05)
+            return "survived"
+
+    try:
+        print("RESULT", ray.get(Hog.remote().grow.remote()))
+    except RayError as e:
+        print("DIED", died_summary(e))
+""")
+
+
+def test_a_worker_killed_for_memory_is_named_with_the_memory_and_the_settings_that_lower_it():
+    """Ray's memory monitor, its threshold set just above what the machine uses, kills an actor that keeps
+    allocating: the summary the driver reports says out of memory, the node's memory, and what lowers it."""
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    done = subprocess.run([sys.executable, "-c", MEMORY_HOG], env=env, capture_output=True, text=True, timeout=300)
+    out = done.stdout
+    assert "DIED" in out, out + done.stderr[-3000:]
+    assert "out of memory: Ray's memory monitor (or the kernel) killed it with the node at " in out
+    assert "GB used of " in out and "rl.optim.grad_accum" in out
