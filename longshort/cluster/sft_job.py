@@ -7,6 +7,8 @@ from pathlib import Path
 
 from longshort.cluster.rank_group import RankPlacement, run_ranks
 from longshort.cluster.topology import run_accelerator
+from longshort.core.disk import full_disk_message, is_disk_full, size_of
+from longshort.core.errors import LongshortError
 from longshort.training.sft import Progress, SFTConfig, SFTResult, prepare_sft, sft_rank, sft_result
 from longshort.training.sft_data import SFTExample, TokenizedSet
 
@@ -40,6 +42,12 @@ def run_sft(
     try:
         results = run_ranks(sft_rank, (job,), sft_placement(cfg, key), name=metric_prefix.rstrip("/"),
                             on_report=progress)
+    except LongshortError as e:  # a rank's write failed for space: say where, and what a checkpoint takes
+        ckpts = sorted((Path(out_dir) / "checkpoints").glob("step-*"))
+        need = size_of(ckpts[-1]) if ckpts else None
+        if not is_disk_full(e, out_dir, need):
+            raise
+        raise LongshortError(f"{key}: " + full_disk_message(out_dir, need, "a checkpoint or the model")) from e
     finally:
         progress.close()
     return sft_result(results[0], stats)

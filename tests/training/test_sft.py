@@ -262,3 +262,46 @@ def test_joining_a_rank_on_cpu_prints_no_accelerator_warning(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "unable to detect" not in out.stdout + out.stderr  # DeepSpeed logs to stdout
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A tmpfs the test mounts (root only), grown on request; skipped where mounting is not allowed."""
+    import subprocess
+
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mnt)], capture_output=True, text=True)
+    if done.returncode:
+        pytest.skip(f"cannot mount a small filesystem here ({done.stderr.strip() or 'mount failed'}): needs root")
+
+    def resize(n_bytes: int) -> None:
+        subprocess.run(["mount", "-o", f"remount,size={n_bytes}", str(mnt)], check=True)
+
+    yield mnt, resize
+    subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_a_full_disk_stops_sft_naming_it_keeps_the_last_checkpoint_and_resumes(model_dir, tmp_path, small_disk):
+    """A checkpoint that does not fit stops the job with where, the free space and what a checkpoint takes; the
+    checkpoint before it stays intact, and once space is freed the same call resumes and ends as if never stopped."""
+    from longshort.core import manifest
+    from longshort.core.disk import size_of
+
+    c = cfg(save_every=2, keep_last=3)
+    full = run_sft(c, toy_examples(40), model_dir, tmp_path / "full")
+    one = size_of(tmp_path / "full" / "checkpoints" / "step-000010")
+    mnt, resize = small_disk
+    resize(int(one * 1.5))  # room for the first checkpoint, not for the second beside it
+    out = mnt / "sft"
+    with pytest.raises(LongshortError) as err:
+        run_sft(c, toy_examples(40), model_dir, out, key="sft.long")
+    text = str(err.value)
+    assert text.startswith(f"sft.long: no space left on the device holding {out} while writing a checkpoint")
+    assert "free of" in text and "it needs about" in text and "run the same command again to resume" in text
+    kept = sorted(p.name for p in (out / "checkpoints").glob("step-*"))
+    assert kept == ["step-000002"]
+    assert manifest.newest_intact([out / "checkpoints" / "step-000002"])[0] is not None  # sealed and whole
+    resize(64 << 20)
+    rest = run_sft(c, toy_examples(40), model_dir, out)
+    assert rest.resumed_from == 2 and rest.losses == {s: full.losses[s] for s in range(3, 11)}
