@@ -9,7 +9,12 @@ import pytest
 import ray
 from builders import ROOT
 
+from longshort.core import precision
 from longshort.data.verify import Verifier, VerifyConfig
+
+# Tests compute the same on every CPU: `auto` is fp32 here (and in the Ray actors they start), whatever the CPU's bf16;
+# the tests of the policy itself and of bf16 steps set their own (tests/core/test_precision.py, test_sft.py).
+precision.set_policy("fp32")
 
 VLLM_TESTS = ("test_engine_vllm.py", "test_solve_vllm.py")  # they need launch/vllm_cpu_venv.sh's venv
 _prefetch: subprocess.Popen | None = None

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field, fields, make_dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from longshort.core import precision
 from longshort.core.errors import LongshortError
 from longshort.core.stage import RoleSpec
 from longshort.training.ranks import Placement
@@ -276,13 +277,15 @@ def release(actors: list[tuple[str, Any]], pg) -> None:
 
 
 def _runtime_env() -> dict:
-    """Actors must import ``longshort``. Ray puts the driver's working directory on the workers' path; when the
-    package runs from a checkout and the driver started elsewhere, add the checkout to theirs."""
+    """Actors must import ``longshort`` and compute in the run's CPU precision (``cpu_precision``). Ray puts the
+    driver's working directory on the workers' path; when the package runs from a checkout and the driver started
+    elsewhere, add the checkout to theirs."""
+    env = {precision.ENV: os.environ[precision.ENV]} if precision.ENV in os.environ else {}
     root = Path(__file__).resolve().parents[2]
-    if not (root / "pyproject.toml").exists() or Path.cwd().resolve() == root:
-        return {}
-    prev = os.environ.get("PYTHONPATH", "")
-    return {"env_vars": {"PYTHONPATH": f"{root}{os.pathsep}{prev}" if prev else str(root)}}
+    if (root / "pyproject.toml").exists() and Path.cwd().resolve() != root:
+        prev = os.environ.get("PYTHONPATH", "")
+        env["PYTHONPATH"] = f"{root}{os.pathsep}{prev}" if prev else str(root)
+    return {"env_vars": env} if env else {}
 
 
 def split_evenly(n: int, parts: int) -> list[range]:

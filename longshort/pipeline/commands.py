@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from longshort.cluster.topology import use_cluster
+from longshort.core import precision
 from longshort.core import run_dir as rd
 from longshort.core.config import dump_yaml, to_dict
 from longshort.core.errors import LongshortError
@@ -31,6 +32,7 @@ def prepare_run(cfg) -> Path:
     """Write the resolved config (credentials scrubbed) next to the outputs in ``runs/<name>/`` (locked first); point
     the work outside the topology (SFT ranks, engine pools) at the run's cluster and accelerator."""
     use_cluster(getattr(cfg, "topology", None))
+    precision.set_policy(cfg.cpu_precision)
     run_dir = run_dir_of(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / rd.CONFIG).write_text(dump_yaml(scrub(cfg)), encoding="utf-8")

@@ -13,6 +13,7 @@ import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field, make_dataclass
 from pathlib import Path
+from typing import Literal
 
 from longshort.core.config import load
 from longshort.core.errors import LongshortError
@@ -36,6 +37,9 @@ class CommonConfig:
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)  # stages `longshort run` runs
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     verify: VerifyConfig = field(default_factory=VerifyConfig)
+    # what `auto` precision means on a CPU, for every stage's trainers and engines: bf16 where the CPU has fast bf16
+    # (AMX or AVX512-BF16, confirmed by a probe), else fp32 (core/precision.py); fp32 or bf16 pins it
+    cpu_precision: Literal["auto", "fp32", "bf16"] = "auto"
 
     def validate(self, where: Callable[[str], str] = lambda key: "<config>") -> None:
         if not self.name or "/" in self.name or self.name in (".", ".."):

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Literal
 
 from longshort.core import checks as outcome
-from longshort.core import manifest
+from longshort.core import manifest, precision
 from longshort.core import run_dir as rd
 from longshort.core.config import to_dict
 from longshort.core.errors import LongshortError
@@ -70,12 +70,15 @@ def fingerprints(cfg) -> dict[str, str]:
     """Each stage's fingerprint: a hash of its config sections chained to the previous stage's. A stage this config
     does not need decides nothing: it passes the previous fingerprint on (its settings rerun nothing)."""
     out, prev = {}, ""
+    bf16 = precision.is_bf16(getattr(cfg, "cpu_precision", "fp32"))
     for stage in _recipe(cfg).stages:
         if stage.needed is not None and not stage.needed(cfg):
             out[stage.name] = prev
             continue
         body = {"stage": stage.name, "upstream": prev,
                 "sections": {s: _section(cfg, s) for s in stage.sections}}
+        if bf16:  # a run computed in fp32 keeps the fingerprints it had before the CPU policy existed
+            body["cpu_precision"] = "bf16"
         prev = out[stage.name] = hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()[:16]
     return out
 

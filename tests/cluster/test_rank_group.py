@@ -112,3 +112,21 @@ def test_ranks_die_with_the_driver_that_started_them(tmp_path):
     while any(alive(pid) for pid in ranks) and time.time() < deadline:
         time.sleep(0.2)
     assert not any(alive(pid) for pid in ranks)
+
+
+def _precision_seen(info: RankInfo, report=None):
+    from longshort.core import precision
+
+    return os.environ.get(precision.ENV), str(precision.cpu_dtype())
+
+
+def test_ranks_compute_in_the_drivers_cpu_precision():
+    """`cpu_precision` reaches every actor through its runtime env (a cluster's nodes do not share the driver's)."""
+    from longshort.core import precision
+
+    try:
+        precision.set_policy("bf16")
+        out = run_ranks(_precision_seen, (), RankPlacement(2, cpus_per_rank=1, threads_per_rank=1))
+        assert out == [("bf16", "torch.bfloat16")] * 2
+    finally:
+        precision.set_policy("fp32")

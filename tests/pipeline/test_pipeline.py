@@ -340,3 +340,16 @@ def test_a_sigkilled_run_leaves_no_process_and_resumes_exactly(whole, tmp_path):
     for model in ("sft/long/model", "sft/short/model", "rl/long/model", "rl/short/model"):
         a, b = (load_file(run / model / "model.safetensors") for run in (uninterrupted, resumed))
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), model
+
+
+def test_computing_in_bf16_on_a_cpu_reruns_every_stage_and_fp32_keeps_the_old_fingerprints():
+    """Fingerprints name the CPU precision only where it is bf16: runs computed in fp32 before `cpu_precision`
+    existed stay complete (the embedded default pins fp32); a run that switches to bf16 reruns from its first stage."""
+    fp32 = fingerprints(load_run_config(SMOKE, ["cpu_precision=fp32"]))
+    assert fingerprints(load_run_config(SMOKE, [])) == fp32  # smoke inherits tiny.yaml's pin
+    bf16 = fingerprints(load_run_config(SMOKE, ["cpu_precision=bf16"]))
+    assert all(bf16[s] != fp32[s] for s in fp32)
+    from longshort.core.errors import LongshortError
+
+    with pytest.raises(LongshortError, match="key 'cpu_precision' is 'fast', expected one of 'auto', 'fp32', 'bf16'"):
+        load_run_config(SMOKE, ["cpu_precision=fast"])

@@ -19,6 +19,7 @@ import torch
 
 from longshort.core.checkpoint_io import load_error
 from longshort.core.errors import LongshortError
+from longshort.core.precision import auto_dtype
 from longshort.engines.base import Engine, GenerationRequest, GenerationResult, Sample, SamplingParams
 from longshort.engines.hf.kv_cache import new_cache
 from longshort.engines.hf.sampling import pick
@@ -70,10 +71,10 @@ def _resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtyp
     if isinstance(dtype, torch.dtype):
         return dtype
     if dtype == "auto":
-        # bf16 matmuls on CPU are slow and lose the logprob precision the RL loss needs; GPUs want bf16.
+        # GPUs want bf16 (fp16 where they lack it); a CPU bf16 only where it is fast (core/precision.py).
         if device.type == "cuda":
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.float32
+        return auto_dtype(device)
     names = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
              "float16": torch.float16, "fp16": torch.float16}
     if dtype not in names:

@@ -43,16 +43,6 @@ class TrainCheckConfig:
     dev: ProblemSource = field(default_factory=ProblemSource)  # path "": the run's bootstrap/data/dev.jsonl
 
 
-def _place(device: str, dtype: str):
-    """(device, dtype) as ``eval.device``/``eval.dtype`` say: cuda when there is one, bf16 there, fp32 on CPU."""
-    import torch
-
-    dev = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
-    dt = {"float32": torch.float32, "bfloat16": torch.bfloat16}.get(dtype, torch.bfloat16 if dev.type == "cuda"
-                                                                      else torch.float32)
-    return dev, dt
-
-
 def _scores(model, data, pad_id: int, device) -> tuple[float, float]:
     """(mean NLL, next-token accuracy) over the target tokens of ``data`` (a ``TokenizedSet``), teacher-forced."""
     import torch
@@ -86,7 +76,9 @@ def check_assistant(cfg, run_dir: Path, assistant: Path) -> list[outcome.Check]:
     problems = [p for p in problems or [] if p.solution]
     if not problems:
         return []
-    device, dtype = _place(cfg.eval.device, cfg.eval.dtype)
+    from longshort.recipes.softcot.model import place
+
+    device, dtype = place(cfg.eval.device, cfg.eval.dtype)
     tok = AutoTokenizer.from_pretrained(str(assistant))
     model = AutoModelForCausalLM.from_pretrained(str(assistant), dtype=dtype).to(device).eval()
     data, _ = tokenize_examples(assistant_examples(problems, len(problems)), tok, ac.sft.max_len, "truncate")
@@ -111,7 +103,9 @@ def check_train(cfg, run_dir: Path, trained: Path) -> list[outcome.Check]:
     problems = dev_problems(run_dir, tc.check.dev, tc.check.n, "train", "softcot.train.check.dev", tc.data.path)
     if not problems:
         return []
-    device, dtype = _place(cfg.eval.device, cfg.eval.dtype)
+    from longshort.recipes.softcot.model import place
+
+    device, dtype = place(cfg.eval.device, cfg.eval.dtype)
     model = softcot_model(trained, dtype=dtype).to(device).eval()
     llm_tok, a_tok = (AutoTokenizer.from_pretrained(resolve_ref(trained, model.spec[r])) for r in ("llm", "assistant"))
     slots = (token_id(a_tok, sc.prompts.assistant_slot, "softcot.prompts.assistant_slot"),

@@ -23,15 +23,11 @@ log = logging.getLogger("longshort")
 
 def load_system(model_dir: str | Path, device: str = "auto", dtype: str = "auto"):
     """The composite model in eval mode on ``device``, with the LLM's and the assistant's tokenizers."""
-    import torch
     from transformers import AutoTokenizer
 
-    from longshort.recipes.softcot.model import resolve_ref, softcot_model
+    from longshort.recipes.softcot.model import place, resolve_ref, softcot_model
 
-    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
-                       "cpu" if device == "auto" else device)
-    dt = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}.get(
-        dtype, torch.bfloat16 if dev.type == "cuda" else torch.float32)
+    dev, dt = place(device, dtype)
     model = softcot_model(model_dir, dtype=dt).to(dev).eval()
     root = Path(model_dir)
     toks = [AutoTokenizer.from_pretrained(resolve_ref(root, model.spec[r])) for r in ("llm", "assistant")]

@@ -156,3 +156,15 @@ def softcot_model(model_dir: str | Path, dtype=None, **kwargs) -> SoftCoTModel:
         model.projection.load_state_dict({k: v.to(model.projection.weight.dtype)
                                           for k, v in load_file(str(model_dir / WEIGHTS)).items()})
     return model
+
+
+def place(device: str = "auto", dtype: str = "auto"):
+    """(device, dtype) as ``eval.device``/``eval.dtype`` say: cuda when there is one; auto dtype: bf16 there, on a CPU
+    what ``core/precision.py`` decides."""
+    import torch
+
+    from longshort.core.precision import auto_dtype
+
+    dev = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
+    named = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+    return dev, named[dtype] if dtype in named else auto_dtype(dev)
