@@ -21,6 +21,7 @@ from longshort.core import manifest
 from longshort.core.checkpoint_io import replace_dir
 from longshort.core.errors import LongshortError
 from longshort.rl.episodes import PromptItem
+from longshort.training.checkpoint_prune import DROPPED, prune
 
 log = logging.getLogger("longshort")
 _STEP_DIR = re.compile(r"^step-(\d{6,})$")
@@ -113,8 +114,7 @@ def save(policies, root: Path, state: ControllerState, roles: tuple[str, ...], k
     replace_dir(tmp, final)
     for role in roles:
         policies[role].last_checkpoint = str(final)  # failure messages name the published path
-    for old in checkpoints(root)[:-keep] if keep > 0 else []:
-        shutil.rmtree(old, ignore_errors=True)
+    prune(checkpoints(root), keep)
     return final
 
 
@@ -125,5 +125,7 @@ def load(policies, path: Path, roles: tuple[str, ...]) -> ControllerState:
         if not (path / role).is_dir():
             raise LongshortError(f"checkpoint {path} has no {role}/ directory; it is not an RL checkpoint of a pair "
                                  "(delete it to resume from the one before)")
+        if (path / role / DROPPED).exists():  # the rank says so in its actor's log; the run's log needs it too
+            log.warning("%s: resuming with fresh optimizer moments (only the newest checkpoint keeps them)", path / role)
         policies[role].load_checkpoint(path / role)
     return state

@@ -111,28 +111,42 @@ def to_batch(seqs: Sequence[RoleSequence], weights: Sequence[float], pad_id: int
 
 @dataclass
 class MiniBatch:
-    micro_batches: list[Batch]  # num_ranks x grad_accum, rank-major (what PolicyGroup.train_step splits)
+    micro_batches: list[Batch]  # num_ranks x (grad_accum or more), rank-major (what train_role splits)
     normalizer: float
     sequences: int
     targets: int
 
 
-def make_minibatches(seqs: Sequence[RoleSequence], *, mini_batches: int, micro_batches: int, agg: Aggregation,
-                     pad_id: int) -> list[MiniBatch]:
-    """Cut a role's sequences into ``mini_batches`` optimizer steps of ``micro_batches`` micro-batches each.
+def split_within(lengths: Sequence[int], ranks: int, per_rank: int, max_tokens: int | None) -> list[list[int]]:
+    """``split_balanced`` into ``ranks x k`` groups, ``k >= per_rank`` the least that keeps every group's padded size
+    (rows x longest) within ``max_tokens`` (None: ``k = per_rank``), as far as one sequence per group allows."""
+    k = per_rank
+    while True:
+        groups = split_balanced(lengths, ranks * k)
+        worst = max(len(g) * max(lengths[i] for i in g) for g in groups)
+        if max_tokens is None or worst <= max_tokens or ranks * (k + 1) > len(lengths):
+            return groups
+        k += 1
+
+
+def make_minibatches(seqs: Sequence[RoleSequence], *, mini_batches: int, ranks: int, agg: Aggregation,
+                     pad_id: int, grad_accum: int = 1, max_tokens: int | None = None) -> list[MiniBatch]:
+    """Cut a role's sequences into ``mini_batches`` optimizer steps, each of ``ranks x k`` micro-batches: ``k`` is
+    ``grad_accum``, or more where a micro-batch would pad to over ``max_tokens`` (its logits' memory; the update is
+    the same however it is cut).
 
     Sequences go to mini-batches in episode order (round robin), then to micro-batches balanced by length.
     """
-    need = mini_batches * micro_batches
+    need = mini_batches * ranks * grad_accum
     if len(seqs) < need:
         raise LongshortError(f"{len(seqs)} training sequences cannot fill {mini_batches} mini-batch(es) x "
-                             f"{micro_batches} micro-batch(es); raise rl.prompts_per_step x rl.group_size or lower "
-                             "rl.mini_batches / rl.optim.grad_accum / topology ranks")
+                             f"{ranks * grad_accum} micro-batch(es); raise rl.prompts_per_step x rl.group_size or "
+                             "lower rl.mini_batches / rl.optim.grad_accum / topology ranks")
     out = []
     for m in range(mini_batches):
         part = list(seqs[m::mini_batches])
         weights, norm = aggregation(part, agg)
-        groups = split_balanced([len(s.ids) for s in part], micro_batches)
+        groups = split_within([len(s.ids) for s in part], ranks, grad_accum, max_tokens)
         mbs = [to_batch([part[i] for i in g], [weights[i] for i in g], pad_id) for g in groups]
         out.append(MiniBatch(mbs, norm, len(part), sum(s.num_targets for s in part)))
     return out

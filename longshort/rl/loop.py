@@ -8,9 +8,8 @@ one while the other stays frozen (as the official code does), switching every ``
 
 Other recipes bring their own roles and turn rules through their ``rl`` section class (``RLSettings``); a frozen
 role only generates. Outputs under ``<run>/rl/``: ``checkpoints/step-N/`` (every trainable policy + controller
-state, atomic), ``eval.json`` (the last held-out evaluation, with the base model's numbers next to it),
-``<role>/model`` per trainable role (exported HF models).
-``resume=True`` continues from the latest complete checkpoint and reproduces an uninterrupted run's metrics.
+state, atomic), ``eval.json`` (the last held-out evaluation, with the base model's numbers next to it), ``<role>/model``
+per trainable role. ``resume=True`` continues from the latest complete checkpoint, reproducing an uninterrupted run.
 """
 
 from __future__ import annotations
@@ -57,7 +56,9 @@ class RLOptimConfig:
     weight_decay: float = field(default=0.0, metadata={"ge": 0})
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     grad_clip: float = field(default=1.0, metadata={"ge": 0})
-    grad_accum: int = field(default=1, metadata={"ge": 1})  # micro-batches per rank per optimizer step
+    grad_accum: int = field(default=1, metadata={"ge": 1})  # micro-batches per rank per optimizer step (at least)
+    # MiB one micro-batch's logits may take (rows x padded length x vocab x 4 B): more is cut finer, same update; 0: off
+    micro_batch_logits_mb: float = field(default=1024.0, metadata={"ge": 0})
     zero_stage: int = field(default=0, metadata={"ge": 0, "le": 3})
     precision: Literal["auto", "fp32", "bf16"] = "auto"
 
@@ -333,6 +334,7 @@ def _step(cfg: RLSettings, pol, tok, stream, step: int, verifier, limit, spec: U
     advantages = {r: compute_advantages(trained_rewards.total[r], groups, cfg.advantage) for r in cfg.trainable_roles}
     m.update(episode_metrics(episodes, rewards, advantages, roles))  # episodes: every rollout; advantages: trained
     n_ranks = {r: len(pol[r].ranks) for r in cfg.trainable_roles}
+    max_tokens = int(cfg.optim.micro_batch_logits_mb * 2**20 // (4 * len(tok))) or None  # fp32 logits per token
     train_tokens = 0.0
     for role in cfg.training_roles(step):
         seqs = role_sequences(trained, role, advantages[role])
@@ -343,8 +345,8 @@ def _step(cfg: RLSettings, pol, tok, stream, step: int, verifier, limit, spec: U
                         "its update is skipped this step", step, role, len(seqs), kept, need)
             m[f"{role}/update_skipped"] = 1.0
             continue
-        minis = make_minibatches(seqs, mini_batches=cfg.mini_batches, micro_batches=n_ranks[role] * cfg.optim.grad_accum,
-                                 agg=cfg.loss_agg, pad_id=tok.pad_token_id)
+        minis = make_minibatches(seqs, mini_batches=cfg.mini_batches, ranks=n_ranks[role], agg=cfg.loss_agg,
+                                 pad_id=tok.pad_token_id, grad_accum=cfg.optim.grad_accum, max_tokens=max_tokens)
         stats = train_role(pol[role], minis, spec)
         sync = pol[role].sync_weights()
         train_tokens += stats["train_tokens"]

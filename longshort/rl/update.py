@@ -66,14 +66,15 @@ def worker_update(worker, minibatches: list[list[Batch]], normalizers: list[floa
 def train_role(group, minis: list[MiniBatch], spec: UpdateSpec) -> dict:
     """Run ``worker_update`` on every rank of ``group`` (a ``PolicyGroup``); metrics summed over ranks and
     mini-batches. The engines keep the old weights until ``group.sync_weights()``."""
-    n, ga = len(group.ranks), group.trainer_cfg.grad_accum
+    n = len(group.ranks)
     per_rank: list[list[list[Batch]]] = [[] for _ in range(n)]
     for mb in minis:
-        if len(mb.micro_batches) != n * ga:
-            raise LongshortError(f"policy '{group.role}': {len(mb.micro_batches)} micro-batches, need num_ranks x "
-                                 f"grad_accum = {n} x {ga}")
+        if len(mb.micro_batches) % n:
+            raise LongshortError(f"policy '{group.role}': {len(mb.micro_batches)} micro-batches cannot be shared "
+                                 f"evenly by its {n} ranks")
+        k = len(mb.micro_batches) // n
         for r in range(n):
-            per_rank[r].append(mb.micro_batches[r * ga : (r + 1) * ga])
+            per_rank[r].append(mb.micro_batches[r * k : (r + 1) * k])
     norms = [mb.normalizer for mb in minis]
     calls = [(m.name, m.handle.__ray_call__.remote(worker_update, per_rank[r], norms, spec))
              for r, m in enumerate(group.ranks)]

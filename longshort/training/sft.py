@@ -21,6 +21,7 @@ import torch
 from longshort.core import manifest
 from longshort.core.config import PLACEMENT
 from longshort.core.errors import LongshortError
+from longshort.training.checkpoint_prune import prune
 from longshort.training.ranks import Placement, RankInfo, Report, init_rank, shutdown_rank
 from longshort.training.sft_data import (
     SFTExample,
@@ -233,8 +234,7 @@ def sft_rank(info: RankInfo, job: SFTJob, report: Report | None = None) -> dict[
                      "fingerprint": fingerprint, "config": asdict(cfg)},
                 )
                 if info.is_main:
-                    for old in _checkpoints(ckpt_root)[: -cfg.keep_last]:
-                        shutil.rmtree(old, ignore_errors=True)
+                    prune(_checkpoints(ckpt_root), cfg.keep_last)
         model_dir = None
         if stop == total:
             model_dir = trainer.export(Path(job.out_dir) / "model", tokenizer)

@@ -27,6 +27,8 @@ import torch.distributed as dist
 from longshort.core import manifest
 from longshort.core.checkpoint_io import replace_dir, rng_state, set_rng_state
 from longshort.core.errors import LongshortError
+from longshort.core.precision import auto_dtype
+from longshort.training.checkpoint_prune import DROPPED
 from longshort.training.models import load_model
 
 log = logging.getLogger(__name__)
@@ -136,7 +138,7 @@ def lr_factor(cfg: TrainerConfig) -> Callable[[int], float]:
 
 def resolve_dtype(precision: str, device: torch.device) -> torch.dtype:
     if precision == "auto":
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
+        return auto_dtype(device)
     return {"fp32": torch.float32, "bf16": torch.bfloat16}[precision]
 
 
@@ -246,13 +248,15 @@ class Trainer:
 
     def step(self, micro_batches: Sequence[Batch], loss_fn: LossFn = masked_nll_sum,
              normalizer: float | None = None) -> StepStats:
-        """One optimizer step over this rank's ``grad_accum`` micro-batches (every rank calls it).
+        """One optimizer step over this rank's micro-batches (every rank calls it, each with as many).
 
         The objective is ``sum(loss_fn over all ranks' micro-batches) / normalizer``; ``normalizer``
-        defaults to the global number of target tokens (token-mean loss).
+        defaults to the global number of target tokens (token-mean loss). SFT passes ``grad_accum`` micro-batches;
+        RL as many as keep each one's logits within its memory budget (RL trainers never offload, whose ZeRO path
+        sizes buffers by ``grad_accum``): the step is the same however it is cut, as the boundary is set here.
         """
-        if len(micro_batches) != self.cfg.grad_accum:
-            raise ValueError(f"step needs grad_accum={self.cfg.grad_accum} micro-batches, got {len(micro_batches)}")
+        if not micro_batches:
+            raise ValueError("a step needs at least one micro-batch")
         t0 = time.perf_counter()
         targets, tokens = self._all_sum([sum(b.num_targets for b in micro_batches), sum(b.num_tokens for b in micro_batches)])
         norm = normalizer if normalizer is not None else max(targets, 1.0)
@@ -261,8 +265,9 @@ class Trainer:
         lr = float(self.engine.get_lr()[0])
         total = torch.zeros((), dtype=torch.float64, device=self.device)
         grad_norm = None
-        for mb in micro_batches:
+        for i, mb in enumerate(micro_batches):
             mb = mb.to(self.device)
+            self.engine.set_gradient_accumulation_boundary(i == len(micro_batches) - 1)
             loss = loss_fn(self._forward(mb), mb)
             self.engine.backward(loss * scale, scale_wrt_gas=False)
             total += loss.detach().double()
@@ -377,7 +382,11 @@ class Trainer:
                 f"checkpoint {path} was written by {meta['world_size']} rank(s) but this run has {self.world_size}; "
                 f"resume with num_ranks={meta['world_size']} or start a fresh output directory"
             )
-        loaded, _ = self.engine.load_checkpoint(str(path), tag="engine", load_module_strict=not self.has_frozen)
+        fresh = (path / DROPPED).exists()
+        if fresh and self.rank == 0:
+            log.warning("%s: resuming with fresh optimizer moments (only the newest checkpoint keeps them)", path)
+        loaded, _ = self.engine.load_checkpoint(str(path), tag="engine", load_module_strict=not self.has_frozen,
+                                                load_optimizer_states=not fresh)
         if loaded is None:
             raise LongshortError(f"checkpoint {path}: DeepSpeed could not load 'engine'; delete it to start over")
         set_rng_state(torch.load(path / f"rng-rank{self.rank}.pt", weights_only=False))

@@ -152,11 +152,32 @@ def test_minibatches_cover_every_sequence_once():
         e.ids = [i - 100 for i in e.ids] + [1] * k  # different lengths
         eps.append(e)
     seqs = role_sequences(eps, "short", [float(k) for k in range(6)])
-    minis = make_minibatches(seqs, mini_batches=2, micro_batches=2, agg="token-mean", pad_id=0)
+    minis = make_minibatches(seqs, mini_batches=2, ranks=1, grad_accum=2, agg="token-mean", pad_id=0)
     assert [len(m.micro_batches) for m in minis] == [2, 2]
     assert [m.sequences for m in minis] == [3, 3] and [m.normalizer for m in minis] == [12.0, 12.0]
     seen = sorted(float(b.extras["advantages"][r].max()) for m in minis for b in m.micro_batches
                   for r in range(b.input_ids.shape[0]))
     assert seen == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]
     with pytest.raises(Exception, match="cannot fill 4 mini-batch"):
-        make_minibatches(seqs, mini_batches=4, micro_batches=2, agg="token-mean", pad_id=0)
+        make_minibatches(seqs, mini_batches=4, ranks=2, agg="token-mean", pad_id=0)
+
+
+def test_minibatches_are_cut_finer_to_keep_each_micro_batchs_logits_within_budget():
+    eps = []
+    for k in range(12):
+        e = _episode()
+        e.sample = k
+        e.ids = [i - 100 for i in e.ids] + [1] * (3 * k)
+        eps.append(e)
+    seqs = role_sequences(eps, "short", [1.0] * 12)
+    longest = max(len(s.ids) for s in seqs)
+    (whole,) = make_minibatches(seqs, mini_batches=1, ranks=2, agg="token-mean", pad_id=0)
+    assert len(whole.micro_batches) == 2  # no budget: grad_accum (1) per rank
+    budget = 2 * longest
+    (cut,) = make_minibatches(seqs, mini_batches=1, ranks=2, agg="token-mean", pad_id=0, max_tokens=budget)
+    sizes = [b.input_ids.numel() for b in cut.micro_batches]
+    assert max(sizes) <= budget < max(b.input_ids.numel() for b in whole.micro_batches)
+    assert len(cut.micro_batches) % 2 == 0  # the same count on each rank
+    assert sum(b.input_ids.shape[0] for b in cut.micro_batches) == 12 and cut.normalizer == whole.normalizer
+    (tight,) = make_minibatches(seqs, mini_batches=1, ranks=2, agg="token-mean", pad_id=0, max_tokens=1)
+    assert [b.input_ids.shape[0] for b in tight.micro_batches] == [1] * 12  # as fine as one sequence each

@@ -150,11 +150,16 @@ def test_a_damaged_newest_checkpoint_resumes_from_the_one_before(uninterrupted, 
         result = _run(run_dir, resume=True)
     assert "rl: skipping damaged checkpoint(s) step-000002: " in caplog.text and "changed size" in caplog.text
     assert result.resumed_from == 1 and result.steps == 2
-    assert _steps(run_dir)[2] == _steps(run_a)[2]  # step 2 redone exactly as the uninterrupted run did it
+    # only the newest checkpoint keeps the optimizer state (docs/checkpoints.md): step 1's weights, data order and
+    # RNG are exact, so step 2's episodes and rewards are the uninterrupted run's; its updates restart Adam
+    for role in ("long", "short"):
+        assert f"step-000001/{role}: resuming with fresh optimizer moments" in caplog.text
+    rollout = [k for k in _steps(run_a)[2] if k.startswith("episode/") or "/reward" in k]
+    assert len(rollout) > 10 and {k: _steps(run_dir)[2][k] for k in rollout} == {k: _steps(run_a)[2][k] for k in rollout}
     for role in ("long", "short"):
         a = load_file(result_a.models[role] / "model.safetensors")
         b = load_file(result.models[role] / "model.safetensors")
-        assert all(torch.equal(a[k], b[k]) for k in a)
+        assert a.keys() == b.keys() and all(torch.isfinite(b[k]).all() for k in b)
 
 
 

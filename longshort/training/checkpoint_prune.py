@@ -1,0 +1,56 @@
+"""Only the newest checkpoint keeps its optimizer state: resuming needs it there, and the older ones kept as a fallback
+(``keep_last``) then hold weights, scheduler and RNG only. Adam's two moments are twice the fp32 weights (SmolLM2-135M:
+1.1 GB of a 1.6 GB checkpoint), so this bounds a run's disk to about one full checkpoint plus the weights of the rest.
+
+Under ZeRO-0 DeepSpeed keeps the optimizer state inside the model-states file: it is rewritten without it. Under
+ZeRO >= 1 its optimizer files also hold the master weights, so those checkpoints stay whole. A fallback to a pruned
+checkpoint resumes with fresh optimizer moments and says so (``Trainer.load_checkpoint``).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+
+from longshort.core import manifest
+
+log = logging.getLogger("longshort")
+DROPPED = "optimizer_dropped.txt"  # beside a pruned DeepSpeed ``engine/`` folder
+
+
+def drop_optimizer(ckpt: Path) -> int:
+    """Remove the optimizer state from every DeepSpeed checkpoint under ``ckpt`` (RL: one per role) and re-seal it;
+    the bytes freed. Idempotent."""
+    freed = 0
+    for states in sorted(ckpt.rglob("engine/mp_rank_*_model_states.pt")):
+        holder = states.parent.parent
+        if (holder / DROPPED).exists():
+            continue
+        sd = torch.load(states, map_location="cpu", weights_only=False)
+        if sd.get("optimizer") is None:
+            continue  # ZeRO >= 1: the state lives with the master weights, kept
+        before = states.stat().st_size
+        sd["optimizer"] = None
+        tmp = states.with_name(states.name + ".tmp")
+        torch.save(sd, tmp)
+        tmp.replace(states)
+        (holder / DROPPED).write_text("optimizer state dropped: only the newest checkpoint keeps it; resuming from here "
+                                      "restarts the optimizer's moments\n")
+        freed += before - states.stat().st_size
+    if freed:
+        manifest.seal(ckpt)
+    return freed
+
+
+def prune(checkpoints: list[Path], keep: int) -> None:
+    """Of ``checkpoints`` (oldest first), delete all but the newest ``keep`` and drop the optimizer state of the kept
+    ones but the newest."""
+    import shutil
+
+    for old in checkpoints[:-keep] if keep > 0 else []:
+        shutil.rmtree(old, ignore_errors=True)
+    for older in checkpoints[-keep:-1] if keep > 1 else []:
+        if freed := drop_optimizer(older):
+            log.debug("%s: optimizer state dropped (%.1f MB freed)", older, freed / 1e6)
