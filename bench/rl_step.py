@@ -2,7 +2,8 @@
 
 Same tiny model (the embedded default's architecture: ``--model`` dir, else a random one built here), same
 prompts x group size, same maximum completion length, one optimizer step per RL step, correctness reward only,
-no KL (neither loads a reference), temperature 1, fp32, one torch thread per worker. longshort runs
+no KL (neither loads a reference), temperature 1, one torch thread per worker, both sides in ``--precision``
+(auto: bf16 on a CPU with fast bf16, else fp32; ``core/precision.py``). longshort runs
 ``rl.episode.max_turns: 1`` so it does the same single-policy work as GRPO (the long policy writes the whole
 completion; the short policy's group is up but has no tokens to train); the full pair step is a second row.
 Per-step wall time excludes start-up (Ray actors / Trainer construction), reported apart; the first step of
@@ -49,6 +50,7 @@ def run_ours(model: Path, work: Path, args, pair: bool) -> dict:
 
     from longshort.cluster.reaper import start_ray  # loopback only, its own token
     from longshort.cluster.topology import RoleResources
+    from longshort.core import precision
     from longshort.core.config import build
     from longshort.recipes.longshort.recipe import PairTopology
     from longshort.rl.loop import RLConfig, run_rl
@@ -60,7 +62,8 @@ def run_ours(model: Path, work: Path, args, pair: bool) -> dict:
     data = run / "bootstrap" / "data"
     data.mkdir(parents=True)
     (data / "train.jsonl").write_text("".join(json.dumps(p) + "\n" for p in problems(args.prompts * (args.steps + 2))))
-    (data / "eval.jsonl").write_text(json.dumps(problems(1)[0]) + "\n")
+    for split in ("eval.jsonl", "dev.jsonl"):  # RL reads dev; neither is evaluated here (eval_every 0)
+        (data / split).write_text(json.dumps(problems(1)[0]) + "\n")
     half = max(1, args.max_tokens // 2)
     episode = ({"max_turns": 4, "max_turn_tokens_long": half, "max_turn_tokens_short": half} if pair
                else {"max_turns": 1, "max_turn_tokens_long": args.max_tokens})
@@ -72,6 +75,7 @@ def run_ours(model: Path, work: Path, args, pair: bool) -> dict:
                            "samples_logged": 0, "export": False, "progress": False}, "rl")
     res = RoleResources(cpus_per_rank=1, threads_per_actor=args.threads, reference=False)
     topo = PairTopology(long=res, short=res)
+    precision.set_policy(args.precision)  # the trainer's and the engine's `auto`, in every actor
     start_ray(num_cpus=4, include_dashboard=False, log_to_driver=False)
     t0 = time.perf_counter()
     try:
@@ -85,8 +89,30 @@ def run_ours(model: Path, work: Path, args, pair: bool) -> dict:
     return {"step_s": step_s, "startup_s": total - sum(r["time/step"] for r in read_metrics(run / "metrics.jsonl")
                                                        if "time/step" in r),
             "gen_tokens": statistics.mean(r["episode/tokens"] * r["episode/count"] for r in steps),
-            "gen_s": [r["time/generate"] for r in steps],
-            "train_s": [r.get("time/train_long", 0.0) + r.get("time/train_short", 0.0) for r in steps]}
+            "parts": {part: [sum(r.get(key, 0.0) for key in {k.format(role=x) for x in ("long", "short")})
+                             for r in steps] for part, k in PARTS.items()}}
+
+
+# Where our step's time goes (metrics of rl/loop.py): the update's "train" includes its old/ref logprobs pass.
+PARTS = {"generation (rollouts)": "time/generate", "old/ref logprobs": "time/logprobs_{role}",
+         "update (forward + backward)": "time/train_{role}", "weight sync": "time/sync_{role}"}
+
+
+def print_breakdown(rows: dict[str, dict]) -> None:
+    """Median seconds of each part of our steps; the rest (rewards, batching, Ray calls) is step minus parts."""
+    print(f"\n{'where the time goes (median s)':34}" + "".join(f"{n[:24]:>26}" for n in rows if "parts" in rows[n]))
+    ours = {n: r for n, r in rows.items() if "parts" in r}
+    for part in [*PARTS, "rest (rewards, batching, Ray)"]:
+        cells = []
+        for r in ours.values():
+            if part in PARTS:
+                v = statistics.median(r["parts"][part]) - (statistics.median(r["parts"]["old/ref logprobs"])
+                                                           if part.startswith("update") else 0.0)
+            else:
+                v = statistics.median(r["step_s"]) - sum(statistics.median(r["parts"][p]) for p in PARTS
+                                                         if p != "old/ref logprobs")
+            cells.append(f"{v:26.2f}")
+        print(f"{part:34}" + "".join(cells))
 
 
 def run_trl(model: Path, work: Path, args) -> dict | None:
@@ -122,7 +148,10 @@ def run_trl(model: Path, work: Path, args) -> dict | None:
 
     clock = Clock()
     ga = args.grad_accum  # same micro-batches as ours: generation still covers prompts x group at once
-    cfg = GRPOConfig(output_dir=str(work / "trl"), use_cpu=True, bf16=False, learning_rate=1e-5,
+    from longshort.core import precision
+
+    bf16 = precision.is_bf16(args.precision)  # TRL's best on this CPU, as ours: bf16 only where it is fast
+    cfg = GRPOConfig(output_dir=str(work / "trl"), use_cpu=True, bf16=bf16, learning_rate=1e-5,
                      per_device_train_batch_size=args.prompts * args.group // ga, gradient_accumulation_steps=ga,
                      generation_batch_size=args.prompts * args.group, num_generations=args.group,
                      max_completion_length=args.max_tokens, max_steps=args.steps + 1, beta=0.0, temperature=1.0,
@@ -149,6 +178,8 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--grad-accum", type=int, default=1, help="micro-batches per optimizer step (both sides)")
     p.add_argument("--no-pair", action="store_true", help="skip the full pair row")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
+                   help="both sides: auto is bf16 on a CPU with fast bf16 (AMX, AVX512-BF16), else fp32")
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
     work = Path(tempfile.mkdtemp(prefix="bench-rl-"))
@@ -165,6 +196,7 @@ def main() -> None:
     print(f"\nOne RL step: {args.prompts} prompts x {args.group} samples, max {args.max_tokens} completion tokens, "
           f"{args.threads} thread(s) per worker, median of {args.steps} steps after a warm-up\n")
     print_rows(rows, target=1.0)
+    print_breakdown(rows)
 
 
 def print_rows(rows: dict[str, dict], target: float) -> None:
