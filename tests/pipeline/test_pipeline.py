@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -353,3 +354,32 @@ def test_computing_in_bf16_on_a_cpu_reruns_every_stage_and_fp32_keeps_the_old_fi
 
     with pytest.raises(LongshortError, match="key 'cpu_precision' is 'fast', expected one of 'auto', 'fp32', 'bf16'"):
         load_run_config(SMOKE, ["cpu_precision=fast"])
+
+
+def test_two_runs_side_by_side_each_get_their_own_cluster_and_the_results_of_a_run_alone(run, tmp_path):
+    """Two different runs started at once on one machine: each starts a local Ray cluster of its own (its own GCS
+    port and session), both finish, and their evaluations equal the fixture's run, which ran alone."""
+    import re
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    procs = {name: subprocess.Popen([sys.executable, "-m", "longshort", "run", SMOKE, f"name={name}",
+                                     f"output_dir={tmp_path}", "tracking.mode=disabled"], cwd=tmp_path, env=env,
+                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for name in ("side-a", "side-b")}
+    logs = {name: p.communicate(timeout=900)[0] for name, p in procs.items()}
+    for name, p in procs.items():
+        assert p.returncode == 0, logs[name][-3000:]
+    clusters = {name: set(re.findall(r"local Ray cluster on 127\.0\.0\.1 only.*?--address (127\.0\.0\.1:\d+)",
+                                     log, re.S)) for name, log in logs.items()}
+    assert all(clusters.values()) and not clusters["side-a"] & clusters["side-b"], clusters
+
+    def results(run_dir):  # every system's metrics on every benchmark, less the wall times
+        per = json.loads((run_dir / "eval" / "results.json").read_text())["results"]
+        return {s: {b: {k: v for k, v in m.items() if k != "seconds"} for b, m in bm.items()} for s, bm in per.items()}
+
+    alone = results(run["dir"])
+    assert {"base", "sft-pair", "rl-pair"} <= set(alone)
+    for name in procs:
+        assert results(tmp_path / name) == alone, name
