@@ -268,11 +268,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"longshort: error: {e}", file=sys.stderr)
         return 2
     except OSError as e:  # the driver's own write (metrics, a stage's outputs, an export) failed for space
-        from longshort.core.disk import full_disk_message, is_disk_full
+        from longshort.core.disk import full_disk_message, is_disk_full, where_written
 
         if not is_disk_full(e):
             raise
-        print(f"longshort: error: {full_disk_message(e.filename or '.', what=str(e.filename or ''))}", file=sys.stderr)
+        print(f"longshort: error: {full_disk_message(where_written(e))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("longshort: interrupted; re-run the same command to resume", file=sys.stderr)

@@ -107,3 +107,20 @@ def reduced_base(tmp_path_factory) -> dict:
 
     return reduced_bootstrap(str(tmp_path_factory.mktemp("reduced-bootstrap")))
 
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A tmpfs the test mounts (root only), grown on request; skipped where mounting is not allowed."""
+    import subprocess
+
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mnt)], capture_output=True, text=True)
+    if done.returncode:
+        pytest.skip(f"cannot mount a small filesystem here ({done.stderr.strip() or 'mount failed'}): needs root")
+
+    def resize(n_bytes: int) -> None:
+        subprocess.run(["mount", "-o", f"remount,size={n_bytes}", str(mnt)], check=True)
+
+    yield mnt, resize
+    subprocess.run(["umount", "-l", str(mnt)], check=False)

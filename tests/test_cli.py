@@ -91,3 +91,24 @@ def test_chunk_command_on_the_shipped_sample(tmp_path):
     for row, sample in zip(rows, samples, strict=True):  # lossless: head + thoughts + tail is the CoT
         assert row["head"] + "".join(row["thoughts"]) + row["tail"] == sample["long_cot"]
     assert (tmp_path / "s/config.yaml").is_file()
+
+
+def test_a_full_disk_under_a_stage_is_named_and_the_same_command_then_finishes(small_disk, tmp_path):
+    """A stage's own outputs (here the bootstrap's task files, written by the command itself) hit a full disk: the
+    command stops with exit 2, naming the file, the free space and the fix; after space is freed the same command
+    completes the stage."""
+    import subprocess
+    import sys
+
+    mnt, resize = small_disk
+    cmd = [sys.executable, "-m", "longshort", "bootstrap", str(ROOT / "ray_configs" / "smoke.yaml"),
+           f"output_dir={mnt}", "tracking.mode=disabled"]
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert done.returncode == 2, done.stderr[-2000:]
+    err = done.stderr
+    assert f"longshort: error: no space left on the device holding {mnt}/smoke" in err, err[-2000:]
+    assert "free of" in err and "run the same command again to resume" in err and "Traceback" not in err
+    resize(256 << 20)
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (mnt / "smoke" / "bootstrap" / ".complete.json").is_file()

@@ -17,6 +17,20 @@ NO_SPACE = "[Errno 28]"  # how an OSError(ENOSPC) reads once it has crossed a Ra
 TORCH_SHORT_WRITE = "unexpected pos"
 
 
+_output_dir: Path | None = None  # the command's run directory, where a write that names no file went
+
+
+def writing_under(path: Path) -> None:
+    """Record the command's run directory (``prepare_run``) for a full disk reported without a file name."""
+    global _output_dir
+    _output_dir = Path(path)
+
+
+def where_written(err: OSError) -> Path:
+    """The file a failed write names, else the command's run directory, else the working directory."""
+    return Path(err.filename) if err.filename else _output_dir or Path.cwd()
+
+
 def is_disk_full(err: BaseException | str, path: str | Path | None = None, need: int | None = None) -> bool:
     """Did ``err`` come from a write that ran out of space? An ENOSPC says so; torch's short-write error does when
     ``path``'s filesystem has less than ``need`` bytes free."""
@@ -26,9 +40,13 @@ def is_disk_full(err: BaseException | str, path: str | Path | None = None, need:
     if NO_SPACE in text or "No space left on device" in text:
         return True
     if TORCH_SHORT_WRITE in text and path is not None:
-        probe = next((p for p in [Path(path), *Path(path).parents] if p.exists()), Path("/"))
-        return shutil.disk_usage(probe).free < max(need or 0, 1 << 20)
+        return shutil.disk_usage(_existing(path)).free < max(need or 0, 1 << 20)
     return False
+
+
+def _existing(path: str | Path) -> Path:
+    """``path`` or its nearest parent that exists (a write may fail before its folder is made)."""
+    return next((p for p in [Path(path), *Path(path).parents] if p.exists()), Path("/"))
 
 
 def size_of(path: Path) -> int:
@@ -45,9 +63,7 @@ def _gb(n: int) -> str:
 def full_disk_message(path: str | Path, need: int | None = None, what: str = "") -> str:
     """``path`` (where the write went) ran out of space: the free space there now, ``need`` (bytes the write takes,
     when known), and the fix."""
-    path = Path(path)
-    probe = next((p for p in [path, *path.parents] if p.exists()), Path("/"))
-    usage = shutil.disk_usage(probe)
+    usage = shutil.disk_usage(_existing(path))
     needs = f"; it needs about {_gb(need)}" if need else ""
     return (f"no space left on the device holding {path}{f' while writing {what}' if what else ''} "
             f"({_gb(usage.free)} free of {_gb(usage.total)}{needs}). Every finished stage and the newest complete "

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from longshort.cluster.topology import use_cluster
-from longshort.core import precision
+from longshort.core import disk, precision
 from longshort.core import run_dir as rd
 from longshort.core.config import dump_yaml, to_dict
 from longshort.core.errors import LongshortError
@@ -35,6 +35,7 @@ def prepare_run(cfg) -> Path:
     precision.set_policy(cfg.cpu_precision)
     run_dir = run_dir_of(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
+    disk.writing_under(run_dir)
     (run_dir / rd.CONFIG).write_text(dump_yaml(scrub(cfg)), encoding="utf-8")
     setup_logging(run_dir, "INFO")
     return run_dir

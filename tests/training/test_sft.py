@@ -291,24 +291,6 @@ def test_joining_a_rank_on_cpu_prints_no_accelerator_warning(tmp_path):
     assert "unable to detect" not in out.stdout + out.stderr  # DeepSpeed logs to stdout
 
 
-@pytest.fixture
-def small_disk(tmp_path):
-    """A tmpfs the test mounts (root only), grown on request; skipped where mounting is not allowed."""
-    import subprocess
-
-    mnt = tmp_path / "disk"
-    mnt.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mnt)], capture_output=True, text=True)
-    if done.returncode:
-        pytest.skip(f"cannot mount a small filesystem here ({done.stderr.strip() or 'mount failed'}): needs root")
-
-    def resize(n_bytes: int) -> None:
-        subprocess.run(["mount", "-o", f"remount,size={n_bytes}", str(mnt)], check=True)
-
-    yield mnt, resize
-    subprocess.run(["umount", "-l", str(mnt)], check=False)
-
-
 def test_a_full_disk_stops_sft_naming_it_keeps_the_last_checkpoint_and_resumes(model_dir, tmp_path, small_disk):
     """A checkpoint that does not fit stops the job with where, the free space and what a checkpoint takes; the
     checkpoint before it stays intact, and once space is freed the same call resumes and ends as if never stopped."""
