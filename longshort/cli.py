@@ -63,8 +63,30 @@ def _config_show(args: argparse.Namespace) -> int:
     from longshort.tracking.tracker import scrub
 
     cfg = _load(args)
-    print(dump_yaml(scrub(cfg)), end="")
+    shown = scrub(cfg)
+    if args.diff:  # only what differs from the recipe's embedded default (what runs with no config file)
+        from longshort.pipeline.run_config import default_config, load_run_config
+
+        shown = _changed(shown, scrub(load_run_config(default_config(cfg.recipe), [f"recipe={cfg.recipe}"])))
+    for key in args.section.split(".") if args.section else []:
+        if not isinstance(shown, dict) or key not in shown:
+            raise LongshortError(f"config show --section {args.section}: no key {key!r} there; accepted: "
+                                 f"{', '.join(shown) if isinstance(shown, dict) else 'a section above it'}")
+        shown = shown[key]
+    print(dump_yaml(shown) if isinstance(shown, dict) else f"{shown}\n", end="")
     return 0
+
+
+def _changed(mine: dict, base: dict) -> dict:
+    """The keys of ``mine`` whose values differ from ``base``'s, nested as they are."""
+    out = {}
+    for k, v in mine.items():
+        if isinstance(v, dict) and isinstance(base.get(k), dict):
+            if sub := _changed(v, base[k]):
+                out[k] = sub
+        elif k not in base or base[k] != v:
+            out[k] = v
+    return out
 
 
 def _recipe_config_args(p: argparse.ArgumentParser) -> None:
@@ -77,6 +99,9 @@ def _config_cmd_args(p: argparse.ArgumentParser) -> None:
     show = sub.add_parser("show", help="print the fully resolved config (defaults + file + overrides)")
     _config_args(show)
     _recipe_arg(show)
+    show.add_argument("--diff", action="store_true",
+                      help="only what differs from the recipe's embedded default (the run with no config file)")
+    show.add_argument("--section", metavar="KEY", help="only this section or key, dotted (e.g. rl.optim)")
 
 
 def _recipe_order() -> list[str]:

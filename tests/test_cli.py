@@ -57,6 +57,20 @@ def test_config_show_resolves_file_and_overrides(capsys):
     assert embedded["score"]["n_rollouts"] == 4  # a value tiny.yaml sets (the code's own default differs)
 
 
+def test_config_show_diff_and_section(capsys):
+    """--diff: only what differs from the recipe's embedded default; --section: one section or key, dotted."""
+    assert main(["config", "show", str(ROOT / "ray_configs/smoke.yaml"), "rl.optim.lr=3e-6", "--diff"]) == 0
+    diff = yaml.safe_load(capsys.readouterr().out)
+    assert diff["name"] == "smoke" and diff["rl"]["optim"] == {"lr": 3e-6} and diff["bootstrap"]["task"]["n_eval"] == 20
+    assert "tracking" not in diff and "seed" not in diff["rl"]  # smoke leaves them as tiny.yaml has them
+    assert main(["config", "show", "--diff"]) == 0 and capsys.readouterr().out == "{}\n"  # the default itself
+    assert main(["config", "show", "--section", "rl.optim"]) == 0
+    assert yaml.safe_load(capsys.readouterr().out)["micro_batch_logits_mb"] == 1024.0
+    assert main(["config", "show", "--section", "rl.optim.lr"]) == 0 and capsys.readouterr().out == "0.0001\n"
+    assert main(["config", "show", "--section", "rl.nope"]) == 2
+    assert "--section rl.nope: no key 'nope' there; accepted: steps, prompts_per_step" in capsys.readouterr().err
+
+
 def test_every_shipped_config_loads():
     from longshort.pipeline.run_config import load_run_config
 

@@ -15,6 +15,7 @@ from typing import Literal
 from longshort import __version__
 from longshort.core import run_dir as rd
 from longshort.core.errors import LongshortError
+from longshort.core.hub import upload_commands
 from longshort.core.manifest import sha256
 from longshort.data.protocol import PLANNER_RESPONDER_RULES, ROLE_TOKENS
 from longshort.recipes.hawkeye.config import RESPONDER_MODEL, WARMUP_MODEL
@@ -69,4 +70,5 @@ def run_export(cfg: HawkeyeExportConfig, run_dir: str | Path, hawkeye=None) -> P
                     "eval": json.loads(evals.read_text())["results"] if evals.exists() else None}
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     log.info("export: %s planner + responder of run %s -> %s", stage, run_dir.name, out)
+    log.info(upload_commands(out, ("planner", "responder"), run_dir.name))
     return out

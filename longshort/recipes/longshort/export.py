@@ -19,6 +19,7 @@ from typing import Literal
 from longshort import __version__
 from longshort.core import run_dir as rd
 from longshort.core.errors import LongshortError
+from longshort.core.hub import upload_commands
 from longshort.core.manifest import sha256
 from longshort.data.protocol import (
     ADDED_TOKENS,
@@ -169,6 +170,7 @@ def run_export(cfg: ExportConfig, run_dir: str | Path, tracker=None) -> Path:
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
         (tmp / "README.md").write_text(model_card(manifest, table, out.name), encoding="utf-8")
     log.info("export: %s pair of run %s -> %s (%.1fs)", stage, run_dir.name, out, time.perf_counter() - t0)
+    log.info(upload_commands(out, sources, run_dir.name))
     if tracker is not None:
         tracker.log_artifact(out, "longshort_pair", "model")
         tracker.summary({"export/dir": str(out), "export/source_stage": stage})

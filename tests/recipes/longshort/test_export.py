@@ -172,6 +172,18 @@ def test_auto_picks_rl_over_sft_and_skips_an_incomplete_rl_pair(run, tmp_path):
     assert manifest["source_stage"] == "sft" and manifest["models"]["long"]["dtype"] == "bfloat16"
 
 
+def test_export_ends_with_the_commands_that_publish_each_model(run, tmp_path, caplog):
+    import logging
+
+    with caplog.at_level(logging.INFO, logger="longshort"):
+        out = run_export(ExportConfig(source="sft", out=str(tmp_path / "pub")), run)
+    for role in ("long", "short"):
+        assert f"hf upload <your-namespace>/{run.name}-{role} {out / role} ." in caplog.text
+    hf = Path(sys.executable).parent / "hf"  # huggingface_hub's CLI, installed with transformers
+    done = subprocess.run([str(hf), "upload", "--help"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and "REPO_ID [LOCAL_PATH] [PATH_IN_REPO]" in done.stdout
+
+
 def test_missing_pair_names_the_paths_and_the_command(tmp_path):
     with pytest.raises(LongshortError) as e:
         run_export(ExportConfig(), tmp_path / "empty")
