@@ -242,15 +242,18 @@ def _to_values(record: object, mapping: dict[str, str], preset: Preset, src: Pro
     if not isinstance(record, dict):
         raise BadRecord("not_object", f"expected an object with named fields, got {type(record).__name__}")
     values: dict[str, Any] = {}
+    blank = {name: key for name, key in mapping.items() if name in REQUIRED_FIELDS and (
+        record.get(key) is None or (isinstance(record.get(key), str) and not record[key].strip()))}
+    if blank:  # every one at once: a wrong preset misses several
+        reason = "missing_field" if any(record.get(k) is None for k in blank.values()) else "empty_field"
+        which = ", ".join(f"'{key}' (for {name})" for name, key in blank.items())
+        fix = ", ".join(f"{name}: <key>" for name in blank)
+        raise BadRecord(reason, f"{'missing or empty' if len(blank) > 1 else reason.replace('_', ' ')} {which}; "
+                                f"record keys: {', '.join(map(str, record)) or 'none'}; map them with "
+                                f"fields: {{{fix}}} or choose a preset ({', '.join(PRESETS)})")
     for name, key in mapping.items():
         value = record.get(key)
         if value is None or (isinstance(value, str) and not value.strip()):
-            if name in REQUIRED_FIELDS:
-                reason = "missing_field" if value is None else "empty_field"
-                keys = ", ".join(map(str, record)) or "none"
-                raise BadRecord(reason, f"{reason.replace('_', ' ')} '{key}' (for {name}; record keys: {keys}); "
-                                        f"map it with fields: {{{name}: <key>}} or choose a preset "
-                                        f"({', '.join(PRESETS)})")
             continue
         allowed = _TYPES.get(name, (str,))
         if isinstance(value, bool) or not isinstance(value, allowed):

@@ -200,9 +200,19 @@ def test_parquet(tmp_path):
     problems, report = load_problems(ProblemSource(path=str(path), on_bad_record="skip"))
     assert [(p.id, p.answer, p.meta) for p in problems] == [("train-0", "1", {"level": 1}), ("train-1", "2",
                                                                                             {"level": 2})]
-    assert report.examples == [f"{path} row 3: missing field 'problem' (for problem; record keys: problem, answer, "
-                               f"level); map it with fields: {{problem: <key>}} or choose a preset "
+    assert report.examples == [f"{path} row 3: missing field 'problem' (for problem); record keys: problem, answer, "
+                               f"level; map them with fields: {{problem: <key>}} or choose a preset "
                                f"({', '.join(PRESETS)})"]
+
+
+def test_a_record_missing_several_fields_names_them_all_at_once(tmp_path):
+    path = tmp_path / "r1.jsonl"
+    path.write_text('{"question": "2+2?", "final": "4"}\n')
+    with pytest.raises(LongshortError) as err:
+        load_problems(ProblemSource(path=str(path)))
+    text = str(err.value)
+    assert "missing or empty 'problem' (for problem), 'answer' (for answer); record keys: question, final" in text
+    assert "map them with fields: {problem: <key>, answer: <key>}" in text
 
 
 def test_datasets_saved_to_disk(tmp_path):
