@@ -221,7 +221,8 @@ def build(cls: type[T], data: dict, prefix: str = "", where: _Where | None = Non
     """Build dataclass ``cls`` from a nested dict, checking keys, types, ranges and ``validate()``."""
     where = where or _Where()
     hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init and not f.metadata.get(CONFIG_KEY)}
+    keyed = [f.name for f in dataclasses.fields(cls) if f.metadata.get(CONFIG_KEY)]
     data = _renamed(cls, data, prefix, where)
     for key in data:
         if key not in fields:
@@ -247,6 +248,7 @@ def build(cls: type[T], data: dict, prefix: str = "", where: _Where | None = Non
             if bound_key in f.metadata and value is not None and not ok(value, f.metadata[bound_key]):
                 raise LongshortError(f"{where(path)}: key '{path}' is {value!r}, must be {sym} {f.metadata[bound_key]}")
         kwargs[name] = value
+    kwargs.update(dict.fromkeys(keyed, prefix))
     try:
         obj = cls(**kwargs)
         if hasattr(obj, "validate"):
@@ -301,13 +303,16 @@ def load(cls: type[T] | Callable[[dict, Callable[[str], str]], type[T]], path: s
 # Field metadata of a knob that decides where and how fast a stage runs, not what it produces (workers, batch
 # sizes, progress bars): stage fingerprints leave it out, so changing it does not rerun finished stages.
 PLACEMENT = "placement"
+# Field metadata of the dotted key a section was loaded from (``chunk.source``), which ``build`` fills in so its
+# messages can name the full key of a fix; never read from YAML, printed or fingerprinted.
+CONFIG_KEY = "config_key"
 
 
 def to_dict(obj: Any, *, results_only: bool = False) -> Any:
     """Plain data of a config tree; ``results_only`` drops the fields marked ``PLACEMENT``."""
     if dataclasses.is_dataclass(obj):
         return {f.name: to_dict(getattr(obj, f.name), results_only=results_only) for f in dataclasses.fields(obj)
-                if not (results_only and f.metadata.get(PLACEMENT))}
+                if not (results_only and f.metadata.get(PLACEMENT)) and not f.metadata.get(CONFIG_KEY)}
     if isinstance(obj, (list, tuple)):
         return [to_dict(v, results_only=results_only) for v in obj]
     if isinstance(obj, dict):

@@ -18,6 +18,7 @@ from itertools import chain, islice
 from pathlib import Path
 from typing import Any, Literal
 
+from longshort.core.config import CONFIG_KEY
 from longshort.core.errors import LongshortError
 from longshort.core.jsonl import json_error_text
 from longshort.data import choices
@@ -61,6 +62,11 @@ class ProblemSource:
     limit: int | None = field(default=None, metadata={"ge": 1})  # keep the first N good problems
     seed: int = 0  # seeds the order of multiple-choice options (see data/choices.py)
     shuffle_choices: bool = True  # False: options keep the source's order (positions may give the answer away)
+    key: str = field(default="", repr=False, metadata={CONFIG_KEY: True})  # e.g. "chunk.source": hints name it
+
+    def fix(self, name: str) -> str:
+        """The full dotted key of this source's setting ``name`` (``chunk.source.fields``), for a message."""
+        return f"{self.key}.{name}" if self.key else name
 
     def validate(self) -> None:
         if self.preset is not None and self.preset not in PRESETS:
@@ -250,7 +256,8 @@ def _to_values(record: object, mapping: dict[str, str], preset: Preset, src: Pro
         fix = ", ".join(f"{name}: <key>" for name in blank)
         raise BadRecord(reason, f"{'missing or empty' if len(blank) > 1 else reason.replace('_', ' ')} {which}; "
                                 f"record keys: {', '.join(map(str, record)) or 'none'}; map them with "
-                                f"fields: {{{fix}}} or choose a preset ({', '.join(PRESETS)})")
+                                f"{src.fix('fields')}: {{{fix}}} or choose a {src.fix('preset')} "
+                                f"({', '.join(PRESETS)})")
     for name, key in mapping.items():
         value = record.get(key)
         if value is None or (isinstance(value, str) and not value.strip()):
@@ -288,10 +295,10 @@ def load_problems(src: ProblemSource, head: int | None = None) -> tuple[list[Pro
     try:
         src.validate()
     except ValueError as exc:
-        raise LongshortError(f"problem source {src.path!r}: {exc}") from exc
+        raise LongshortError(f"problem source {src.path!r}: {src.key + '.' if src.key else ''}{exc}") from exc
     if not src.path:
-        raise LongshortError("problem source: path is empty; set path: to a JSONL/JSON/Parquet file, a directory, "
-                             "or a Hugging Face data set name")
+        raise LongshortError(f"problem source: path is empty; set {src.fix('path')}: to a JSONL/JSON/Parquet file, "
+                             "a directory, or a Hugging Face data set name")
     path = Path(src.path).expanduser()
     records = _READERS[_format_of(src, path)](path, src.path, src)
     if head is not None:

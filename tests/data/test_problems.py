@@ -288,3 +288,26 @@ def test_openr1_layout_takes_the_first_verified_generation(tmp_path):
     assert problems[0].long_cot == "<think>right</think> \\boxed{2}" and "generations" not in problems[0].meta
     with pytest.raises(LongshortError, match=r"openr1_math.jsonl:2: .*no generation is marked correct"):
         load_problems(ProblemSource(path=str(path)))
+
+
+def test_a_sources_hints_name_its_full_dotted_key(tmp_path):
+    """A source loaded from a run config knows where it sits (`chunk.source`): the fix names `chunk.source.fields`."""
+    from longshort.pipeline.run_config import load_run_config
+
+    path = tmp_path / "mine.jsonl"
+    path.write_text('{"question": "2+2?", "final": "4"}\n')
+    cfg = load_run_config(None, [f"chunk.source.path={path}"])
+    assert cfg.chunk.source.key == "chunk.source" and "key" not in yaml_dump(cfg)["chunk"]["source"]
+    with pytest.raises(LongshortError, match=r"map them with chunk\.source\.fields: \{problem: <key>, answer: <key>\} "
+                                             r"or choose a chunk\.source\.preset"):
+        load_problems(cfg.chunk.source)
+    with pytest.raises(LongshortError, match=r"unknown key 'chunk\.source\.key'"):
+        load_run_config(None, ["chunk.source.key=x"])
+
+
+def yaml_dump(cfg) -> dict:
+    import yaml
+
+    from longshort.core.config import dump_yaml
+
+    return yaml.safe_load(dump_yaml(cfg))
