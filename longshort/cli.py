@@ -292,8 +292,8 @@ def main(argv: list[str] | None = None) -> int:
     except LongshortError as e:
         print(f"longshort: error: {e}", file=sys.stderr)
         return 2
-    except OSError as e:  # the driver's own write (metrics, a stage's outputs, an export) failed for space
-        from longshort.core.disk import full_disk_message, is_disk_full, where_written
+    except Exception as e:  # the driver's own write (metrics, a stage's outputs) failed for space: OSError, or a
+        from longshort.core.disk import full_disk_message, is_disk_full, where_written  # library's own error type
 
         if not is_disk_full(e):
             raise

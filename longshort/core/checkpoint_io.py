@@ -50,15 +50,22 @@ def replace_dir(tmp: Path, final: Path) -> None:
 @contextmanager
 def staged_dir(final: Path) -> Iterator[Path]:
     """A fresh ``.tmp-<name>`` beside ``final`` to write into (not created: fill it with ``copytree`` or ``mkdir``);
-    published as ``final`` with ``replace_dir`` when the block ends, deleted if it raises."""
+    published as ``final`` with ``replace_dir`` when the block ends, deleted if it raises. A full disk (an OSError, or
+    a library's own error such as safetensors') is said naming ``final`` and the space the staged copy had taken."""
+    from longshort.core.disk import full_disk_message, is_disk_full, size_of
+
     tmp = final.parent / f".tmp-{final.name}"
     shutil.rmtree(tmp, ignore_errors=True)
     final.parent.mkdir(parents=True, exist_ok=True)
     try:
         yield tmp
         replace_dir(tmp, final)
-    except BaseException:
+    except BaseException as e:
+        partial = size_of(tmp)
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(e, Exception) and is_disk_full(e):
+            raise LongshortError(full_disk_message(final, what=f"{final.name} ({partial / 1e6:.0f} MB written "
+                                                               "before it ran out)")) from e
         raise
 
 

@@ -26,9 +26,9 @@ def writing_under(path: Path) -> None:
     _output_dir = Path(path)
 
 
-def where_written(err: OSError) -> Path:
+def where_written(err: BaseException) -> Path:
     """The file a failed write names, else the command's run directory, else the working directory."""
-    return Path(err.filename) if err.filename else _output_dir or Path.cwd()
+    return Path(err.filename) if getattr(err, "filename", None) else _output_dir or Path.cwd()
 
 
 def is_disk_full(err: BaseException | str, path: str | Path | None = None, need: int | None = None) -> bool:

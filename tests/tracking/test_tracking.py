@@ -398,3 +398,24 @@ def test_bad_input_is_rejected_with_the_fix(tmp_path, wandb_env):
         with pytest.raises(ValueError, match="artifact name 'my model'"):
             tr.log_artifact(tmp_path, "my model", "model")
     assert (tmp_path / "run" / "metrics.jsonl").read_text() == ""  # nothing half-logged
+
+
+def test_metrics_on_a_full_disk_stop_with_enospc_and_a_resumed_run_loses_no_complete_row(small_disk):
+    """metrics.jsonl is appended and flushed row by row: a full disk raises ENOSPC at the row that did not fit; every
+    row before it stays readable, and after space is freed the resumed run appends on a fresh line."""
+    import errno
+
+    mnt, resize = small_disk
+    written = 0
+    with pytest.raises(OSError) as err, Tracker(TrackingConfig(backends=["jsonl"], mode="disabled"), mnt) as t:
+        for step in range(100_000):
+            t.log({f"loss/{k}": 1.0 / (step + k + 1) for k in range(16)}, step=step)
+            written = step + 1
+    assert err.value.errno == errno.ENOSPC and written > 10
+    resize(4 << 20)
+    with Tracker(TrackingConfig(backends=["jsonl"], mode="disabled"), mnt) as t:
+        t.log({"loss": 0.0}, step=written)
+    rows = read_metrics(mnt / "metrics.jsonl")
+    steps = [r["step"] for r in rows]
+    assert steps[:written - 1] == list(range(written - 1)) and steps[-1] == written  # at most the cut row is lost
+    assert {r["attempt"] for r in rows} == {1, 2}

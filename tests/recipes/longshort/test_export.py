@@ -184,6 +184,25 @@ def test_export_ends_with_the_commands_that_publish_each_model(run, tmp_path, ca
     assert done.returncode == 0 and "REPO_ID [LOCAL_PATH] [PATH_IN_REPO]" in done.stdout
 
 
+def test_an_export_that_hits_a_full_disk_leaves_the_previous_one_whole(run, exported, small_disk):
+    """Exports are staged beside their target and renamed when complete: ENOSPC midway leaves the earlier export
+    whole (its hashes verify) and no partial folder; with space freed the same export completes."""
+    from longshort.core.disk import size_of
+
+    mnt, resize = small_disk
+    resize(int(size_of(exported) * 1.5))  # room for one export, not for a second beside it
+    shutil.copytree(exported, mnt / "export")
+    with pytest.raises(LongshortError) as err:  # safetensors says it in an error type of its own
+        run_export(ExportConfig(source="sft", out=str(mnt / "export")), run)
+    assert str(err.value).startswith(f"no space left on the device holding {mnt / 'export'} while writing export (")
+    assert "MB written before it ran out" in str(err.value) and "run the same command again" in str(err.value)
+    assert sorted(p.name for p in mnt.iterdir()) == ["export"]  # the staged copy is gone
+    load_pair(mnt / "export", verify_hashes=True)  # the earlier export, whole
+    resize(int(size_of(exported) * 3))
+    out = run_export(ExportConfig(source="sft", out=str(mnt / "export")), run)
+    load_pair(out, verify_hashes=True)
+
+
 def test_missing_pair_names_the_paths_and_the_command(tmp_path):
     with pytest.raises(LongshortError) as e:
         run_export(ExportConfig(), tmp_path / "empty")
