@@ -113,7 +113,9 @@ def scrub(obj: Any, env: Mapping[str, str] | None = None) -> Any:
 
 def _scrub(obj: Any, secrets: list[str]) -> Any:
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        obj = dataclasses.asdict(obj)
+        from longshort.core.config import to_dict  # a config's plain data: what it prints and reloads as
+
+        obj = to_dict(obj)
     if isinstance(obj, Mapping):
         out = {}
         for k, v in obj.items():

@@ -303,6 +303,12 @@ def test_a_sources_hints_name_its_full_dotted_key(tmp_path):
         load_problems(cfg.chunk.source)
     with pytest.raises(LongshortError, match=r"unknown key 'chunk\.source\.key'"):
         load_run_config(None, ["chunk.source.key=x"])
+    from longshort.core.config import dump_yaml
+    from longshort.core.redact import scrub
+
+    saved = tmp_path / "config.yaml"  # what prepare_run writes into a run directory reloads (longshort compare)
+    saved.write_text(dump_yaml(scrub(cfg)))
+    assert load_run_config(saved).chunk.source == cfg.chunk.source
 
 
 def yaml_dump(cfg) -> dict:
