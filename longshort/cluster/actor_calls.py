@@ -11,8 +11,10 @@ from longshort.core.errors import LongshortError
 FailureKind = Literal["died", "timeout", "error"]
 COLLECTIVE_GRACE_S = 10.0  # after one rank's user error, how long the others get to finish before the group is killed
 # What lowers the memory an actor holds at once (named in the out-of-memory message)
-RL_MEMORY = ("rl.optim.grad_accum (more, smaller micro-batches per update), rl.prompts_per_step or rl.group_size "
-             "(fewer episodes a step), topology.<role>.engine_kwargs.max_batch_size (fewer rows decoded together)")
+RL_MEMORY = ("rl.optim.micro_batch_logits_mb (a smaller logits budget: more, smaller micro-batches, the same update), "
+             "rl.prompts_per_step or rl.group_size (fewer episodes a step), "
+             "topology.<role>.engine_kwargs.max_batch_size (fewer rows decoded together), or rl.lora.<role> (LoRA: "
+             "no optimizer state for the frozen weights)")
 SFT_MEMORY = ("the stage's sft micro_batch_size or pack_tokens (smaller micro-batches; raise grad_accum to keep the "
               "batch), max_len, or gradient_checkpointing: true")
 _OOM = re.compile(r"running low on memory|OutOfMemoryError|killed by the OOM killer", re.I)

@@ -8,7 +8,7 @@ runs once per process and its result is logged. The run config's ``cpu_precision
 sets the policy for every process of a run through ``LONGSHORT_CPU_PRECISION``, which Ray actors inherit; the
 embedded default pins ``fp32`` so its numbers hold on every CPU.
 
-Trainers keep fp32 master weights and optimizer state in bf16 (DeepSpeed's bf16 path, ZeRO >= 1).
+Training in bf16 keeps fp32 master weights and optimizer state (DeepSpeed's bf16 path, ZeRO >= 1).
 """
 
 from __future__ import annotations
@@ -117,15 +117,13 @@ def cpu_dtype() -> torch.dtype:
     import torch
 
     chosen = policy()
+    bf16 = is_bf16(chosen)  # the one decision rule (fingerprints ask it too)
     if chosen == "auto":
-        found = probe()
-        dtype = torch.bfloat16 if found.fast else torch.float32
-        log.info("CPU precision auto -> %s: %s", "bf16" if found.fast else "fp32", found.describe())
-        return dtype
-    if chosen == "bf16" and not probe().fast:
+        log.info("CPU precision auto -> %s: %s", "bf16" if bf16 else "fp32", probe().describe())
+    elif chosen == "bf16" and not probe().fast:
         log.warning("cpu_precision bf16 on a CPU without fast bf16 (%s): expect it to run slower than fp32",
                     probe().describe())
-    return torch.bfloat16 if chosen == "bf16" else torch.float32
+    return torch.bfloat16 if bf16 else torch.float32
 
 
 def auto_dtype(device: torch.device | str, gpu: torch.dtype | None = None) -> torch.dtype:

@@ -10,6 +10,7 @@ checkpoint resumes with fresh optimizer moments and says so (``Trainer.load_chec
 from __future__ import annotations
 
 import logging
+import shutil
 from pathlib import Path
 
 import torch
@@ -47,8 +48,6 @@ def drop_optimizer(ckpt: Path) -> int:
 def prune(checkpoints: list[Path], keep: int) -> None:
     """Of ``checkpoints`` (oldest first), delete all but the newest ``keep`` and drop the optimizer state of the kept
     ones but the newest."""
-    import shutil
-
     for old in checkpoints[:-keep] if keep > 0 else []:
         shutil.rmtree(old, ignore_errors=True)
     for older in checkpoints[-keep:-1] if keep > 1 else []:

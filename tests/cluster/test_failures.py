@@ -217,4 +217,4 @@ def test_a_worker_killed_for_memory_is_named_with_the_memory_and_the_settings_th
     out = done.stdout
     assert "DIED" in out, out + done.stderr[-3000:]
     assert "out of memory: Ray's memory monitor (or the kernel) killed it with the node at " in out
-    assert "GB used of " in out and "rl.optim.grad_accum" in out
+    assert "GB used of " in out and "rl.optim.micro_batch_logits_mb" in out
