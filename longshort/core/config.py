@@ -167,6 +167,8 @@ def _convert(value: Any, tp: Any, key: str, where: _Where) -> Any:
                 return _convert(value, arg, key, where)
             except LongshortError as e:
                 errors.append(e)
+        if len(errors) == 1 and (value is not None):  # X | None: X's own message names the inner key
+            raise errors[0]
         raise bad(_type_name(tp))
     if origin is Literal:
         if value in get_args(tp):
@@ -227,7 +229,9 @@ def build(cls: type[T], data: dict, prefix: str = "", where: _Where | None = Non
     for key in data:
         if key not in fields:
             path = f"{prefix}.{key}" if prefix else str(key)
-            close = difflib.get_close_matches(str(key), list(fields), n=1, cutoff=0.5)
+            # a key that extends an accepted one ("lrate": lr) first, else the closest spelling
+            close = ([f for f in fields if len(f) > 1 and str(key).startswith(f)][-1:]
+                     or difflib.get_close_matches(str(key), list(fields), n=1, cutoff=0.5))
             hint = f" (did you mean '{close[0]}'?)" if close else ""
             raise LongshortError(
                 f"{where(path)}: unknown key '{path}'{hint}; accepted keys in "
