@@ -72,7 +72,8 @@ def run_ours(model: Path, work: Path, args, pair: bool) -> dict:
                            "rewards": [{"name": "correctness"}], "kl_coef": 0.0,
                            "optim": {"lr": 1e-5, "grad_accum": args.grad_accum},
                            "eval_before": False, "eval_at_end": False, "eval_every": 0, "save_every": 0,
-                           "samples_logged": 0, "export": False, "progress": False}, "rl")
+                           "samples_logged": 0, "export": False, "progress": False,
+                           "lora": {"long": args.lora} if getattr(args, "lora", None) else {}}, "rl")
     res = RoleResources(cpus_per_rank=1, threads_per_actor=args.threads, reference=False)
     topo = PairTopology(long=res, short=res)
     precision.set_policy(args.precision)  # the trainer's and the engine's `auto`, in every actor

@@ -40,33 +40,11 @@ from longshort.rl.group_filter import GroupFilterConfig, select_groups
 from longshort.rl.metrics import base_metrics, episode_metrics, evaluate, sample_columns, sample_rows
 from longshort.rl.policy_loss import KLEstimator, LossSpec
 from longshort.rl.rewards import RewardTerm, check_terms, compute_rewards
-from longshort.rl.update import UpdateSpec, train_role
-from longshort.training.trainer import TrainerConfig
+from longshort.rl.update import RLOptimConfig, UpdateSpec, train_role
+from longshort.training.lora import LoraSettings
 
 log = logging.getLogger("longshort")
 Hook = Callable[[str, int, object], None]  # (event, step, Policies): "start", "after_generate", "after_train"
-
-
-@dataclass
-class RLOptimConfig:
-    lr: float = field(default=2e-5, metadata={"gt": 0})
-    min_lr: float = field(default=0.0, metadata={"ge": 0})
-    schedule: Literal["constant", "cosine", "linear"] = "constant"
-    warmup_steps: int = field(default=0, metadata={"ge": 0})
-    weight_decay: float = field(default=0.0, metadata={"ge": 0})
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
-    grad_clip: float = field(default=1.0, metadata={"ge": 0})
-    grad_accum: int = field(default=1, metadata={"ge": 1})  # micro-batches per rank per optimizer step (at least)
-    # MiB one micro-batch's logits may take (rows x padded length x vocab x 4 B): more is cut finer, same update; 0: off
-    micro_batch_logits_mb: float = field(default=1024.0, metadata={"ge": 0})
-    zero_stage: int = field(default=0, metadata={"ge": 0, "le": 3})
-    precision: Literal["auto", "fp32", "bf16"] = "auto"
-
-    def trainer_config(self, total_steps: int) -> TrainerConfig:
-        return TrainerConfig(lr=self.lr, min_lr=self.min_lr, schedule=self.schedule, warmup_steps=self.warmup_steps,
-                            total_steps=max(1, total_steps), weight_decay=self.weight_decay,
-                            betas=(self.betas[0], self.betas[1]), grad_clip=self.grad_clip,
-                            zero_stage=self.zero_stage, precision=self.precision, grad_accum=self.grad_accum)
 
 
 def _default_rewards() -> list[RewardTerm]:
@@ -101,6 +79,7 @@ class RLSettings:
     filter_groups: GroupFilterConfig = field(default_factory=GroupFilterConfig)  # dynamic sampling (group_filter.py)
     rewards: list[RewardTerm] = field(default_factory=_default_rewards)
     optim: RLOptimConfig = field(default_factory=RLOptimConfig)
+    lora: dict[str, LoraSettings] = field(default_factory=dict)  # trainable role -> its LoRA adapter (peft)
     train: ProblemSource = field(default_factory=ProblemSource)  # path "": <run>/bootstrap/data/train.jsonl
     eval: ProblemSource = field(default_factory=ProblemSource)  # progress on dev; path "": <run>/bootstrap/data/dev.jsonl
     eval_every: int = field(default=10, metadata={"ge": 0})  # 0: only before and after training
@@ -123,6 +102,9 @@ class RLSettings:
         if self.kl_coef > 0 and self.kl_estimator == "none":
             raise ValueError(f"kl_coef: {self.kl_coef} with kl_estimator none; accepted: kl_estimator k1 or k3, "
                              "or kl_coef 0")
+        if unknown := sorted(set(self.lora) - set(self.trainable_roles)):
+            raise ValueError(f"lora: {', '.join(unknown)} is not a trainable role; accepted: "
+                             f"{', '.join(self.trainable_roles)}")
         if not self.rewards:
             raise ValueError("rewards: empty; accepted: at least one term, e.g. [{name: correctness}]")
         try:
@@ -249,7 +231,7 @@ def run_rl(cfg: RLSettings, run_dir: str | Path, topology: TopologyConfig | None
     if skipped:
         log.warning("rl: skipping damaged checkpoint(s) %s", "; ".join(skipped))
     total_opt = cfg.steps * cfg.mini_batches
-    trainer_cfgs = {r: cfg.optim.trainer_config(total_opt) for r in trainable}
+    trainer_cfgs = {r: replace(cfg.optim.trainer_config(total_opt), lora=cfg.lora.get(r)) for r in trainable}
     spec = UpdateSpec(cfg.loss_spec(), recompute_old=cfg.logprobs == "recompute")
     state = ckpt.ControllerState(seed=cfg.seed)
     rng = random.Random(f"longshort-rl-samples/{cfg.seed}")

@@ -9,14 +9,37 @@ one collective call per role and step, with the group's failure handling (``Poli
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
+from typing import Literal
 
 import torch
 
 from longshort.core.errors import LongshortError
 from longshort.rl.experience import MiniBatch
 from longshort.rl.policy_loss import STAT_KEYS, LossSpec, PolicyLoss, scaled_token_logprobs
-from longshort.training.trainer import Batch
+from longshort.training.trainer import Batch, TrainerConfig
+
+
+@dataclass
+class RLOptimConfig:
+    lr: float = field(default=2e-5, metadata={"gt": 0})
+    min_lr: float = field(default=0.0, metadata={"ge": 0})
+    schedule: Literal["constant", "cosine", "linear"] = "constant"
+    warmup_steps: int = field(default=0, metadata={"ge": 0})
+    weight_decay: float = field(default=0.0, metadata={"ge": 0})
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    grad_clip: float = field(default=1.0, metadata={"ge": 0})
+    grad_accum: int = field(default=1, metadata={"ge": 1})  # micro-batches per rank per optimizer step (at least)
+    # MiB one micro-batch's logits may take (rows x padded length x vocab x 4 B): more is cut finer, same update; 0: off
+    micro_batch_logits_mb: float = field(default=1024.0, metadata={"ge": 0})
+    zero_stage: int = field(default=0, metadata={"ge": 0, "le": 3})
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+
+    def trainer_config(self, total_steps: int) -> TrainerConfig:
+        return TrainerConfig(lr=self.lr, min_lr=self.min_lr, schedule=self.schedule, warmup_steps=self.warmup_steps,
+                            total_steps=max(1, total_steps), weight_decay=self.weight_decay,
+                            betas=(self.betas[0], self.betas[1]), grad_clip=self.grad_clip,
+                            zero_stage=self.zero_stage, precision=self.precision, grad_accum=self.grad_accum)
 
 
 @dataclass(frozen=True)

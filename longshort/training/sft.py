@@ -22,6 +22,7 @@ from longshort.core import manifest
 from longshort.core.config import PLACEMENT
 from longshort.core.errors import LongshortError
 from longshort.training.checkpoint_prune import prune
+from longshort.training.lora import LoraSettings
 from longshort.training.ranks import Placement, RankInfo, Report, init_rank, shutdown_rank
 from longshort.training.sft_data import (
     SFTExample,
@@ -74,6 +75,7 @@ class SFTConfig:
     threads_per_rank: int | None = field(default=None, metadata={"ge": 1})  # CPU: default cores // num_ranks
     progress: bool = field(default=True, metadata={PLACEMENT: True})
     model_factory: str = "causal_lm"  # the module to train (training.models); a recipe's composite model names its own
+    lora: LoraSettings | None = None  # train a LoRA adapter (peft) instead of every weight; export merges it
 
     def validate(self) -> None:
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
@@ -98,7 +100,7 @@ class SFTConfig:
             weight_decay=self.weight_decay, betas=(self.betas[0], self.betas[1]), eps=self.eps,
             grad_clip=self.grad_clip, zero_stage=self.zero_stage, precision=self.precision, offload=self.offload,
             grad_accum=self.grad_accum, micro_batch_size=1 if self.batching == "pack" else self.micro_batch_size,
-            gradient_checkpointing=self.gradient_checkpointing, model_factory=self.model_factory,
+            gradient_checkpointing=self.gradient_checkpointing, model_factory=self.model_factory, lora=self.lora,
         )
 
 

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import shutil
 import time
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -27,8 +27,9 @@ import torch.distributed as dist
 from longshort.core import manifest
 from longshort.core.checkpoint_io import replace_dir, rng_state, set_rng_state
 from longshort.core.errors import LongshortError
-from longshort.core.precision import auto_dtype
+from longshort.training import lora
 from longshort.training.checkpoint_prune import DROPPED
+from longshort.training.ds_setup import deepspeed_config, lr_factor, resolve_dtype
 from longshort.training.models import load_model
 
 log = logging.getLogger(__name__)
@@ -37,7 +38,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class TrainerConfig:
     """What a trainer needs (optimizer, schedule, ZeRO, precision, which model); each stage's config section builds
-    one (``SFTConfig.trainer_config``, ``RLOptimConfig.trainer_config``)."""
+    one (``SFTConfig.trainer_config``, ``rl.update.RLOptimConfig.trainer_config``)."""
 
     lr: float = 1e-4
     min_lr: float = 0.0
@@ -56,6 +57,7 @@ class TrainerConfig:
     gradient_checkpointing: bool = False
     attn_implementation: str | None = None
     model_factory: str = "causal_lm"  # a name in training.models.MODEL_FACTORIES or package.module:function
+    lora: lora.LoraSettings | None = None  # train a peft LoRA adapter instead of every weight
 
 
 @dataclass
@@ -120,63 +122,6 @@ class StepStats:
     seconds: float
 
 
-def lr_factor(cfg: TrainerConfig) -> Callable[[int], float]:
-    """Multiplier of ``cfg.lr`` for optimizer step ``s`` (0-based): linear warmup, then decay to ``min_lr``."""
-    floor = cfg.min_lr / cfg.lr
-
-    def f(s: int) -> float:
-        if s < cfg.warmup_steps:
-            return (s + 1) / (cfg.warmup_steps + 1)
-        if cfg.schedule == "constant":
-            return 1.0
-        p = min(1.0, (s - cfg.warmup_steps) / max(1, cfg.total_steps - cfg.warmup_steps - 1))
-        shape = 0.5 * (1.0 + math.cos(math.pi * p)) if cfg.schedule == "cosine" else 1.0 - p
-        return floor + (1.0 - floor) * shape
-
-    return f
-
-
-def resolve_dtype(precision: str, device: torch.device) -> torch.dtype:
-    if precision == "auto":
-        return auto_dtype(device)
-    return {"fp32": torch.float32, "bf16": torch.bfloat16}[precision]
-
-
-def zero_stage_for(cfg: TrainerConfig, dtype: torch.dtype) -> int:
-    """The ZeRO stage used: bf16 needs >= 1, as DeepSpeed's stage 0 accumulates and all-reduces bf16 gradients
-    (ZeRO-1 keeps fp32 gradients and master weights, and on one rank costs nothing extra)."""
-    if dtype == torch.bfloat16 and cfg.zero_stage == 0:
-        log.warning("precision bf16 with zero_stage 0: using ZeRO stage 1 for fp32 gradients and master weights")
-        return 1
-    return cfg.zero_stage
-
-
-def deepspeed_config(cfg: TrainerConfig, world_size: int, dtype: torch.dtype, device: torch.device) -> dict:
-    stage = zero_stage_for(cfg, dtype)
-    zero: dict = {"stage": stage}
-    if cfg.offload != "none" and device.type == "cuda":
-        zero["offload_optimizer"] = {"device": "cpu", "pin_memory": True}
-        if cfg.offload == "all":
-            zero["offload_param"] = {"device": "cpu", "pin_memory": True}
-    elif cfg.offload != "none":
-        log.info("offload=%s ignored: the model already lives in CPU memory", cfg.offload)
-    # Stage 0 in fp32 has no DeepSpeed optimizer wrapper to report the grad norm; we clip ourselves there.
-    ds_clips = stage > 0 or dtype != torch.float32
-    return {
-        "train_micro_batch_size_per_gpu": cfg.micro_batch_size,
-        "gradient_accumulation_steps": cfg.grad_accum,
-        "train_batch_size": cfg.micro_batch_size * cfg.grad_accum * world_size,
-        "gradient_clipping": cfg.grad_clip if ds_clips else 0.0,
-        "zero_optimization": zero,
-        "bf16": {"enabled": dtype == torch.bfloat16},
-        # The optimizer is a plain torch AdamW: no JIT-built op, the same maths on CPU and GPU.
-        "zero_allow_untested_optimizer": True,
-        "zero_force_ds_cpu_optimizer": False,
-        "steps_per_print": 2**62,
-        "wall_clock_breakdown": False,
-    }
-
-
 class Trainer:
     """A DeepSpeed engine for one rank of a data-parallel group (ZeRO stage from the config)."""
 
@@ -199,6 +144,14 @@ class Trainer:
         model = load_model(cfg.model_factory, model_dir, self.ds_config if self.zero_stage == 3 else None, **kwargs)
         if getattr(model, "config", None) is not None:
             model.config.use_cache = False
+        self.model_dir = str(Path(model_dir).resolve())
+        if cfg.lora is not None:
+            tokens = lora.protocol_token_ids(model_dir) if cfg.lora.train_tokens == "protocol" else None
+            model = lora.apply(model, cfg.lora, tokens)
+            if self.rank == 0:
+                n_train, n_all = lora.trainable_count(model)
+                log.info("LoRA rank %d: %s of %s parameters train (%.2f%%)", cfg.lora.rank, f"{n_train:,}",
+                         f"{n_all:,}", 100 * n_train / max(n_all, 1))
         if cfg.gradient_checkpointing:
             ckpt = {"use_reentrant": False}
             if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.x name
@@ -298,6 +251,9 @@ class Trainer:
         """
         import deepspeed
 
+        if lora.is_lora(self.module):  # the merged weights, under the base model's names
+            yield from lora.effective_params(self.module)
+            return
         for name, p in self.module.named_parameters():
             if hasattr(p, "ds_id"):
                 with deepspeed.zero.GatheredParameters([p], modifier_rank=None):
@@ -305,29 +261,59 @@ class Trainer:
             else:
                 yield name, p.data
 
+    def param_specs(self) -> list[tuple[str, torch.dtype, tuple[int, ...]]]:
+        """``(name, dtype, full shape)`` of what ``iter_full_params`` yields, in its order, without gathering."""
+        if lora.is_lora(self.module):
+            return lora.effective_specs(self.module)
+        return [(n, p.dtype, tuple(getattr(p, "ds_shape", p.shape))) for n, p in self.module.named_parameters()]
+
+    def _plain_model(self):
+        """The module whose names and ``save_pretrained`` an export uses (a LoRA model's base)."""
+        return self.module.get_base_model() if lora.is_lora(self.module) else self.module
+
     def gathered_state_dict(self) -> dict[str, torch.Tensor] | None:
         """Full CPU state dict on rank 0 (``None`` elsewhere); collective. Only what ``module.state_dict()`` holds
-        is copied: a composite model whose state leaves out its frozen parts (SoftCoT's) exports none of them."""
-        keep = set(self.module.state_dict().keys())
+        is copied: a composite model whose state leaves out its frozen parts (SoftCoT's) exports none of them. A
+        LoRA model's is its merged model's."""
+        keep = {lora.plain_name(k) for k in self.module.state_dict() if not lora.is_adapter_param(k)}
         sd: dict[str, torch.Tensor] = {}
         for name, t in self.iter_full_params():
             if self.rank == 0 and name in keep:
                 sd[name] = t.detach().to("cpu", copy=True)
         if self.rank != 0:
             return None
-        for name, b in self.module.named_buffers():
+        for name, b in self._plain_model().named_buffers():
             if name in keep:
                 sd[name] = b.detach().to("cpu", copy=True)
         return sd
 
+    def _adapter_state(self) -> dict[str, torch.Tensor] | None:
+        """The LoRA factors (CPU, on rank 0); collective."""
+        import deepspeed
+
+        out: dict[str, torch.Tensor] = {}
+        for name, p in self.module.named_parameters():
+            if lora.is_adapter_param(name):
+                with deepspeed.zero.GatheredParameters([p] if hasattr(p, "ds_id") else [], modifier_rank=None):
+                    if self.rank == 0:
+                        out[name] = p.data.detach().to("cpu", copy=True)
+        return out if self.rank == 0 else None
+
     def export(self, out_dir: str | Path, tokenizer=None) -> Path:
-        """Write an HF model dir (safetensors + config + tokenizer) loadable by ``from_pretrained``; collective."""
+        """Write an HF model dir (safetensors + config + tokenizer) loadable by ``from_pretrained``; collective. A
+        LoRA model exports its merged model, and its adapter in ``adapter/`` (``lora.ADAPTER_DIR``)."""
         out_dir = Path(out_dir)
         sd = self.gathered_state_dict()
+        adapter = self._adapter_state() if lora.is_lora(self.module) else None
         if self.rank == 0:
             tmp = out_dir.parent / f".tmp-{out_dir.name}"
             shutil.rmtree(tmp, ignore_errors=True)
-            if hasattr(self.module, "save_pretrained"):
+            if adapter is not None:
+                self._plain_model().save_pretrained(tmp, state_dict=sd)
+                lora.save_adapter(self.module, tmp / lora.ADAPTER_DIR, adapter, self.model_dir)
+                if tokenizer is not None:
+                    tokenizer.save_pretrained(tmp / lora.ADAPTER_DIR)
+            elif hasattr(self.module, "save_pretrained"):
                 self.module.save_pretrained(tmp, state_dict=sd)
             else:  # a composite model from a factory: its weights, for the factory to load again
                 from safetensors.torch import save_file
@@ -358,8 +344,9 @@ class Trainer:
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir(parents=True)
         self.barrier()
-        self.engine.save_checkpoint(str(tmp), tag="engine", client_state={}, save_latest=False,
-                                    exclude_frozen_parameters=self.has_frozen)
+        with lora.adapter_state_only(self.module) if lora.is_lora(self.module) else nullcontext():
+            self.engine.save_checkpoint(str(tmp), tag="engine", client_state={}, save_latest=False,
+                                        exclude_frozen_parameters=self.has_frozen)
         torch.save(rng_state(), tmp / f"rng-rank{self.rank}.pt")
         self.barrier()
         if self.rank == 0:

@@ -153,8 +153,7 @@ class Publisher:
     def begin(self, trainer, bucket_bytes: int) -> list[list[TensorMeta]]:
         """Plan the buckets from the parameter shapes alone (``ds_shape`` under ZeRO-3) and start the stream."""
         self.close()
-        params = [(name, p.dtype, tuple(getattr(p, "ds_shape", p.shape))) for name, p in trainer.module.named_parameters()]
-        self.layout = plan_layout(params, bucket_bytes)
+        self.layout = plan_layout(trainer.param_specs(), bucket_bytes)
         self._params = iter(trainer.iter_full_params())
         return self.layout
 

@@ -184,3 +184,40 @@ def test_dynamic_sampling_trains_only_on_groups_that_disagree(ray_local, templat
         after = load_file(result.models[role] / "model.safetensors")
         moved = any(not torch.equal(after[k], start[k]) for k in start)
         assert m[f"{role}/update_skipped"] == (0.0 if trained else 1.0) and moved == bool(trained)
+
+
+def test_rl_with_a_lora_long_role_trains_the_adapter_and_syncs_the_merged_weights(ray_local, template, tmp_path):
+    """`rl.lora.long` (peft): the long role trains an adapter (its KL reference is its own model with the adapter off),
+    the short role stays full fine-tuning; engines get the merged weights, the export is merged + adapter/, and the
+    checkpoint holds the adapter, not the model."""
+    from safetensors.torch import load_file
+
+    from longshort.training.lora import protocol_token_ids
+
+    run_dir = _copy(template, tmp_path / "lora")
+    lora_ids = protocol_token_ids(template / "sft" / "long" / "model")
+    synced = {}
+
+    def hook(event, step, pol):
+        if event == "after_train":
+            (engine_sd,) = pol["long"].engine_state_dicts()
+            synced[step] = all(torch.equal(engine_sd[k], v) for k, v in pol["long"].gathered_state_dict().items())
+
+    cfg = {**CFG, "lora": {"long": {"rank": 4, "alpha": 8}}, "optim": {"lr": 2e-3}}
+    with Tracker(TrackingConfig(backends=["jsonl"], mode="disabled"), run_dir) as tracker:
+        result = run_rl(build(RLConfig, cfg, "rl"), run_dir, TOPO, tracker, hook=hook)
+    assert result.steps == 2 and synced == {1: True, 2: True}
+    m = _steps(run_dir)[2]
+    assert m["long/optimizer_steps"] == 2 and m["long/kl"] >= 0 and m["long/grad_norm"] > 0
+    start = load_file(template / "sft" / "long" / "model" / "model.safetensors")
+    after = load_file(result.models["long"] / "model.safetensors")
+    assert set(after) == set(start)
+    moved = {k for k in start if not torch.equal(after[k], start[k])}
+    assert moved and all(k.endswith("_proj.weight") or k == "model.embed_tokens.weight" for k in moved)
+    rows = (after["model.embed_tokens.weight"] != start["model.embed_tokens.weight"]).any(-1).nonzero().flatten()
+    assert set(rows.tolist()) <= set(lora_ids)  # the embedding moved only at the protocol's tokens
+    assert (result.models["long"] / "adapter" / "adapter_model.safetensors").is_file()
+    assert not (result.models["short"] / "adapter").exists()
+    ckpt = run_dir / "rl" / "checkpoints" / "step-000002"
+    size = {r: sum(f.stat().st_size for f in (ckpt / r).rglob("*") if f.is_file()) for r in ("long", "short")}
+    assert size["long"] * 5 < size["short"]

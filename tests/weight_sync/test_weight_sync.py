@@ -263,3 +263,36 @@ def test_bf16_engines_hold_the_trainers_weights_and_match_its_logprobs(ray_local
             policies.close()
     finally:
         precision.set_policy("fp32")
+
+
+def test_a_lora_group_syncs_its_merged_weights_and_its_reference_is_the_adapter_off(ray_local, tmp_path):
+    """LoRA (peft) on 2 ZeRO-3 ranks: the engine gets the merged weights under the base model's names (greedy tokens
+    are the trainer's argmax), the reference is the trainer's own model with the adapter switched off (the starting
+    policy, no second copy), and the export is the merged model."""
+    from longshort.training.lora import LoraSettings
+
+    path = build_model_dir(tmp_path / "m", 1, positions=256)
+    res = RoleResources(num_ranks=2, colocate=False, reference=True)
+    topo = PairTopology(long=res, call_timeout_s=300)
+    cfg = TrainerConfig(lr=3e-2, total_steps=10, zero_stage=3, lora=LoraSettings(rank=4, alpha=8.0))
+    group = PolicyGroup.start("long", path, topo, cfg)
+    try:
+        tok = build_tokenizer()
+        batches = [_batch(tok.encode(TRAIN_TEXT)), _batch(tok.encode("the cat sat on the mat ."))]
+        start = group.forward(batches, "logprobs")
+        group.train_step(batches)
+        assert group.sync_weights().version == 1
+        trainer_sd = group.gathered_state_dict()
+        assert len(trainer_sd) == 26 and not any("lora" in k or "base_layer" in k for k in trainer_sd)
+        (engine_sd,) = group.engine_state_dicts()
+        for name, t in trainer_sd.items():
+            assert torch.equal(engine_sd[name], t), name
+        _check_engine_matches_trainer(group, tok, 1)
+        moved = group.forward(batches, "logprobs")
+        assert any(float((a - b).abs().max()) > 1e-3 for a, b in zip(moved, start, strict=True))
+        for a, b in zip(group.forward(batches, "ref_logprobs"), start, strict=True):
+            torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+        exported = Qwen2ForCausalLM.from_pretrained(group.export(tmp_path / "export"))
+        assert all(torch.equal(exported.state_dict()[k], v) for k, v in trainer_sd.items())
+    finally:
+        group.close()

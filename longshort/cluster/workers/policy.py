@@ -45,10 +45,14 @@ class WorkerSpec:
 
 class Reference:
     """The frozen starting policy. Under ZeRO-3 it is sharded like the trainer (a DeepSpeed engine without an
-    optimizer), otherwise each rank holds a full copy."""
+    optimizer), otherwise each rank holds a full copy; under LoRA it is the trainer's own model, adapter off."""
 
     def __init__(self, model_dir: str, trainer: Trainer):
         cfg = trainer.cfg
+        self.device = trainer.device
+        if cfg.lora is not None:  # the base model under the adapter is the starting policy: no second copy
+            self.module = _AdapterOff(trainer)
+            return
         if cfg.zero_stage == 3:
             import deepspeed
 
@@ -62,7 +66,6 @@ class Reference:
             self.module = model.to(trainer.device)
         self.module.eval()
         self.module.requires_grad_(False)
-        self.device = trainer.device
 
     @torch.no_grad()
     def logprobs(self, batch: Batch) -> torch.Tensor:
@@ -70,6 +73,17 @@ class Reference:
         logits = self.module(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
                              position_ids=batch.position_ids, use_cache=False, **batch.model_inputs).logits
         return token_logprobs(logits, batch.input_ids)
+
+
+class _AdapterOff:
+    """A LoRA trainer's model called with its adapter switched off (peft's ``disable_adapter``)."""
+
+    def __init__(self, trainer: Trainer):
+        self.trainer = trainer
+
+    def __call__(self, **inputs):
+        with self.trainer.module.disable_adapter():
+            return self.trainer.engine(**inputs)
 
 
 class PolicyWorker:

@@ -14,8 +14,9 @@ from longshort.data.problems import ProblemSource
 from longshort.data.protocol import PLANNER_RESPONDER_RULES
 from longshort.recipes.hawkeye.checks import ResponderCheckConfig, WarmupCheckConfig
 from longshort.rl.episodes import EpisodeConfig
-from longshort.rl.loop import RLOptimConfig, RLSettings
+from longshort.rl.loop import RLSettings
 from longshort.rl.rewards import RewardTerm
+from longshort.rl.update import RLOptimConfig
 from longshort.toy.tiny import TinyModelConfig
 from longshort.training.sft import SFTConfig
 

@@ -54,6 +54,7 @@ class ExportConfig:
     source: Literal["auto", "rl", "sft"] = "auto"  # auto: rl/{long,short}/model when both are complete, else sft/
     out: str | None = None  # None: <run>/export
     dtype: Literal["auto", "bf16", "fp16", "fp32"] = "auto"  # auto: the dtype the source weights are stored in
+    adapters: bool = False  # also ship each LoRA-trained role's adapter (<role>-adapter/) beside its merged model
 
 
 # ---------------------------------------------------------------------------------------------- finding the pair
@@ -115,6 +116,28 @@ def _export_role(src: Path, dst: Path, dtype: str) -> tuple[dict, dict[str, int]
     return entry, ids, len(tok)
 
 
+def _export_adapters(sources: dict[str, Path], tmp: Path, models: dict[str, dict]) -> None:
+    """``<role>-adapter/`` for each role trained with LoRA (its model directory holds ``adapter/``), in the manifest
+    with the base model it adapts (``adapter_config.json``'s base_model_name_or_path: ``solve --adapters`` needs it)."""
+    import shutil
+
+    from longshort.training.lora import ADAPTER_DIR
+
+    found = {r: src / ADAPTER_DIR for r, src in sources.items() if (src / ADAPTER_DIR / "adapter_config.json").is_file()}
+    if not found:
+        raise LongshortError(f"export.adapters: no role was trained with LoRA (no {ADAPTER_DIR}/ in "
+                             f"{', '.join(str(s) for s in sources.values())}); set export.adapters: false, or train "
+                             "with sft.<role>.lora / rl.lora.<role>")
+    for role in sorted(set(sources) - set(found)):
+        log.info("export.adapters: the %s role was trained without LoRA: its merged model only", role)
+    for role, src in found.items():
+        dst = tmp / f"{role}-adapter"
+        shutil.copytree(src, dst)
+        base = json.loads((dst / "adapter_config.json").read_text()).get("base_model_name_or_path")
+        models[role]["adapter"] = {"dir": dst.name, "base": base,
+                                   "files": {p.name: sha256(p) for p in sorted(dst.glob("*.safetensors"))}}
+
+
 def protocol_manifest(ids: dict[str, int]) -> dict:
     """The collaboration protocol as data: enough to drive the pair with any inference stack."""
     return {
@@ -159,6 +182,8 @@ def run_export(cfg: ExportConfig, run_dir: str | Path, tracker=None) -> Path:
     with staged_dir(out) as tmp:
         for role, src in sources.items():
             models[role], role_ids[role], vocab[role] = _export_role(src, tmp / role, cfg.dtype)
+        if cfg.adapters:
+            _export_adapters(sources, tmp, models)
         if role_ids["long"] != role_ids["short"] or vocab["long"] != vocab["short"]:
             raise LongshortError(f"export: {sources['long']} and {sources['short']} have different tokenizers "
                                  f"({vocab['long']} vs {vocab['short']} tokens); the pair must share one vocabulary")

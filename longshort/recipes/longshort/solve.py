@@ -14,6 +14,7 @@ import importlib.util
 import json
 import os
 import sys
+from pathlib import Path
 from typing import TextIO
 
 from longshort.core.errors import LongshortError
@@ -39,6 +40,8 @@ def add_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--engine-arg", action="append", default=[], metavar="KEY=VALUE",
                    help="extra engine constructor argument (repeatable), e.g. max_model_len=4096 kv_cache_memory_gb=2")
     p.add_argument("--verify", action="store_true", help="check the weight files' sha256 against the manifest")
+    p.add_argument("--adapters", action="store_true",
+                   help="run each role from its base model + LoRA adapter (export.adapters) instead of the merged model")
 
 
 # ---------------------------------------------------------------------------------------------- input
@@ -80,6 +83,13 @@ def solve(args: argparse.Namespace, stdin: TextIO | None = None) -> list[dict]:
     from longshort.recipes.longshort.pair_sft import run_pair
 
     tok = AutoTokenizer.from_pretrained(str(long_dir))
+    tmp = None
+    if args.adapters:  # the adapters merged onto their bases, written where any backend loads them
+        import tempfile
+
+        tmp = tempfile.TemporaryDirectory(prefix="longshort-solve-")
+        long_dir, short_dir = (_merged(manifest, role, d, Path(tmp.name)) for role, d in
+                               (("long", long_dir), ("short", short_dir)))
     cfg = EnginePoolConfig(backend=backend, device=args.device, dtype=args.dtype,
                         engine_kwargs=engine_args(args.engine_arg))
     max_turns = args.max_turns or int(manifest["protocol"]["max_turns"])
@@ -94,6 +104,8 @@ def solve(args: argparse.Namespace, stdin: TextIO | None = None) -> list[dict]:
         finally:
             for b in opened:
                 b.close()
+            if tmp is not None:
+                tmp.cleanup()
     records = []
     for problem, o in zip(problems, outcomes, strict=True):
         turns = [{"role": role, "text": tok.decode(ids, skip_special_tokens=True), "tokens": len(ids)}
@@ -101,6 +113,25 @@ def solve(args: argparse.Namespace, stdin: TextIO | None = None) -> list[dict]:
         answer = (extract_answer(o.answer_text) or o.answer_text.strip()) if o.status == "finished" else None
         records.append({"problem": problem, "turns": turns, "answer": answer, "status": o.status})
     return records
+
+
+def _merged(manifest: dict, role: str, model_dir: Path, tmp: Path) -> Path:
+    """The role's adapter merged onto its base, saved under ``tmp`` (the merged export itself when it has none)."""
+    from transformers import AutoTokenizer, GenerationConfig
+
+    from longshort.training.lora import load_merged
+
+    entry = manifest["models"][role].get("adapter")
+    if entry is None:
+        print(f"solve --adapters: the {role} role has no adapter in this export; using its merged model",
+              file=sys.stderr)
+        return model_dir
+    out = tmp / role
+    model = load_merged(model_dir.parent / entry["dir"])
+    model.generation_config = GenerationConfig.from_pretrained(str(model_dir))  # the export's stop tokens
+    model.save_pretrained(out)
+    AutoTokenizer.from_pretrained(str(model_dir)).save_pretrained(out)
+    return out
 
 
 def print_records(records: list[dict], as_json: bool) -> None:

@@ -72,6 +72,11 @@ class TrainConfig:
     init_seed: int = 0  # the projection's initial weights (also the untrained control's)
     check: TrainCheckConfig = check_field(TrainCheckConfig)  # its outcome on dev (recipes/softcot/checks.py)
 
+    def validate(self) -> None:
+        if self.sft.lora is not None:
+            raise ValueError("sft.lora: SoftCoT trains only its projection (the assistant and the LLM stay frozen), "
+                             "so there is nothing for an adapter to adapt; remove it")
+
 
 @dataclass
 class SoftCoTConfig:

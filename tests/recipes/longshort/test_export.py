@@ -267,3 +267,43 @@ def test_model_card_transformers_recipe_reproduces_solve(exported, capsys):
     assert main(["solve", str(exported), PROBLEM, *SOLVE, "--json"]) == 0
     rec = json.loads(capsys.readouterr().out)
     assert printed == [f"[{t['role']}] {t['text']}" for t in rec["turns"]]
+
+
+def test_lora_pair_ships_its_adapters_and_solve_runs_them_like_the_merged_models(run, tmp_path, capsys):
+    """An RL pair trained with LoRA (peft): `export.adapters` ships each adapter beside its merged model, naming its
+    base; `solve --adapters` (base + adapter) answers exactly as the merged export does."""
+    from safetensors.torch import load_file
+    from transformers import AutoTokenizer
+
+    from longshort.training.lora import LoraSettings
+    from longshort.training.ranks import RankInfo, free_port, init_rank, shutdown_rank
+    from longshort.training.trainer import Batch, Trainer, TrainerConfig
+
+    root = tmp_path / "lora-run"
+    tok = AutoTokenizer.from_pretrained(str(run / "sft" / "long" / "model"))
+    ids = torch.tensor([tok.encode(PROBLEM)])
+    for role in ("long", "short"):
+        init_rank(RankInfo(0, 1, "127.0.0.1", free_port()))
+        t = Trainer(run / "sft" / role / "model", TrainerConfig(lr=1e-4, precision="fp32", lora=LoraSettings(rank=2)))
+        t.step([Batch(ids, torch.ones_like(ids))])
+        t.export(root / "rl" / role / "model", tok)
+        t.close()
+        shutdown_rank()
+    with pytest.raises(LongshortError, match="export.adapters: no role was trained with LoRA"):
+        run_export(ExportConfig(adapters=True, out=str(tmp_path / "none")), run)
+    out = run_export(ExportConfig(adapters=True), root)
+    manifest = json.loads((out / MANIFEST).read_text())
+    for role in ("long", "short"):
+        entry = manifest["models"][role]["adapter"]
+        assert entry["dir"] == f"{role}-adapter" and entry["base"] == str((run / "sft" / role / "model").resolve())
+        assert (out / entry["dir"] / "adapter_model.safetensors").is_file()
+        assert not any("lora" in k or "base_layer" in k for k in load_file(str(out / role / "model.safetensors")))
+    from longshort.training.lora import load_merged
+
+    logits = load_merged(out / "long-adapter")(input_ids=ids).logits
+    torch.testing.assert_close(logits, _logits(out / "long", ids[0].tolist()), rtol=1e-5, atol=1e-5)
+    records = {}
+    for flag in ([], ["--adapters"]):
+        assert main(["solve", str(out), PROBLEM, *SOLVE, "--json", *flag]) == 0
+        records[bool(flag)] = json.loads(capsys.readouterr().out)
+    assert records[True] == records[False] and records[True]["status"] == "finished"
