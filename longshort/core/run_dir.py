@@ -48,6 +48,16 @@ def role_dir(stage: str, role: str) -> str:
     return f"{stage}/{role}"
 
 
+def model_path(run_dir: str | Path, path: str) -> Path:
+    """An eval system's model: absolute as given; relative, inside the run directory when it is there or nowhere
+    yet (a stage makes it: ``sft/long/model``), else as given from the working directory (``models/mine``)."""
+    p = Path(path).expanduser()
+    if p.is_absolute():
+        return p
+    inside = Path(run_dir) / p
+    return inside if inside.exists() or not p.exists() else p
+
+
 def resolve(run_dir: str | Path, path: str | None, default: str) -> Path:
     """A configured path, or ``default`` inside the run directory when it is empty/None. A relative path that
     exists inside the run directory means that one (``bootstrap/init_model``), else it is taken as given."""

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from itertools import chain, islice
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from longshort.core.config import CONFIG_KEY
 from longshort.core.errors import LongshortError
@@ -52,6 +52,8 @@ class Problem:
 class ProblemSource:
     """Where problems come from (a config section such as ``data.train`` or an eval set)."""
 
+    NEEDS: ClassVar[tuple[str, ...]] = ()  # Problem fields beyond problem and answer that every record must give
+
     path: str = ""  # a local file/directory, or a Hugging Face hub data set name
     format: Literal["auto", "jsonl", "json", "parquet", "hf"] = "auto"
     preset: str | None = None  # field layout (see PRESETS); None: from the hub name or file name
@@ -76,6 +78,13 @@ class ProblemSource:
                 raise ValueError(f"fields: unknown Problem field {name!r}; accepted: {', '.join(PROBLEM_FIELDS)}")
             if not isinstance(key, str) or not key:
                 raise ValueError(f"fields.{name}: the record key must be a non-empty string, got {key!r}")
+
+
+@dataclass
+class LongCoTSource(ProblemSource):
+    """Problems with their long CoTs (``chunk.source``): a record without one is a bad record, named up front."""
+
+    NEEDS: ClassVar[tuple[str, ...]] = ("long_cot",)
 
 
 @dataclass
@@ -248,8 +257,11 @@ def _to_values(record: object, mapping: dict[str, str], preset: Preset, src: Pro
     if not isinstance(record, dict):
         raise BadRecord("not_object", f"expected an object with named fields, got {type(record).__name__}")
     values: dict[str, Any] = {}
-    blank = {name: key for name, key in mapping.items() if name in REQUIRED_FIELDS and (
+    needed = (*REQUIRED_FIELDS, *src.NEEDS)
+    blank = {name: key for name, key in mapping.items() if name in needed and (
         record.get(key) is None or (isinstance(record.get(key), str) and not record[key].strip()))}
+    if preset.finish is not None:  # a preset may build a needed field from other keys (openr1's long CoT)
+        blank = {n: k for n, k in blank.items() if n in REQUIRED_FIELDS}
     if blank:  # every one at once: a wrong preset misses several
         reason = "missing_field" if any(record.get(k) is None for k in blank.values()) else "empty_field"
         which = ", ".join(f"'{key}' (for {name})" for name, key in blank.items())
@@ -273,6 +285,10 @@ def _to_values(record: object, mapping: dict[str, str], preset: Preset, src: Pro
         preset.finish(values, record, src.seed)
     if not values["answer"]:
         raise BadRecord("empty_field", "the gold answer is empty")
+    for name in src.NEEDS:
+        if not values.get(name):
+            raise BadRecord("missing_field", f"no {name} in this record; record keys: {', '.join(map(str, record))}; "
+                                             f"map it with {src.fix('fields')}: {{{name}: <key>}}")
     _multiple_choice(values, isinstance(record.get(mapping.get("answer", "")), int), src)
     return values
 

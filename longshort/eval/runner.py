@@ -235,8 +235,7 @@ class _Engines:
 
 
 def _model_dir(run_dir: Path, path: str) -> Path:
-    p = Path(path).expanduser()
-    return p if p.is_absolute() else run_dir / p
+    return rd.model_path(run_dir, path)
 
 
 def _missing(system: SystemSpec, run_dir: Path) -> str | None:

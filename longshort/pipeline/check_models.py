@@ -14,6 +14,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any, Literal
 
+from longshort.core import run_dir as rd
 from longshort.core.errors import LongshortError
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")  # org/name (a hub model or data set)
@@ -190,8 +191,7 @@ def check_eval_systems(cfg, run_dir: Path) -> list[Finding]:
         if not hasattr(system, "model_paths"):
             continue
         for role, path in system.model_paths.items():
-            where, full = f"{key}.{role}", Path(path).expanduser()
-            full = full if full.is_absolute() else run_dir / path
+            where, full = f"{key}.{role}", rd.model_path(run_dir, path)
             if (full / "config.json").exists():
                 if (why := load_model(str(full))[1]) is not None:
                     found.append(Finding(where, f"eval system {system.name!r}: {path}: {why}"))
@@ -212,7 +212,7 @@ def check_eval_systems(cfg, run_dir: Path) -> list[Finding]:
 def _origins(cfg, run_dir: Path, path: str) -> list[tuple[str, str]]:
     """(how, loadable dir) of a model: itself when it loads, else for a stage output ``<stage>/<role>/model`` the
     role's configured start (a set ``*.<role>_model`` key): training keeps the base model's context limit."""
-    full = Path(path).expanduser() if Path(path).expanduser().is_absolute() else run_dir / path
+    full = rd.model_path(run_dir, path)
     if (full / "config.json").exists():
         return [(path, str(full))]
     parts = Path(path).parts

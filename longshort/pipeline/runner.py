@@ -44,6 +44,8 @@ class PipelineConfig:
     # a stage's outcome check failed (it learned less than later stages need): warn loudly and go on, or stop
     # before the next stage (a skipped stage's failed check stops it too, until the stage reruns or this says warn)
     on_failed_check: Literal["warn", "stop"] = "warn"
+    # the embedded toy's model may score and train on your own CoTs (longshort refuses it otherwise: it learns nothing)
+    toy_model_on_own_data: bool = False
 
 
 def _recipe(cfg) -> Recipe:

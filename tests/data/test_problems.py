@@ -215,6 +215,31 @@ def test_a_record_missing_several_fields_names_them_all_at_once(tmp_path):
     assert "map them with fields: {problem: <key>, answer: <key>}" in text
 
 
+def test_a_long_cot_source_needs_each_records_long_cot_named_with_the_rest(tmp_path):
+    """chunk.source is a LongCoTSource: a record without its long CoT is a bad record, named with the other missing
+    fields and the dotted fix, before any work (not a stage-time skip); OpenR1's preset builds it from generations."""
+    from longshort.data.problems import LongCoTSource
+
+    path = tmp_path / "dump.jsonl"
+    path.write_text('{"question": "2+2?", "final": "4", "generation": "<think>2+2=4</think> 4"}\n')
+    src = LongCoTSource(path=str(path), key="chunk.source")
+    with pytest.raises(LongshortError) as err:
+        load_problems(src)
+    assert ("'problem' (for problem), 'answer' (for answer), 'long_cot' (for long_cot)" in str(err.value)
+            and "chunk.source.fields: {problem: <key>, answer: <key>, long_cot: <key>}" in str(err.value))
+    with pytest.raises(LongshortError, match=r"missing field 'long_cot' .*chunk.source.fields: \{long_cot: <key>\}"):
+        load_problems(LongCoTSource(path=str(path), fields={"problem": "question", "answer": "final"}, key="chunk.source"))
+    (p,), _ = load_problems(LongCoTSource(path=str(path), fields={"problem": "question", "answer": "final",
+                                                                   "long_cot": "generation"}))
+    assert p.long_cot.startswith("<think>")
+    assert load_problems(ProblemSource(path=str(path), fields={"problem": "question", "answer": "final"}))[0]
+    r1 = tmp_path / "openr1.jsonl"
+    r1.write_text(json.dumps({"problem": "2+2?", "answer": "4", "generations": ["no", "yes 4"],
+                              "correctness_math_verify": [False, True]}) + "\n")
+    (p,), _ = load_problems(LongCoTSource(path=str(r1), preset="openr1"))
+    assert p.long_cot == "yes 4"
+
+
 def test_datasets_saved_to_disk(tmp_path):
     import datasets
 
@@ -298,8 +323,8 @@ def test_a_sources_hints_name_its_full_dotted_key(tmp_path):
     path.write_text('{"question": "2+2?", "final": "4"}\n')
     cfg = load_run_config(None, [f"chunk.source.path={path}"])
     assert cfg.chunk.source.key == "chunk.source" and "key" not in yaml_dump(cfg)["chunk"]["source"]
-    with pytest.raises(LongshortError, match=r"map them with chunk\.source\.fields: \{problem: <key>, answer: <key>\} "
-                                             r"or choose a chunk\.source\.preset"):
+    with pytest.raises(LongshortError, match=r"map them with chunk\.source\.fields: \{problem: <key>, answer: <key>, "
+                                             r"long_cot: <key>\} or choose a chunk\.source\.preset"):
         load_problems(cfg.chunk.source)
     with pytest.raises(LongshortError, match=r"unknown key 'chunk\.source\.key'"):
         load_run_config(None, ["chunk.source.key=x"])

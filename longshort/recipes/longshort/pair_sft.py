@@ -232,7 +232,7 @@ def run_pair_eval(cfg: PairSFTConfig, run_dir: str | Path, tracker=None, verifie
     ev = cfg.eval
     src = replace(ev.source, path=str(rd.resolve(run_dir, ev.source.path, rd.DEV_DATA)))  # dev: test is eval's
     problems, _ = load_problems(src)
-    base = rd.resolve(run_dir, None, rd.BASE_MODEL)
+    base = rd.resolve(run_dir, cfg.long_model, rd.BASE_MODEL)  # what the long role started from
     result = evaluate_pair(ev, base, models["long"], models["short"], problems, verifier or shared_verifier())
     (run_dir / rd.SFT_EVAL).write_text(json.dumps(result, indent=2))
     log.info("pair vs base on %d dev problems: accuracy %.3f vs %.3f (%.0f%% kept), tokens %.1f vs %.1f "

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from longshort.core import run_dir as rd
+from longshort.core.errors import LongshortError
 from longshort.core.stage import Stage
 from longshort.data.verify import shared_verifier
 from longshort.toy.stage import bootstrap_stage
@@ -51,9 +52,13 @@ def _score(cfg, run_dir: Path, tracker, resume: bool) -> None:
 
 
 def _coldstart(cfg, run_dir: Path, tracker, resume: bool) -> None:
+    from dataclasses import replace
+
     from longshort.recipes.longshort.coldstart.dialogues import run_coldstart
 
-    run_coldstart(cfg.coldstart, run_dir, tracker, shared_verifier(cfg.verify))
+    # Token counts in the long role's vocabulary: without a bootstrap that is sft.long_model's, not the toy's.
+    tokenizer = cfg.coldstart.tokenizer or cfg.sft.long_model
+    run_coldstart(replace(cfg.coldstart, tokenizer=tokenizer), run_dir, tracker, shared_verifier(cfg.verify))
 
 
 def _sft(cfg, run_dir: Path, tracker, resume: bool) -> None:
@@ -110,9 +115,53 @@ def _export_report(cfg, run_dir: Path) -> str:
             f"  try it: longshort solve {out} \"What is 12 + 7?\"")
 
 
+def _own_cots(cfg) -> bool:
+    """Whether ``chunk.source`` is a user's long CoTs (set, and not the embedded task's own problems)."""
+    from longshort.toy.task import SOURCE
+
+    local = Path(cfg.chunk.source.path)
+    if not cfg.chunk.source.path:
+        return False
+    if local.is_file() and local.suffix == ".jsonl":
+        with open(local, encoding="utf-8") as f:
+            first = f.readline()
+        try:
+            return json.loads(first).get("source") != SOURCE  # coldstart_data/sample.jsonl, a bootstrap's train split
+        except (json.JSONDecodeError, AttributeError):
+            return True  # the data check names a bad record
+    return True
+
+
+def _check_own_cots(cfg) -> None:
+    """A user's long CoTs are never scored and trained with the embedded toy's model (1M parameters, taught synthetic
+    arithmetic), nor compressed with the synthetic teacher's step lines they do not have."""
+    stages = cfg.pipeline.stages or ("score", "coldstart", "sft")
+    if not _own_cots(cfg):
+        return
+    toy = [k for k, unset in (("score.model", cfg.score.model is None and cfg.score.judge == "base"),
+                              ("sft.long_model", cfg.sft.long_model is None),
+                              ("sft.short_model", cfg.sft.short_model is None)) if unset]
+    if (toy and not cfg.bootstrap.init and not cfg.pipeline.toy_model_on_own_data
+            and any(s in stages for s in ("score", "sft"))):
+        raise LongshortError(
+            f"chunk.source.path is your own data ({cfg.chunk.source.path}), but {', '.join(toy)} "
+            f"{'is' if len(toy) == 1 else 'are'} unset, so the embedded toy's model (1M parameters, trained on "
+            "synthetic arithmetic) would score and learn it. Name your models (ray_configs/byo-longcot.yaml is a "
+            "template for your own CoTs and models), or set bootstrap.init to a checkpoint to start from, or set "
+            "pipeline.toy_model_on_own_data: true to do it anyway")
+    if cfg.coldstart.compression == "teacher" and "coldstart" in stages:
+        raise LongshortError(
+            f"coldstart.compression: teacher writes the short turns from the synthetic task's teacher step lines, "
+            f"which your CoTs ({cfg.chunk.source.path}) do not have; set coldstart.compression: engine and "
+            "coldstart.rewrite.model to the instruct model that rewrites them concisely (ray_configs/byo-longcot.yaml)")
+
+
 def preflight(cfg, run_dir: Path) -> None:
-    """Before the first stage: the checkpoints the pair's SFT starts from share one tokenizer (when both exist)."""
+    """Before the first stage: the toy's model is not about to learn a user's data, and the checkpoints the pair's SFT
+    starts from share one tokenizer (when both exist)."""
     from longshort.data.tokenizers import check_shared_tokenizer
+
+    _check_own_cots(cfg)
 
     starts = {r: rd.resolve(run_dir, getattr(cfg.sft, f"{r}_model"), rd.BASE_MODEL) for r in ("long", "short")}
     if all((p / "config.json").exists() for p in starts.values()):

@@ -225,6 +225,12 @@ def test_engine_rewrites_that_drop_numbers_are_rejected_and_counted(model, tok):
     assert set(stats.rewrites_rejected) <= {"empty", "not_shorter", "dropped_quantity", "new_number"}
     with pytest.raises(LongshortError, match="rewrite engine"):
         synthesize(scored, cfg, shared_verifier())
+    # rewrite.on_rejected: verbatim keeps each rejected stretch as written: every CoT becomes a dialogue, counted
+    cfg.rewrite.on_rejected = "verbatim"
+    kept = ColdstartStats()
+    out = synthesize(scored, cfg, shared_verifier(), LocalEnginePool(HFEngine(str(model), seed=0)), tok, kept)
+    assert len(out) == 4 and kept.kept_verbatim == kept.summary()["stretches_kept_verbatim"] > 0
+    assert not kept.dropped.get("rewrite_rejected")
 
 
 def test_run_coldstart_writes_sft_ready_dialogues(tmp_path, model):

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from longshort.cluster.engine_pool import EnginePoolConfig
-from longshort.data.problems import ProblemSource
+from longshort.data.problems import LongCoTSource
 from longshort.data.protocol import THINK_CLOSE, THINK_OPEN
 
 # Cue regexes, matched at the start of a step (after markdown markers). Three kinds, because they mean different
@@ -69,7 +69,7 @@ class ChunkConfig:
     think_close: str = THINK_CLOSE
     grouping: GroupingConfig = field(default_factory=GroupingConfig)
     # CoTs to chunk: any problem source whose records have a long CoT; path "" = the bootstrap task data.
-    source: ProblemSource = field(default_factory=lambda: ProblemSource(path="", limit=64))
+    source: LongCoTSource = field(default_factory=lambda: LongCoTSource(path="", limit=64))
     model: str | None = None  # grouping model (mode: model); None: the bootstrap base model
     engines: EnginePoolConfig = field(default_factory=EnginePoolConfig)
 

@@ -11,7 +11,8 @@ short-role turn holding its compressed form, and the last short turn ends with t
 * ``compression: engine`` (real data): an engine rewrites the stretch with ``REWRITE_PROMPT``; a rewrite that
   drops a key quantity of the stretch (the result of each of its equations, and any of its numbers that the
   final answer uses), invents a number, or is not shorter is rejected (``rewrite_check``); if all ``attempts``
-  for a stretch are rejected the dialogue is dropped. Rejections and drops are counted by reason.
+  for a stretch are rejected the dialogue is dropped (``rewrite.on_rejected: verbatim``: the stretch is kept as
+  written). Rejections, drops and verbatim stretches are counted.
 
 Turns of one role that end up adjacent are merged. The long role opens: if the CoT would open with a non-empty
 short stretch, one of that stretch's thoughts moves to the long role (counted as ``promoted_opening``): with
@@ -58,6 +59,9 @@ class RewriteConfig:
     max_tokens: int = field(default=256, metadata={"ge": 1})
     temperature: float = field(default=0.7, metadata={"ge": 0})
     attempts: int = field(default=2, metadata={"ge": 1})  # samples per stretch; the shortest valid one is kept
+    # every attempt rejected: drop the CoT, or keep the stretch as written (uncompressed, counted: a small rewriter
+    # often drops a number)
+    on_rejected: Literal["drop", "verbatim"] = "drop"
     seed: int = 0
     engines: EnginePoolConfig = field(default_factory=EnginePoolConfig)
 
@@ -82,7 +86,7 @@ class ColdstartConfig:
     step_labels: bool = True
     rewrite: RewriteConfig = field(default_factory=RewriteConfig)
     data: str | None = None  # scored CoTs; None: run_dir/score/scores.jsonl
-    tokenizer: str | None = None  # for token counts; None: the bootstrap base model's
+    tokenizer: str | None = None  # for token counts; None: sft.long_model's, else the bootstrap base model's
 
     def validate(self) -> None:
         if "{text}" not in self.rewrite.prompt:
@@ -139,10 +143,12 @@ class ColdstartStats:
     promoted_opening: int = 0
     rewrites: int = 0
     rewrites_rejected: Counter[str] = field(default_factory=Counter)  # reason -> count
+    kept_verbatim: int = 0  # stretches kept as written after every rewrite was rejected (rewrite.on_rejected)
 
     def summary(self) -> dict:
         return {"cots": self.cots, "kept": self.kept, "promoted_opening": self.promoted_opening,
                 "rewrites": self.rewrites, "rewrites_rejected": sum(self.rewrites_rejected.values()),
+                "stretches_kept_verbatim": self.kept_verbatim,
                 **{f"rewrites_rejected_{k}": v for k, v in sorted(self.rewrites_rejected.items())},
                 **{f"dropped_{k}": v for k, v in sorted(self.dropped.items())}}
 
@@ -261,6 +267,9 @@ class _Rewriter:
                     good.append(text)
                 else:
                     self.stats.rewrites_rejected[why] += 1
+            if not good and rw.on_rejected == "verbatim":
+                self.stats.kept_verbatim += 1
+                good = [src]
             self.done[(rec["id"], tuple(ids))] = min(good, key=len) if good else None
 
     def compress(self, rec: dict, ids: list[int]) -> str | None:
