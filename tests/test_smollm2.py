@@ -221,10 +221,46 @@ def test_the_bootstrap_on_the_real_model_learns(smol, tmp_path):
     shutil.rmtree(tmp_path / "runs")  # checkpoints with optimizer states: GBs for a 135M model
 
 
+def test_lora_sft_on_the_real_model_learns_the_task_and_its_format(smol, tmp_path):
+    """LoRA (peft, rank 16 on every linear layer, plus the protocol tokens' embedding rows) in the bootstrap's SFT:
+    24 steps on one-operation problems take SmolLM2 from 0% to 81% of 32 held-out problems greedily (26/32, every
+    answer well formed; lr 2e-3 = 10x the full fine-tuning test's, chosen before measuring; 2-core AMD EPYC, fp32,
+    seed 0, 2026-12-06). Without the protocol tokens' rows it answered 69% but never well formed (no </think>):
+    what `lora.train_tokens: protocol` is for. The test asks for 55% (3.8 standard errors below) and 90% well formed."""
+    cfg = tmp_path / "lora.yaml"
+    cfg.write_text(LORA_TEST_CONFIG.format(base=ROOT / "ray_configs" / "smollm2-135m-pair.yaml", init=smol,
+                                           out=tmp_path / "runs"))
+    done = subprocess.run([sys.executable, "-m", "longshort", "bootstrap", str(cfg)], capture_output=True, text=True,
+                          cwd=tmp_path, timeout=1200)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
+    run = tmp_path / "runs" / "smollm2-lora"
+    learned = json.loads((run / "bootstrap" / "eval.json").read_text())
+    assert learned["n"] == 32 and learned["accuracy"] >= 0.55 and learned["well_formed"] >= 0.9, learned
+    assert (run / "bootstrap" / "base_model" / "adapter" / "adapter_config.json").is_file()  # beside the merged model
+    ckpts = list((run / "bootstrap" / "sft").rglob("*model_states.pt"))
+    assert ckpts and all(p.stat().st_size < 100e6 for p in ckpts)  # the adapter and its Adam state, not 540 MB
+    shutil.rmtree(tmp_path / "runs")
+
+
+LORA_TEST_CONFIG = """
+base: {base}
+name: smollm2-lora
+output_dir: {out}
+cpu_precision: fp32
+tracking: {{mode: disabled}}
+bootstrap:
+  init: {init}
+  task: {{n_train: 96, n_eval: 32, n_dev: 8, min_steps: 1, max_steps: 1}}
+  sft: {{max_steps: 24, micro_batch_size: 4, lr: 2.0e-3, min_lr: 2.0e-4, log_every: 4, lora: {{rank: 16, alpha: 32}}}}
+  eval: {{n: 32, batch_size: 32, max_new_tokens: 160}}
+  check: {{n: 8, min_accuracy: 0.0}}
+"""
+
+
 # The template at test size: fewer CoTs, rollouts, tokens and steps; everything else as a user gets it.
 BYO_SMALL = ["chunk.source.limit=1", "score.n_rollouts=1", "score.max_tokens=16", "score.batch_cots=2",
              "coldstart.rewrite={max_tokens: 16, attempts: 1}",
-             "sft.long={max_steps: 2, max_len: 1024}", "sft.short={max_steps: 2, max_len: 1024}",
+             "sft.long={max_steps: 2}", "sft.short={max_steps: 2}",
              "sft.eval={source: {path: coldstart_data/r1_style/cots.jsonl, limit: 2}, max_turn_tokens: 8, "
              "max_tokens: 16, max_turns: 2}", "rl.episode={max_turns: 2, max_turn_tokens_long: 8, "
              "max_turn_tokens_short: 8, max_episode_tokens: 32}", "rl.eval.limit=2", "rl.eval_before=false",

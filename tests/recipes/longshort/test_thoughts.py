@@ -9,7 +9,7 @@ import pytest
 from builders import run_dir_with_task, task_records, tiny_model_dir
 
 from longshort.core.errors import LongshortError
-from longshort.data.problems import ProblemSource
+from longshort.data.problems import LongCoTSource, ProblemSource
 from longshort.recipes.longshort.chunking.config import ChunkConfig, ChunkStats
 from longshort.recipes.longshort.chunking.grouping import parse_groups
 from longshort.recipes.longshort.chunking.thoughts import (
@@ -207,13 +207,15 @@ def test_model_grouping_with_invalid_output_falls_back_and_counts(tmp_path):
 
 def test_run_chunk_writes_thoughts_with_teacher_cover(tmp_path):
     recs = task_records(12)
-    recs[3] = {k: v for k, v in recs[3].items() if k != "long_cot"}  # a problem without a CoT is skipped
+    recs[3] = {k: v for k, v in recs[3].items() if k != "long_cot"}  # a bad record: chunk.source needs long CoTs
     run = run_dir_with_task(tmp_path, recs)
-    res = run_chunk(ChunkConfig(rules="cues"), run)
+    with pytest.raises(LongshortError, match=r"train.jsonl:4: missing field 'long_cot'"):
+        run_chunk(ChunkConfig(rules="cues"), run)
+    res = run_chunk(ChunkConfig(rules="cues", source=LongCoTSource(limit=64, on_bad_record="skip")), run)
     lines = [json.loads(line) for line in res.path.read_text().splitlines()]
-    assert len(lines) == 11 and res.stats.cots == 11
+    assert len(lines) == 11 and res.stats.cots == 11  # skipped by the load, counted in its report
     summary = json.loads((run / "chunk" / "summary.json").read_text())
-    assert summary["skipped_no_long_cot"] == 1 and summary["left_out_by_limit"] == 0
+    assert summary["left_out_by_limit"] == 0
     for line in lines:
         assert line["head"] + "".join(line["thoughts"]) + line["tail"] == next(
             r["long_cot"] for r in recs if r["id"] == line["id"])
