@@ -203,20 +203,41 @@ def test_mixed_pair_trains_and_a_different_tokenizer_is_refused(smol, tmp_path):
     shutil.rmtree(tmp_path / "runs")  # checkpoints with optimizer states: GBs for a 135M model
 
 
+LEARNING_CONFIG = """
+base: {base}
+name: smollm2-learns
+output_dir: {out}
+cpu_precision: fp32
+tracking: {{mode: disabled}}
+bootstrap:
+  init: {init}
+  task: {{n_train: 96, n_eval: 32, n_dev: 8, min_steps: 1, max_steps: 1}}
+  sft: {{max_steps: 24, micro_batch_size: 4, log_every: 4, {sft}}}
+  eval: {{n: 32, batch_size: 32, max_new_tokens: 160}}
+  check: {{n: 8, min_accuracy: 0.0}}
+"""
+
+
+def _learning_bootstrap(smol, tmp_path, sft: str) -> tuple:
+    """`longshort bootstrap` from the imported model on one-operation problems (smollm2-135m-pair.yaml at test size,
+    24 SFT steps with ``sft``'s settings); (run dir, the 32-problem eval)."""
+    cfg = tmp_path / "learns.yaml"
+    cfg.write_text(LEARNING_CONFIG.format(base=ROOT / "ray_configs" / "smollm2-135m-pair.yaml", init=smol,
+                                          out=tmp_path / "runs", sft=sft))
+    done = subprocess.run([sys.executable, "-m", "longshort", "bootstrap", str(cfg)], capture_output=True, text=True,
+                          cwd=tmp_path, timeout=1200)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
+    run = tmp_path / "runs" / "smollm2-learns"
+    return run, json.loads((run / "bootstrap" / "eval.json").read_text())
+
+
 def test_the_bootstrap_on_the_real_model_learns(smol, tmp_path):
     """The bootstrap from the imported model (ray_configs/smollm2-135m-pair.yaml at test size): learning still
     happens on a real pretrained model: 24 SFT steps on one-operation problems take SmolLM2 from 0% (it has never
     seen the protocol's tokens) to 50% of 32 held-out problems greedily (16/32, every answer well formed; 2-core AMD
     EPYC, fp32, seed 0, 2026-12-06); the test asks for 30%, 2.3 standard errors below. The later stages on the real
     model: test_the_byo_template_runs_every_stage_on_the_real_model_and_solve_answers."""
-    cfg = tmp_path / "real.yaml"
-    cfg.write_text(REAL_TEST_CONFIG.format(base=ROOT / "ray_configs" / "smollm2-135m-pair.yaml", init=smol,
-                                           out=tmp_path / "runs"))
-    done = subprocess.run([sys.executable, "-m", "longshort", "bootstrap", str(cfg)], capture_output=True, text=True,
-                          cwd=tmp_path, timeout=1200)
-    assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
-    run = tmp_path / "runs" / "smollm2-test"
-    learned = json.loads((run / "bootstrap" / "eval.json").read_text())
+    _, learned = _learning_bootstrap(smol, tmp_path, "lr: 2.0e-4, min_lr: 2.0e-5")
     assert learned["n"] == 32 and learned["accuracy"] >= 0.3 and learned["well_formed"] >= 0.9, learned
     shutil.rmtree(tmp_path / "runs")  # checkpoints with optimizer states: GBs for a 135M model
 
@@ -227,14 +248,7 @@ def test_lora_sft_on_the_real_model_learns_the_task_and_its_format(smol, tmp_pat
     answer well formed; lr 2e-3 = 10x the full fine-tuning test's, chosen before measuring; 2-core AMD EPYC, fp32,
     seed 0, 2026-12-06). Without the protocol tokens' rows it answered 69% but never well formed (no </think>):
     what `lora.train_tokens: protocol` is for. The test asks for 55% (3.8 standard errors below) and 90% well formed."""
-    cfg = tmp_path / "lora.yaml"
-    cfg.write_text(LORA_TEST_CONFIG.format(base=ROOT / "ray_configs" / "smollm2-135m-pair.yaml", init=smol,
-                                           out=tmp_path / "runs"))
-    done = subprocess.run([sys.executable, "-m", "longshort", "bootstrap", str(cfg)], capture_output=True, text=True,
-                          cwd=tmp_path, timeout=1200)
-    assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
-    run = tmp_path / "runs" / "smollm2-lora"
-    learned = json.loads((run / "bootstrap" / "eval.json").read_text())
+    run, learned = _learning_bootstrap(smol, tmp_path, "lr: 2.0e-3, min_lr: 2.0e-4, lora: {rank: 16, alpha: 32}")
     assert learned["n"] == 32 and learned["accuracy"] >= 0.55 and learned["well_formed"] >= 0.9, learned
     assert (run / "bootstrap" / "base_model" / "adapter" / "adapter_config.json").is_file()  # beside the merged model
     ckpts = list((run / "bootstrap" / "sft").rglob("*model_states.pt"))
@@ -242,19 +256,7 @@ def test_lora_sft_on_the_real_model_learns_the_task_and_its_format(smol, tmp_pat
     shutil.rmtree(tmp_path / "runs")
 
 
-LORA_TEST_CONFIG = """
-base: {base}
-name: smollm2-lora
-output_dir: {out}
-cpu_precision: fp32
-tracking: {{mode: disabled}}
-bootstrap:
-  init: {init}
-  task: {{n_train: 96, n_eval: 32, n_dev: 8, min_steps: 1, max_steps: 1}}
-  sft: {{max_steps: 24, micro_batch_size: 4, lr: 2.0e-3, min_lr: 2.0e-4, log_every: 4, lora: {{rank: 16, alpha: 32}}}}
-  eval: {{n: 32, batch_size: 32, max_new_tokens: 160}}
-  check: {{n: 8, min_accuracy: 0.0}}
-"""
+
 
 
 # The template at test size: fewer CoTs, rollouts, tokens and steps; everything else as a user gets it.
@@ -294,19 +296,3 @@ def test_the_byo_template_runs_every_stage_on_the_real_model_and_solve_answers(s
     assert solved.returncode in (0, 1), solved.stderr[-2000:]
     assert solved.stdout.startswith("user: What is 12 + 7?\nlong (") and "tokens):" in solved.stdout
     shutil.rmtree(tmp_path / "runs")
-
-
-REAL_TEST_CONFIG = """
-base: {base}
-name: smollm2-test
-output_dir: {out}
-cpu_precision: fp32
-tracking: {{mode: disabled}}
-bootstrap:
-  init: {init}
-  task: {{n_train: 96, n_eval: 32, n_dev: 8, min_steps: 1, max_steps: 1}}
-  sft: {{max_steps: 24, micro_batch_size: 4, lr: 2.0e-4, min_lr: 2.0e-5, log_every: 4}}
-  eval: {{n: 32, batch_size: 32, max_new_tokens: 160}}
-  check: {{n: 8, min_accuracy: 0.0}}
-"""
-
