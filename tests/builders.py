@@ -398,3 +398,42 @@ def reduced_bootstrap(root: str) -> dict:
     return {"steps": res.sft.steps, "metrics": res.metrics, "model": str(res.model_dir),
             "train": str(res.train_path), "eval": str(res.eval_path)}
 
+
+
+_PROBE = """<script>
+window.__errors = [];
+window.addEventListener('error', e => window.__errors.push(String(e.message || (e.target && e.target.outerHTML))), true);
+window.addEventListener('load', () => {
+  const box = sel => Array.from(document.querySelectorAll(sel)).map(el => {
+    const r = el.getBoundingClientRect(); return [Math.round(r.width), Math.round(r.height)]; });
+  const out = {errors: window.__errors, viewport: window.innerWidth, page_width: document.documentElement.scrollWidth,
+    tables: box('table'), results_rows: document.querySelectorAll('table.results tbody tr').length,
+    svgs: box('.plot svg'), plot_marks: document.querySelectorAll('.plot svg path, .plot svg use').length,
+    dialogues: box('.dialogue'), turns: box('.turn'), kept: box('.turn .kept'),
+    roles: Array.from(document.querySelectorAll('.turn')).map(t => t.dataset.role),
+    links: Array.from(document.querySelectorAll('a')).map(a => a.getAttribute('href')),
+    external: Array.from(document.querySelectorAll('[src], link[href]')).length};
+  const pre = document.createElement('pre'); pre.id = 'probe'; pre.textContent = JSON.stringify(out);
+  document.body.appendChild(pre);
+});
+</script>"""
+
+
+def render_page(chromium: str, page: Path, tmp: Path, width: int = 390, height: int = 844) -> dict:
+    """Open ``page`` in headless Chromium at a phone's size and report what rendered: the size of each table, plot,
+    dialogue and turn, the page's width against the viewport's, links, and every error (script, resource, console).
+    A probe script is put into a copy of the page; the page itself has none."""
+    import html
+    import re
+    import subprocess
+
+    probed = tmp / "probed.html"
+    probed.write_text(page.read_text(encoding="utf-8").replace("<head>", "<head>" + _PROBE, 1), encoding="utf-8")
+    cmd = [chromium, "--headless", "--no-sandbox", "--disable-gpu", f"--window-size={width},{height}",
+           "--enable-logging=stderr", "--v=0", "--virtual-time-budget=5000", "--dump-dom", probed.as_uri()]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
+    found = re.search(r'<pre id="probe">(.*?)</pre>', done.stdout, re.S)
+    assert found, f"chromium rendered no probe (rc {done.returncode}): {done.stderr[-1500:]}"
+    report = json.loads(html.unescape(found.group(1)))
+    report["console"] = [line for line in done.stderr.splitlines() if "CONSOLE" in line]
+    return report

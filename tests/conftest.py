@@ -124,3 +124,26 @@ def small_disk(tmp_path):
 
     yield mnt, resize
     subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """A headless Chromium to render report pages: the one on PATH, else Debian's ``chromium`` package installed now
+    (CI's fresh machine runs as root with apt); skipped, saying why, where neither works."""
+    import shutil
+
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    if found:
+        return found
+    if shutil.which("apt-get") is None or os.geteuid() != 0:
+        pytest.skip("no chromium on PATH, and apt-get as root is not available to install Debian's chromium package")
+    tries = [["apt-get", "install", "-y", "--no-install-recommends", "chromium"], ["apt-get", "update"],
+             ["apt-get", "install", "-y", "--no-install-recommends", "chromium"]]
+    out = ""
+    for cmd in tries:  # the package lists may be stale on a fresh machine: install, else update and install
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=600,
+                              env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+        out = done.stdout[-400:] + done.stderr[-400:]
+        if cmd[1] == "install" and done.returncode == 0 and shutil.which("chromium"):
+            return shutil.which("chromium")
+    pytest.skip(f"Debian's chromium package could not be installed (apt-get install chromium): {out.strip()}")

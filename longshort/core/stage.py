@@ -26,6 +26,9 @@ class Stage:
     report: Callable[[Any, Path], str] | None = None  # what the standalone command prints when the stage is done
     needed: Callable[[Any], bool] | None = None  # None: always; else whether this config needs the stage at all
     resumable: bool = False  # the standalone command takes --resume (the stage keeps exact checkpoints)
+    # settings outside its sections that decide the outputs under this config (a default taken from another
+    # section's key); an empty dict adds nothing, so fingerprints of configs it does not concern stay as they were
+    also: Callable[[Any], dict] | None = None
 
 
 @dataclass(frozen=True)

@@ -76,9 +76,10 @@ def csv_rows(summary: dict) -> list[dict]:
     return rows
 
 
-def plot(summary: dict, path: Path) -> None:
-    """A point per system x benchmark: x = mean tokens, y = accuracy; colour = system, marker = benchmark."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg  # no pyplot: no global backend or figure state
+def figure(summary: dict):
+    """A point per system x benchmark: x = mean tokens, y = accuracy ± one standard error (the table's); colour =
+    system, marker = benchmark. A matplotlib ``Figure`` (no pyplot: no global backend or figure state)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(7, 5), dpi=120)
@@ -89,20 +90,25 @@ def plot(summary: dict, path: Path) -> None:
     for color, (system, per) in zip(palette, summary["results"].items(), strict=True):
         for bench, m in per.items():
             marker = _MARKERS[benches.index(bench) % len(_MARKERS)]
-            ax.scatter(m["mean_tokens"], 100 * m["accuracy"], color=color, marker=marker, s=48,
-                       label=system if bench == next(iter(per)) else None)
-            ax.annotate(f"{system} · {bench}", (m["mean_tokens"], 100 * m["accuracy"]), textcoords="offset points",
+            x, y = m["mean_tokens"], 100 * m["accuracy"]
+            ax.errorbar(x, y, yerr=100 * m.get("accuracy_se", 0.0), color=color, marker=marker, markersize=7,
+                        capsize=3, linestyle="none", label=system if bench == next(iter(per)) else None)
+            ax.annotate(f"{system} · {bench}", (x, y), textcoords="offset points",
                         xytext=(5, 4 - 10 * (benches.index(bench) % 4)), fontsize=8)  # equal points stay readable
     ax.set_ylim(-3, 103)  # accuracy is a share: the whole range, so plots of different runs compare at a glance
     ax.margins(x=0.2)  # room for the labels of the outermost points
     ax.set_xlabel("mean generated tokens per answer")
-    ax.set_ylabel("accuracy (pass@1, %)")
+    ax.set_ylabel("accuracy (pass@1, %; bars: ± 1 SE)")
     ax.set_title("accuracy vs tokens")
     ax.grid(alpha=0.3)
     if summary["results"]:
         ax.legend(fontsize=8, loc="best")
     fig.tight_layout()
-    fig.savefig(path)
+    return fig
+
+
+def plot(summary: dict, path: Path) -> None:
+    figure(summary).savefig(path)
 
 
 def write_report(summary: dict, out_dir: Path) -> dict[str, Path]:

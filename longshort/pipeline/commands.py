@@ -99,4 +99,6 @@ def pipeline_command(cfg, restart_from: str | None = None) -> int:
     table = run_dir / rd.EVAL_TABLE
     if table.exists():
         print("\n" + table.read_text(encoding="utf-8"))
+    if (run_dir / "report.html").exists():
+        print(f"The run at a glance (table, plot, stage times, dialogues): {run_dir / 'report.html'}")
     return 0

@@ -79,6 +79,9 @@ def fingerprints(cfg) -> dict[str, str]:
             continue
         body = {"stage": stage.name, "upstream": prev,
                 "sections": {s: _section(cfg, s) for s in stage.sections}}
+        also = stage.also(cfg) if stage.also is not None else {}
+        if also:
+            body["also"] = also
         if bf16:  # a run computed in fp32 keeps the fingerprints it had before the CPU policy existed
             body["cpu_precision"] = "bf16"
         prev = out[stage.name] = hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -241,7 +244,11 @@ def run_stage(cfg, run_dir: Path, tracker, name: str, status: str) -> StageRecor
     (folder / STARTED).write_text(json.dumps({"fingerprint": fps[name], "step_offset": offset}) + "\n")
     t0 = time.perf_counter()
     view = OffsetTracker(tracker, offset, f"{name}/stage_step", floor=logged)
-    stage.run(cfg, run_dir, view, status == "resume")
+    try:
+        stage.run(cfg, run_dir, view, status == "resume")
+    except BaseException:
+        refresh_page(cfg, run_dir)  # the page then shows the stage as started, not finished
+        raise
     seconds = time.perf_counter() - t0
     missing = [str(o) for o in outputs(cfg, run_dir, name) if not o.exists()]
     if missing:
@@ -258,4 +265,17 @@ def run_stage(cfg, run_dir: Path, tracker, name: str, status: str) -> StageRecor
     record = StageRecord(name, status, "ran", seconds, [c.to_json() for c in found])
     state = {"next_step": max(steps, view.top + 1), "stages": {**state.get("stages", {}), name: asdict(record)}}
     (run_dir / STATE).write_text(json.dumps(state, indent=2) + "\n")
+    refresh_page(cfg, run_dir)
     return record
+
+
+def refresh_page(cfg, run_dir: Path) -> None:
+    """Rewrite ``<run>/report.html`` (``eval/page.py``) from what the run holds now. The page is a view: a failure
+    to write it is said, and never stops the run or hides the stage's own outcome."""
+    from longshort.eval.page import write_page
+
+    try:
+        path = write_page(run_dir, f"{cfg.name} · {cfg.recipe} recipe", stage_names(cfg))
+        log.info("report page: %s", path)
+    except Exception as e:  # noqa: BLE001 (a view of the run; the stage's result stands either way)
+        log.warning("report page %s not rewritten: %s: %s", run_dir / "report.html", type(e).__name__, e)

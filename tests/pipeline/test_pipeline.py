@@ -52,6 +52,7 @@ def run(tmp_path_factory):
         with pytest.raises(KeyboardInterrupt), open_tracker(cfg, run_dir) as tracker:
             run_pipeline(cfg, run_dir, InterruptAt(tracker, 3))
         interrupted = dict(plan(cfg, run_dir))
+        page_at_interrupt = (run_dir / "report.html").read_text(encoding="utf-8")
         # The ranks are actors that run on while the driver reads their reports: the newest checkpoint at the
         # Ctrl-C may be past the step that raised it.
         saved = sorted(int(p.name.split("-")[1]) for p in (run_dir / "sft/long/checkpoints").glob("step-*"))
@@ -60,7 +61,7 @@ def run(tmp_path_factory):
         with contextlib.redirect_stdout(io.StringIO()) as again:
             assert main(["run", SMOKE, *overrides]) == 0
         yield {"again_out": again.getvalue(), "dir": run_dir, "cfg": cfg, "overrides": overrides, "interrupted": interrupted, "marks": marks,
-               "saved": saved}
+               "saved": saved, "page_at_interrupt": page_at_interrupt}
     finally:
         ray.shutdown()
 
@@ -95,6 +96,37 @@ def test_every_stage_wrote_its_outputs_and_one_increasing_step_counter(run):
     long_sft = [r["step"] for r in records if "sft_long/loss" in r]
     assert len(long_sft) == len(set(long_sft)) and long_sft == sorted(long_sft)
     assert "W&B ignored" not in (d / "log.txt").read_text()
+
+
+def test_the_report_page_shows_the_run_and_renders_on_a_phone(run, chromium, tmp_path):
+    """``report.html``, rewritten after every stage (and after the Ctrl-C, naming the stage it stopped), holds the
+    results table with error bars, the plot, every stage's time, and dialogues coloured by author with the long
+    role's thoughts marked; headless Chromium renders each at a phone's width without errors or a sideways scroll."""
+    from builders import render_page
+
+    assert "<td>sft</td><td>started, not finished</td>" in run["page_at_interrupt"]
+    assert "No results yet" in run["page_at_interrupt"]
+    page = run["dir"] / "report.html"
+    text = page.read_text(encoding="utf-8")
+    results = json.loads((run["dir"] / rd.EVAL_RESULTS).read_text())
+    for system, per in results["results"].items():
+        m = per["tiny"]
+        assert f"<td>{system}</td>" in text and f"{100 * m['accuracy']:.1f} ± {100 * m['accuracy_se']:.1f}" in text
+    for stage in STAGES:
+        seconds = json.loads((run["dir"] / stage / MARKER).read_text())["seconds"]
+        assert f"<td>{stage}</td><td>finished</td><td>{seconds:.1f}</td>" in text
+    assert " src=" not in text and 'href="http' not in text  # self-contained: nothing to fetch
+    seen = render_page(chromium, page, tmp_path)
+    assert seen["errors"] == [] and seen["console"] == []
+    assert seen["page_width"] <= seen["viewport"]  # wide tables scroll in their own box, not the page
+    assert seen["results_rows"] == len(results["results"])
+    assert all(w > 0 and h > 0 for w, h in seen["tables"]) and len(seen["tables"]) >= 3  # results, checks, stages
+    assert len(seen["svgs"]) == 1 and seen["svgs"][0][0] >= 300 and seen["svgs"][0][1] >= 200
+    assert seen["plot_marks"] > 10
+    pairs = [s for s, info in results["systems"].items() if info["kind"] == "pair"]
+    assert len(seen["dialogues"]) >= len(pairs) + 1 and all(h > 0 for _, h in seen["turns"])  # + cold start
+    assert {"user", "long", "short"} <= set(seen["roles"]) and seen["kept"]
+    assert "score/report.html" in seen["links"] and "eval/table.csv" in seen["links"]
 
 
 def test_rl_sets_the_pair_beside_the_base_on_the_same_problems(run):

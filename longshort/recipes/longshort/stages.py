@@ -61,6 +61,11 @@ def _coldstart(cfg, run_dir: Path, tracker, resume: bool) -> None:
     run_coldstart(replace(cfg.coldstart, tokenizer=tokenizer), run_dir, tracker, shared_verifier(cfg.verify))
 
 
+def _coldstart_tokenizer(cfg) -> dict:
+    """The tokenizer that counts the cold start's tokens, when it is sft.long_model's (coldstart.tokenizer unset)."""
+    return {"sft.long_model": cfg.sft.long_model} if cfg.coldstart.tokenizer is None and cfg.sft.long_model else {}
+
+
 def _sft(cfg, run_dir: Path, tracker, resume: bool) -> None:
     from longshort.recipes.longshort.pair_sft import check_pair, run_pair_sft
 
@@ -185,7 +190,7 @@ STAGES = (
     Stage("score", "Monte Carlo importance of each thought from prefix rollouts (cached, resumable) → "
           "runs/<name>/score/", ("score",), (rd.SCORES,), _score, keep=("cache",)),
     Stage("coldstart", "turn scored CoTs into long/short dialogues that verify → runs/<name>/coldstart/",
-          ("coldstart",), (rd.DIALOGUES,), _coldstart),
+          ("coldstart",), (rd.DIALOGUES,), _coldstart, also=_coldstart_tokenizer),
     Stage("sft", "SFT the long and the short model on their own turns of the dialogues, then evaluate the pair",
           ("sft",), tuple(f"{rd.role_model('sft', r)}/config.json" for r in ("long", "short")), _sft),
     Stage("rl", "multi-turn RL of the long/short pair on Ray: both policies roll out together and both update",

@@ -47,6 +47,19 @@ def test_every_stage_ran_and_eval_shows_each_roles_tokens(run):
     assert not (d / "rl" / "responder").exists()  # frozen: never exported from RL
 
 
+def test_the_report_page_shows_the_planner_and_responder_turns(run, chromium, tmp_path):
+    """The run's ``report.html`` (eval/page.py) with Hawkeye's roles: its dialogues coloured by planner and
+    responder, and no long role's "kept" marks."""
+    from builders import render_page
+
+    seen = render_page(chromium, run["dir"] / "report.html", tmp_path)
+    assert seen["errors"] == [] and seen["console"] == [] and seen["page_width"] <= seen["viewport"]
+    results = json.loads((run["dir"] / "eval" / "results.json").read_text())
+    assert seen["results_rows"] == len(results["results"]) and len(seen["svgs"]) == 1
+    # at smoke size the planner is cut before it hands over, so the responder may never speak
+    assert "planner" in seen["roles"] and set(seen["roles"]) <= {"planner", "responder"} and seen["kept"] == []
+
+
 def test_export_holds_both_models_and_solve_runs_them(run):
     d = run["dir"]
     manifest = json.loads((d / "export" / "manifest.json").read_text())

@@ -50,3 +50,21 @@ ENGINE = "coldstart.compression=engine"
 ])
 def test_the_embedded_task_a_named_switch_or_a_real_base_pass(tmp_path, given):
     preflight(load_run_config(None, given), tmp_path)
+
+
+def test_the_cold_starts_tokenizer_taken_from_sft_long_model_is_in_its_fingerprint():
+    """Coldstart counts tokens with sft.long_model's tokenizer when coldstart.tokenizer is unset: another long model
+    reruns it (and all after it); a named coldstart.tokenizer decides alone; the embedded default's fingerprints
+    carry nothing new (its runs are not rerun)."""
+    from longshort.pipeline.runner import fingerprints
+
+    base = fingerprints(load_run_config(None, []))
+    a = fingerprints(load_run_config(None, ["sft.long_model=/models/a"]))
+    b = fingerprints(load_run_config(None, ["sft.long_model=/models/b"]))
+    assert a["score"] == b["score"] == base["score"] and a["coldstart"] != b["coldstart"]
+    from longshort.recipes.longshort.stages import _coldstart_tokenizer
+
+    assert _coldstart_tokenizer(load_run_config(None, [])) == {}  # so the default's hash is the one it had
+    named = ["coldstart.tokenizer=/models/t"]
+    assert (fingerprints(load_run_config(None, [*named, "sft.long_model=/models/a"]))["coldstart"]
+            == fingerprints(load_run_config(None, [*named, "sft.long_model=/models/b"]))["coldstart"])

@@ -42,6 +42,9 @@ def test_every_stage_ran_and_the_table_has_the_systems_and_controls_over_seeds(r
     assert len(samples) == 12  # 6 problems x 2 seeds, each sample kept
     table = (d / "eval" / "table.md").read_text()
     assert "| softcot-untrained |" in table and "| softcot-other-problem |" in table
+    page = (d / "report.html").read_text()  # eval/page.py: the same systems, every stage's time
+    assert all(f"<td>{s}</td>" in page for s in results["results"])
+    assert all(f"<td>{s}</td><td>finished</td>" in page for s in RECIPE.stage_names)
     # the trained composite's dir holds the projection, the spec and the LLM's tokenizer: no model weights
     assert sorted(p.name for p in (d / "softcot" / "model").glob("*.safetensors")) == ["projection.safetensors"]
 
