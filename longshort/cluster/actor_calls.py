@@ -15,8 +15,14 @@ RL_MEMORY = ("rl.optim.micro_batch_logits_mb (a smaller logits budget: more, sma
              "rl.prompts_per_step or rl.group_size (fewer episodes a step), "
              "topology.<role>.engine_kwargs.max_batch_size (fewer rows decoded together), or rl.lora.<role> (LoRA: "
              "no optimizer state for the frozen weights)")
-SFT_MEMORY = ("the stage's sft micro_batch_size or pack_tokens (smaller micro-batches; raise grad_accum to keep the "
-              "batch), max_len, or gradient_checkpointing: true")
+def sft_memory(key: str = "the stage's sft") -> str:
+    """The settings of the SFT section ``key`` (e.g. ``sft.long``) that lower what a rank holds."""
+    return (f"{key}.micro_batch_size or {key}.pack_tokens (smaller micro-batches; raise {key}.grad_accum to keep the "
+            f"batch), {key}.max_len, {key}.gradient_checkpointing: true, or {key}.lora (no optimizer state for "
+            "the frozen weights)")
+
+
+SFT_MEMORY = sft_memory()
 _OOM = re.compile(r"running low on memory|OutOfMemoryError|killed by the OOM killer", re.I)
 _USED = re.compile(r"was ([\d.]+\s*[KMGT]?B) used / ([\d.]+\s*[KMGT]?B) limit")
 

@@ -112,7 +112,7 @@ class RankHost:
         return out
 
 
-def _start(placement: RankPlacement, name: str, timeout_s: float) -> tuple[Any, list, list[dict]]:
+def _start(placement: RankPlacement, name: str, timeout_s: float, memory: str) -> tuple[Any, list, list[dict]]:
     import ray
 
     gpus = placement.gpus()
@@ -124,8 +124,18 @@ def _start(placement: RankPlacement, name: str, timeout_s: float) -> tuple[Any, 
     for r in range(placement.num_ranks):  # two calls at once: the job, and the driver's polls of its reports
         opts = actor_options(pg, r, placement.cpus_per_rank, gpus, placement.accelerator, concurrency=2)
         actors.append(host.options(**opts).remote(f"{name}/rank{r}"))
+    from ray.exceptions import GetTimeoutError, RayError
+
+    calls, hello, deadline = [a.hello.remote() for a in actors], [], time.monotonic() + timeout_s
     try:
-        hello = ray.get([a.hello.remote() for a in actors], timeout=timeout_s)
+        for r, call in enumerate(calls):
+            try:
+                hello.append(ray.get(call, timeout=max(1.0, deadline - time.monotonic())))
+            except GetTimeoutError:
+                raise
+            except RayError as e:  # its worker died while starting: killed for memory, or its node went away
+                raise LongshortError(f"{name}: rank {r} died while starting, before its first step: "
+                                     f"{died_summary(e, memory)}. Every rank of the job was stopped") from None
     except BaseException:
         _stop(actors, pg)
         raise
@@ -152,12 +162,13 @@ def _stop(actors: list, pg) -> None:
 
 def run_ranks(fn: Callable[..., Any], args: tuple, placement: RankPlacement, *, name: str = "sft",
               on_report: Report | None = None, start_timeout_s: float = 600.0,
-              timeout_s: float | None = None) -> list[Any]:
+              timeout_s: float | None = None, memory: str = SFT_MEMORY) -> list[Any]:
     """Run ``fn(info, *args, report=...)`` on ``placement.num_ranks`` Ray actors; their results by rank.
 
     Starts a local Ray instance when none is connected (``RAY_ADDRESS`` joins a cluster). ``fn`` and ``args`` travel
     by pickle. Rank 0's ``report(msg)`` calls reach ``on_report(msg)`` here, in order. The actors and their
-    placement group are freed when this returns or raises.
+    placement group are freed when this returns or raises. A rank that dies is named with the step rank 0 reported
+    last; one killed for memory also with ``memory``, the settings that lower what a rank holds.
     """
     import ray
     from ray.exceptions import RayError, RayTaskError
@@ -165,7 +176,7 @@ def run_ranks(fn: Callable[..., Any], args: tuple, placement: RankPlacement, *, 
     if placement.num_ranks < 1:
         raise LongshortError(f"{placement.key}.num_ranks must be >= 1, got {placement.num_ranks}")
     ensure_ray()
-    pg, actors, hello = _start(placement, name, start_timeout_s)
+    pg, actors, hello = _start(placement, name, start_timeout_s, memory)
     nodes = [h["node"] for h in hello]
     log.info("%s: %d rank(s): %s", name, len(actors), ", ".join(f"rank{r} on node {n}" for r, n in enumerate(nodes)))
     n = len(actors)
@@ -176,10 +187,13 @@ def run_ranks(fn: Callable[..., Any], args: tuple, placement: RankPlacement, *, 
     user_error: tuple[int, LongshortError] | None = None
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
     grace_until = None
+    last_step: list[int] = []  # the newest step rank 0 reported: where a failure happened
 
     def deliver(r: int, timeout: float = 60, reports: bool = True) -> None:
         """What rank ``r`` reported since the last call: log records logged here, the rest to ``on_report``."""
         for msg in ray.get(actors[r].drain.remote(), timeout=timeout):
+            if isinstance(msg.get("step"), int):
+                last_step[:] = [msg["step"]]
             if msg.get("kind") == LOG_KIND:
                 logging.getLogger(msg["name"]).log(msg["level"], "%s%s", f"rank {r}: " if r else "", msg["text"])
             elif on_report is not None and reports:
@@ -193,7 +207,8 @@ def run_ranks(fn: Callable[..., Any], args: tuple, placement: RankPlacement, *, 
                 pass
 
     def fail(r: int, what: str, cause: str) -> LongshortError:
-        return LongshortError(f"{name}: rank {r} {what} on node {nodes[r]}: {cause}. Every rank of the job was "
+        at = f"after step {last_step[0]}" if last_step else "before its first reported step"
+        return LongshortError(f"{name}: rank {r} {what} on node {nodes[r]} {at}: {cause}. Every rank of the job was "
                               "stopped; run the stage again to resume from its last checkpoint")
 
     try:
@@ -225,7 +240,7 @@ def run_ranks(fn: Callable[..., Any], args: tuple, placement: RankPlacement, *, 
                     raise fail(dead[0], "died", f"its process exited (seen on rank {r}: {last})") from None
                 raise fail(r, "failed", error_summary(e, 30)) from None
             except RayError as e:  # the actor, its worker or its node died
-                raise fail(r, "died", died_summary(e, SFT_MEMORY)) from None
+                raise fail(r, "died", died_summary(e, memory)) from None
         deliver_rest()
         if user_error is not None:
             raise user_error[1]

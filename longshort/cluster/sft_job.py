@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from longshort.cluster.actor_calls import sft_memory
 from longshort.cluster.rank_group import RankPlacement, run_ranks
 from longshort.cluster.topology import run_accelerator
 from longshort.core.disk import full_disk_message, is_disk_full, size_of
@@ -41,7 +42,7 @@ def run_sft(
     progress = Progress(tracker, metric_prefix, cfg.progress)
     try:
         results = run_ranks(sft_rank, (job,), sft_placement(cfg, key), name=metric_prefix.rstrip("/"),
-                            on_report=progress)
+                            on_report=progress, memory=sft_memory(key))
     except LongshortError as e:  # a rank's write failed for space: say where, and what a checkpoint takes
         ckpts = sorted((Path(out_dir) / "checkpoints").glob("step-*"))
         need = size_of(ckpts[-1]) if ckpts else None

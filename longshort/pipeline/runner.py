@@ -246,7 +246,9 @@ def run_stage(cfg, run_dir: Path, tracker, name: str, status: str) -> StageRecor
     view = OffsetTracker(tracker, offset, f"{name}/stage_step", floor=logged)
     try:
         stage.run(cfg, run_dir, view, status == "resume")
-    except BaseException:
+    except BaseException as e:
+        if isinstance(e, LongshortError) and not str(e).startswith("stage "):
+            e.args = (f"stage {name}: {e}", *e.args[1:])  # which stage stopped, whatever layer said why
         refresh_page(cfg, run_dir)  # the page then shows the stage as started, not finished
         raise
     seconds = time.perf_counter() - t0

@@ -54,7 +54,10 @@ def test_a_rank_error_reaches_the_caller_as_it_is():
 
 def _dies(info: RankInfo, report=None):
     init_rank(info, timeout_s=60)
+    if report is not None:  # rank 0: its step reaches the driver before its peer dies
+        report({"kind": "step", "step": 1})
     if info.rank == 1:
+        time.sleep(1.5)
         os._exit(3)
     torch.distributed.all_reduce(torch.ones(1))  # rank 0 fails in the collective, or would wait for its peer
 
@@ -66,6 +69,7 @@ def test_a_dead_rank_stops_the_job_and_names_its_node():
     assert time.monotonic() - t0 < 30
     msg = str(err.value)
     assert "sft_long: rank 1 died on node " in msg and "run the stage again to resume" in msg
+    assert " after step 1: " in msg  # where the job was when it failed
     assert free_cpus_return_to(4.0)
 
 

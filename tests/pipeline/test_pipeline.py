@@ -415,3 +415,31 @@ def test_two_runs_side_by_side_each_get_their_own_cluster_and_the_results_of_a_r
     assert {"base", "sft-pair", "rl-pair"} <= set(alone)
     for name in procs:
         assert results(tmp_path / name) == alone, name
+
+
+def test_a_stage_killed_for_memory_names_stage_role_memory_and_settings_and_a_rerun_finishes(run, tmp_path):
+    """Ray's memory monitor kills the pair SFT's first rank inside `longshort run` (its threshold set below what the
+    machine uses, so the first worker that runs is killed): the command stops with exit 2 naming the stage, the role,
+    the node's memory and the settings that lower it; the stages before it stay done and the page shows where it
+    stopped; the same command without the limit then finishes."""
+    import shutil
+    import subprocess
+    import sys
+
+    shutil.copytree(run["dir"], tmp_path / "smoke")
+    done_before = {s: (tmp_path / "smoke" / s / MARKER).read_text() for s in STAGES[:5]}
+    cmd = [sys.executable, "-m", "longshort", "run", SMOKE, f"output_dir={tmp_path}", "tracking.mode=disabled",
+           "--restart-from", "sft"]
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {"RAY_AUTH_MODE": "disabled"}
+    low = {"RAY_memory_usage_threshold": "0.02", "RAY_memory_monitor_refresh_ms": "100"}
+    killed = subprocess.run(cmd, env=env | low, capture_output=True, text=True, timeout=600)
+    err = killed.stderr
+    assert killed.returncode == 2, err[-3000:]
+    assert "longshort: error: stage sft: sft_long: rank 0 died" in err and "Traceback" not in err
+    assert "out of memory: Ray's memory monitor (or the kernel) killed it with the node at " in err
+    assert "GB used of " in err and "sft.long.micro_batch_size" in err and "sft.long.gradient_checkpointing" in err
+    assert {s: (tmp_path / "smoke" / s / MARKER).read_text() for s in STAGES[:5]} == done_before
+    assert "<td>sft</td><td>started, not finished</td>" in (tmp_path / "smoke" / "report.html").read_text()
+    again = subprocess.run(cmd[:-2], env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert all((tmp_path / "smoke" / s / MARKER).exists() for s in STAGES)
