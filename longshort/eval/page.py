@@ -105,7 +105,7 @@ def results_section(summary: dict) -> str:
         for b in benches:
             m = per.get(b)
             row += [_acc_cell(m), f"{m['mean_tokens']:.0f}", str(m.get("n", ""))] if m else ["", "", ""]
-        row.append(_e(tables._by_role(per, [b for b in benches if b in per])) if per else "")
+        row.append(_e(tables.by_role(per, [b for b in benches if b in per])) if per else "")
         rows.append(row)
     s = summary["settings"]
     note = (f"Acc: pass@1 in %, mean over k={s['k']} sample(s) per problem at temperature {s['temperature']}, ± one "

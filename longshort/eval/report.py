@@ -22,7 +22,7 @@ def _acc(m: dict) -> str:
     return text + (f" ± {100 * m['accuracy_se']:.1f}" if "accuracy_se" in m else "")
 
 
-def _by_role(per: dict, benches: list[str]) -> str:
+def by_role(per: dict, benches: list[str]) -> str:
     """A team's mean tokens per role over the benchmarks (``long 30 / short 50``); "" for a single model."""
     roles = [k[len("tokens_"):] for k in per[benches[0]] if k.startswith("tokens_")]
     return " / ".join(f"{r} {sum(per[b].get(f'tokens_{r}', 0) for b in benches) / len(benches):.0f}" for r in roles)
@@ -38,7 +38,7 @@ def table_md(summary: dict) -> str:
         for b in benches:
             cells += [_acc(per[b]), f"{per[b]['mean_tokens']:.0f}"]
         accs, toks = [per[b]["accuracy"] for b in benches], [per[b]["mean_tokens"] for b in benches]
-        cells += [f"{100 * sum(accs) / len(accs):.1f}", f"{sum(toks) / len(toks):.0f}", _by_role(per, benches)]
+        cells += [f"{100 * sum(accs) / len(accs):.1f}", f"{sum(toks) / len(toks):.0f}", by_role(per, benches)]
         lines.append("| " + " | ".join(cells) + " |")
     s = summary["settings"]
     lines += ["", f"Acc: pass@1 in %, mean over k={s['k']} sample(s) per problem (temperature {s['temperature']}), "
