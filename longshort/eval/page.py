@@ -138,7 +138,7 @@ def _svg(fig) -> str:
     return text[text.index("<svg"):]  # drop the XML prolog and DOCTYPE: the SVG sits inside the HTML
 
 
-def stages_section(run_dir: Path, stages: list[str]) -> str:
+def stages_section(run_dir: Path, stages: list[str], not_needed: frozenset[str] = frozenset()) -> str:
     """Each stage's last run: what the pipeline did (ran, skipped), its time and when it finished."""
     state = (_read_json(run_dir / rd.PIPELINE_STATE) or {}).get("stages", {})
     rows, total = [], 0.0
@@ -147,8 +147,8 @@ def stages_section(run_dir: Path, stages: list[str]) -> str:
         rec = state.get(name, {})
         seconds = (done or {}).get("seconds")
         total += seconds or 0.0
-        status = "finished" if done else ("started, not finished" if (run_dir / name / rd.STAGE_STARTED).exists()
-                                          else rec.get("status", "not run"))
+        status = ("not needed" if name in not_needed else "finished" if done else "started, not finished"
+                  if (run_dir / name / rd.STAGE_STARTED).exists() else rec.get("status", "not run"))
         checks = rec.get("checks", [])
         failed = [c["what"] for c in checks if not c.get("passed")]
         verdict = (f"<span class='failed'>FAILED: {_e('; '.join(failed))}</span>" if failed
@@ -236,7 +236,7 @@ def _legend(colours: dict[str, str]) -> str:
     return f'<p class="legend">Turn colours: {spans}{kept}</p>'
 
 
-def render(run_dir: Path, title: str, stages: list[str]) -> str:
+def render(run_dir: Path, title: str, stages: list[str], not_needed: frozenset[str] = frozenset()) -> str:
     """The page's HTML from what ``run_dir`` holds now."""
     summary = _read_json(run_dir / rd.EVAL_RESULTS)
     colours: dict[str, str] = {}
@@ -246,7 +246,7 @@ def render(run_dir: Path, title: str, stages: list[str]) -> str:
         parts.append(results_section(summary))
     else:
         parts.append("<p class='muted'>No results yet: the eval stage has not run.</p>")
-    parts += ["<h2>Stages</h2>", stages_section(run_dir, stages)]
+    parts += ["<h2>Stages</h2>", stages_section(run_dir, stages, not_needed)]
     dialogues = ["<h2>Evaluated dialogues</h2>", eval_dialogues_section(run_dir, summary, colours)] if summary else []
     dialogues.append(coldstart_section(run_dir, colours))
     if colours:
@@ -260,10 +260,11 @@ def render(run_dir: Path, title: str, stages: list[str]) -> str:
             f"<title>{_e(title)}</title><style>{_STYLE}</style></head><body>{''.join(parts)}</body></html>\n")
 
 
-def write_page(run_dir: Path, title: str, stages: list[str]) -> Path:
-    """Write ``run_dir/report.html`` (whole or not at all: a reader never sees half a page)."""
+def write_page(run_dir: Path, title: str, stages: list[str], not_needed: frozenset[str] = frozenset()) -> Path:
+    """Write ``run_dir/report.html`` (whole or not at all: a reader never sees half a page). ``stages``: the run's,
+    in order; ``not_needed``: those this config skips (e.g. Long⊗Short's judge under ``score.judge: base``)."""
     path = Path(run_dir) / PAGE
     tmp = path.with_name(PAGE + ".tmp")
-    tmp.write_text(render(Path(run_dir), title, stages), encoding="utf-8")
+    tmp.write_text(render(Path(run_dir), title, stages, not_needed), encoding="utf-8")
     os.replace(tmp, path)
     return path

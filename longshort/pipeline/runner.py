@@ -277,7 +277,9 @@ def refresh_page(cfg, run_dir: Path) -> None:
     from longshort.eval.page import write_page
 
     try:
-        path = write_page(run_dir, f"{cfg.name} · {cfg.recipe} recipe", stage_names(cfg))
+        recipe, names = _recipe(cfg), stage_names(cfg)
+        skipped = frozenset(n for n in names if recipe.stage(n).needed is not None and not recipe.stage(n).needed(cfg))
+        path = write_page(run_dir, f"{cfg.name} · {cfg.recipe} recipe", names, skipped)
         log.info("report page: %s", path)
     except Exception as e:  # noqa: BLE001 (a view of the run; the stage's result stands either way)
         log.warning("report page %s not rewritten: %s: %s", run_dir / "report.html", type(e).__name__, e)

@@ -53,7 +53,8 @@ def _run_dir(root: Path) -> Path:
 
 
 def test_the_page_holds_the_table_with_intervals_stage_times_and_dialogues_by_author(tmp_path):
-    text = render(_run_dir(tmp_path), "r", STAGES)
+    text = render(_run_dir(tmp_path), "r", STAGES, frozenset({"chunk"}))
+    assert "<td>chunk</td><td>not needed</td>" in text
     assert "62.5 ± 5.0 <span class='muted'>[53, 72]</span>" in text  # ± SE and the 95% interval (1.96 SE)
     assert "<td>long 20 / short 50</td>" in text
     assert "<td>rl</td><td>finished</td><td>60.0</td><td>2026-12-06 10:00:00</td>" in text
