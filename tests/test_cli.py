@@ -120,7 +120,7 @@ def test_a_full_disk_under_a_stage_is_named_and_the_same_command_then_finishes(s
     done = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=600)
     assert done.returncode == 2, done.stderr[-2000:]
     err = done.stderr
-    assert f"longshort: error: stage bootstrap: no space left on the device holding {mnt}/smoke" in err, err[-2000:]
+    assert f"longshort: error: no space left on the device holding {mnt}/smoke" in err, err[-2000:]
     assert "free of" in err and "run the same command again to resume" in err and "Traceback" not in err
     resize(256 << 20)
     done = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=600)
