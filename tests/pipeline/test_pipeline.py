@@ -23,6 +23,7 @@ from longshort.recipes.longshort.recipe import RECIPE
 from longshort.tracking.tracker import read_metrics
 
 SMOKE = str(ROOT / "ray_configs" / "smoke.yaml")
+RL_STEPS = "rl.steps=6"  # room for a kill mid-RL (its checkpoint step-000002 appears before the stage ends)
 STAGES = RECIPE.stage_names
 
 
@@ -44,7 +45,8 @@ class InterruptAt:
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     out = tmp_path_factory.mktemp("pipeline")
-    overrides = [f"output_dir={out}", "tracking.backends=[jsonl, wandb]", "tracking.mode=offline"]
+    # RL's steps as the side-by-side runs': their evaluations are compared with this run's, which ran alone
+    overrides = [f"output_dir={out}", "tracking.backends=[jsonl, wandb]", "tracking.mode=offline", RL_STEPS]
     ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
     try:
         cfg = load_run_config(SMOKE, overrides)
@@ -203,7 +205,7 @@ def test_a_stage_that_reruns_reruns_everything_after_it(run, tmp_path):
     copy = tmp_path / "smoke"
     shutil.copytree(run["dir"], copy, symlinks=True)
     (copy / "coldstart" / MARKER).unlink()  # e.g. a user removed the stage's outputs: it must run again
-    cfg = load_run_config(SMOKE, [f"output_dir={tmp_path}"])
+    cfg = load_run_config(SMOKE, [f"output_dir={tmp_path}", RL_STEPS])
     assert [s for s, st in plan(cfg, copy) if st != "done"] == ["coldstart", "sft", "rl", "eval", "export"]
     assert dict(plan(cfg, copy))["coldstart"] == "unrecorded"
 
@@ -215,7 +217,7 @@ def test_a_damaged_output_is_found_named_and_rebuilt(run, tmp_path, caplog):
 
     copy = tmp_path / "smoke"
     shutil.copytree(run["dir"], copy, symlinks=True)
-    cfg = load_run_config(SMOKE, [f"output_dir={tmp_path}"])
+    cfg = load_run_config(SMOKE, [f"output_dir={tmp_path}", RL_STEPS])
     assert {st for _, st in plan(cfg, copy)} == {"done"}  # a copy verifies: the record is relative to the run
     weights = copy / "sft" / "long" / "model" / "model.safetensors"
     intact = weights.read_bytes()
@@ -254,34 +256,43 @@ def test_a_stopped_stage_names_the_command_that_resumes_it(monkeypatch, tmp_path
             raise RLInterrupted("no checkpoint", None, None, 1)
 
 
-KILL_OVERRIDES = ["rl.steps=6", "tracking.backends=[jsonl]"]
+KILL_OVERRIDES = [RL_STEPS, "tracking.backends=[jsonl]"]
 
 
-def _start_run(out: Path):
-    import os
+def _start_run(out: Path, name: str = "smoke"):
+    """`longshort run` of the smoke config as a user starts it (no RAY_ADDRESS: a cluster of its own), its stdout and
+    stderr in ``out/<name>.log``."""
     import subprocess
     import sys
 
-    env = {**os.environ, "WANDB_MODE": "offline", "RAY_AUTH_MODE": "disabled"}
-    return subprocess.Popen([sys.executable, "-m", "longshort", "run", SMOKE, f"output_dir={out}", *KILL_OVERRIDES],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {"WANDB_MODE": "offline",
+                                                                         "RAY_AUTH_MODE": "disabled"}
+    with open(out / f"{name}.log", "a") as log:
+        return subprocess.Popen([sys.executable, "-m", "longshort", "run", SMOKE, f"output_dir={out}", f"name={name}",
+                                 *KILL_OVERRIDES], env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
+
+
+def _log(out: Path, name: str = "smoke") -> str:
+    return (out / f"{name}.log").read_text()
 
 
 @pytest.fixture(scope="module")
 def whole(tmp_path_factory):
-    """An uninterrupted `longshort run`, started here and left running: the next test runs a second command on its
-    directory while it works; the kill test compares with its outputs."""
+    """Two different uninterrupted runs (`smoke` and `side`), started here at once and left running: the next test
+    runs a second command on one's directory while they work; the kill test compares with its outputs, the
+    side-by-side test both with the `run` fixture's run."""
     out = tmp_path_factory.mktemp("whole")
-    proc = _start_run(out)
-    yield proc, out
-    if proc.poll() is None:
-        proc.kill()
+    procs = {name: _start_run(out, name) for name in ("smoke", "side")}
+    yield procs, out
+    for proc in procs.values():
+        if proc.poll() is None:
+            proc.kill()
 
 
-def _finished(whole) -> Path:
-    proc, out = whole
-    assert proc.wait(timeout=600) == 0, proc.stderr.read()[-3000:]
-    return out / "smoke"
+def _finished(whole, name: str = "smoke") -> Path:
+    procs, out = whole
+    assert procs[name].wait(timeout=900) == 0, _log(out, name)[-3000:]
+    return out / name
 
 
 def test_a_second_run_on_the_same_directory_refuses_and_the_first_finishes(whole):
@@ -289,7 +300,8 @@ def test_a_second_run_on_the_same_directory_refuses_and_the_first_finishes(whole
     nothing; the first finishes unharmed (one step counter, every stage done)."""
     import time
 
-    first, out = whole
+    procs, out = whole
+    first = procs["smoke"]
     lock = out / "smoke" / ".lock"
     deadline = time.time() + 60
     # the lock comes first, the resolved config right after it: wait for both
@@ -331,7 +343,7 @@ def _kill_at(out: Path, at: str) -> None:
     marker = out / "smoke" / at
     deadline = time.time() + 600
     while not marker.exists():
-        assert killed.poll() is None and time.time() < deadline, (at, killed.stderr.read()[-3000:])
+        assert killed.poll() is None and time.time() < deadline, (at, _log(out)[-3000:])
         time.sleep(0.05)
     listening, until = {}, time.time() + 15
     while not listening and time.time() < until:  # the stage's Ray cluster may still be opening its ports
@@ -358,7 +370,7 @@ def test_a_sigkilled_run_leaves_no_process_and_resumes_exactly(whole, tmp_path):
     for at in KILL_POINTS:
         _kill_at(tmp_path, at)
     again = _start_run(tmp_path)
-    assert again.wait(timeout=600) == 0, again.stderr.read()[-3000:]
+    assert again.wait(timeout=600) == 0, _log(tmp_path)[-3000:]
     resumed = tmp_path / "smoke"
 
     def rl_steps(run):
@@ -388,24 +400,16 @@ def test_computing_in_bf16_on_a_cpu_reruns_every_stage_and_fp32_keeps_the_old_fi
         load_run_config(SMOKE, ["cpu_precision=fast"])
 
 
-def test_two_runs_side_by_side_each_get_their_own_cluster_and_the_results_of_a_run_alone(run, tmp_path):
-    """Two different runs started at once on one machine: each starts a local Ray cluster of its own (its own GCS
-    port and session), both finish, and their evaluations equal the fixture's run, which ran alone."""
+def test_two_runs_side_by_side_each_get_their_own_cluster_and_the_results_of_a_run_alone(run, whole):
+    """Two different runs started at once on one machine (the `whole` fixture's): each starts a local Ray cluster of
+    its own (its own GCS port and session), both finish, and their evaluations equal the `run` fixture's, which ran
+    alone."""
     import re
-    import subprocess
-    import sys
 
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    procs = {name: subprocess.Popen([sys.executable, "-m", "longshort", "run", SMOKE, f"name={name}",
-                                     f"output_dir={tmp_path}", "tracking.mode=disabled"], cwd=tmp_path, env=env,
-                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-             for name in ("side-a", "side-b")}
-    logs = {name: p.communicate(timeout=900)[0] for name, p in procs.items()}
-    for name, p in procs.items():
-        assert p.returncode == 0, logs[name][-3000:]
+    runs = {name: _finished(whole, name) for name in ("smoke", "side")}
     clusters = {name: set(re.findall(r"local Ray cluster on 127\.0\.0\.1 only.*?--address (127\.0\.0\.1:\d+)",
-                                     log, re.S)) for name, log in logs.items()}
-    assert all(clusters.values()) and not clusters["side-a"] & clusters["side-b"], clusters
+                                     _log(whole[1], name), re.S)) for name in runs}
+    assert all(clusters.values()) and not clusters["smoke"] & clusters["side"], clusters
 
     def results(run_dir):  # every system's metrics on every benchmark, less the wall times
         per = json.loads((run_dir / "eval" / "results.json").read_text())["results"]
@@ -413,8 +417,8 @@ def test_two_runs_side_by_side_each_get_their_own_cluster_and_the_results_of_a_r
 
     alone = results(run["dir"])
     assert {"base", "sft-pair", "rl-pair"} <= set(alone)
-    for name in procs:
-        assert results(tmp_path / name) == alone, name
+    for name, run_dir in runs.items():
+        assert results(run_dir) == alone, name
 
 
 def test_a_stage_killed_for_memory_names_stage_role_memory_and_settings_and_a_rerun_finishes(run, tmp_path):
