@@ -280,7 +280,7 @@ def test_the_byo_template_runs_every_stage_on_the_real_model_and_solve_answers(s
     data = tmp_path / "coldstart_data" / "r1_style"
     data.mkdir(parents=True)
     lines = (ROOT / "coldstart_data" / "r1_style" / "cots.jsonl").read_text().splitlines()
-    (data / "cots.jsonl").write_text("".join(f"{line}\n" for line in sorted(lines, key=lambda line: len(line))))
+    (data / "cots.jsonl").write_text("".join(f"{line}\n" for line in sorted(lines, key=len)))
     done = subprocess.run([sys.executable, "-m", "longshort", "run", str(ROOT / "ray_configs" / "byo-longcot.yaml"),
                            "tracking.mode=disabled", *BYO_SMALL], capture_output=True, text=True, cwd=tmp_path,
                           timeout=1200)
