@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import random
 import subprocess
 import sys
@@ -16,8 +17,9 @@ from longshort.core.errors import LongshortError
 from longshort.data.protocol import EOS, add_protocol_tokens
 from longshort.engines.base import GenerationRequest, SamplingParams
 from longshort.engines.hf import engine as hf
+from longshort.engines.hf import prefix
 from longshort.engines.hf.engine import HFConfig, HFEngine, _Row
-from longshort.engines.hf.kv_cache import GrowingLayer
+from longshort.engines.hf.kv_cache import GrowingLayer, new_cache
 from longshort.engines.hf.sampling import pick
 from longshort.engines.registry import engine_class, make_engine
 
@@ -353,3 +355,78 @@ def test_loading_a_model_prints_no_progress_bar(tmp_path):
                          cwd=ROOT, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "Loading weights" not in out.stderr
+
+
+def test_prefix_groups_chains_branches_duplicates_and_own_embeddings():
+    a, b = [1, 2, 3, 4, 5], [1, 2, 9]
+    contexts = [[1, 2], a, [1, 2, 3], b, [1, 2, 3], [], [7], None, [1, 2, 3, 4, 5, 6]]
+    root = prefix.group_by_prefix(contexts)
+    assert root[1] == root[2] == root[4] == root[8] == 8  # a chain ends in its longest; duplicates share
+    assert root[0] in (3, 8) and root[3] == 3  # a branch point goes with one branch, the other is its own root
+    assert root[6] == 6 and root[7] == 7  # no relative; a row of embeddings shares with nothing
+    assert root[5] != 5  # the empty context is everyone's prefix
+    for i, r in enumerate(root):
+        if contexts[i] is not None:
+            assert contexts[r][: len(contexts[i])] == contexts[i]
+
+
+def _prefill_batches(model, monkeypatch) -> list[int]:
+    """The batch size of every forward call of more than one position (the prefills) on ``model``."""
+    sizes = []
+    forward = model.forward
+
+    @functools.wraps(forward)  # keeps the signature the engine reads its cache argument's name from
+    def spy(*args, **kwargs):
+        x = kwargs.get("input_ids") if kwargs.get("input_ids") is not None else kwargs.get("inputs_embeds")
+        if x.shape[1] > 1:
+            sizes.append(x.shape[0])
+        return forward(*args, **kwargs)
+
+    monkeypatch.setattr(model, "forward", spy)
+    return sizes
+
+
+@pytest.mark.parametrize("chunk", [256, 3])
+@pytest.mark.parametrize("compact_at", [0.75, 1.0])
+def test_prompts_that_are_prefixes_share_one_prefill_and_sample_as_alone(engine, tok, monkeypatch, chunk,
+                                                                          compact_at):
+    """The score stage's requests: every prefix of one text, n samples each. One prefill (of the longest) serves
+    them all, and each row's tokens and logprobs are those it gets alone (its own prefill)."""
+    monkeypatch.setattr(GrowingLayer, "chunk", chunk)
+    monkeypatch.setattr(hf, "_COMPACT_AT", compact_at)
+    full = tok.encode(" ".join(PROMPTS))
+    cuts = [1, 2, len(full) // 2, len(full) - 1, len(full)]
+    batch = [GenerationRequest(full[:c], SamplingParams(n=2, temperature=1.0, max_tokens=6 + i, seed=i, logprobs=True),
+                               str(i)) for i, c in enumerate(cuts)]
+    batch.append(GenerationRequest(full[:5], SamplingParams(temperature=0.0, max_tokens=9, logprobs=True), "greedy"))
+    batch.append(GenerationRequest(tok.encode(PROMPTS[2]), SamplingParams(temperature=0.0, max_tokens=9), "other"))
+    sizes = _prefill_batches(engine.model, monkeypatch)
+    together = engine.generate(batch)
+    assert sizes == [2]  # the longest prefix and the unrelated prompt; 11 rows in all
+    for req, res in zip(batch, together, strict=True):
+        alone = engine.generate([req])[0]
+        for s, a in zip(res.samples, alone.samples, strict=True):
+            assert s.token_ids == a.token_ids
+            if req.params.logprobs:
+                assert s.logprobs == pytest.approx(a.logprobs, abs=1e-5)
+                ref = teacher_forced(engine.model, req.prompt_ids, s.token_ids, req.params.temperature or 1.0)
+                torch.testing.assert_close(torch.tensor(s.logprobs), ref, atol=1e-4, rtol=0)
+
+
+def test_sliding_window_layers_prefill_every_row(tok, monkeypatch):
+    """A sliding-window layer keeps only its last positions, so a shorter row's prefix is not in a longer row's
+    cache: nothing is shared, and rows still sample as alone."""
+    cfg = Qwen2Config(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                      num_attention_heads=2, num_key_value_heads=2, head_dim=32, max_position_embeddings=256,
+                      use_sliding_window=True, sliding_window=4, max_window_layers=0,
+                      eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, bos_token_id=None)
+    torch.manual_seed(0)
+    eng = HFEngine(Qwen2ForCausalLM(cfg).eval(), tok)
+    assert not prefix.shares_layers(new_cache(eng.model.config))
+    full = tok.encode(" ".join(PROMPTS))
+    batch = [GenerationRequest(full[:c], SamplingParams(temperature=0.0, max_tokens=8), str(c)) for c in (3, 9, 20)]
+    sizes = _prefill_batches(eng.model, monkeypatch)
+    together = eng.generate(batch)
+    assert sizes == [3]
+    for req, res in zip(batch, together, strict=True):
+        assert res.samples[0].token_ids == eng.generate([req])[0].samples[0].token_ids

@@ -21,7 +21,7 @@ from longshort.core.checkpoint_io import load_error
 from longshort.core.errors import LongshortError
 from longshort.core.precision import auto_dtype
 from longshort.engines.base import Engine, GenerationRequest, GenerationResult, Sample, SamplingParams
-from longshort.engines.hf.kv_cache import new_cache
+from longshort.engines.hf import prefix
 from longshort.engines.hf.sampling import pick
 
 log = logging.getLogger(__name__)
@@ -102,7 +102,8 @@ class HFEngine(Engine):
     eval mode and moved to ``device``). ``tokenizer``: object or path; defaults to the model path. Without a
     tokenizer, ``Sample.text`` is "" and stop strings are refused. ``device``/``dtype`` "auto": for a path, CUDA
     with bf16 when available else CPU with fp32; for a model object, its current device/dtype. Rows are processed
-    ``max_batch_size`` at a time (longest prompts first, so similar lengths share padding).
+    ``max_batch_size`` at a time (longest prompts first, so similar lengths share padding; prompts that are prefixes of
+    one another together, prefilled once: ``prefix.py``).
 
     Generation also stops on the tokenizer's and generation config's EOS ids (as vLLM does by default), in
     addition to each request's ``stop_token_ids``.
@@ -299,7 +300,10 @@ class HFEngine(Engine):
         if self._asleep:
             raise LongshortError("HFEngine.generate called while asleep; call engine.wake() first")
         rows = self._rows(requests)
-        order = sorted(range(len(rows)), key=lambda i: -len(rows[i].prompt))
+        # Rows sharing a prefix go to one batch (one prefill, prefix.py); longest first, so similar lengths share
+        # padding.
+        root = prefix.group_by_prefix([r.prompt[:-1] if r.embeds is None else None for r in rows])
+        order = sorted(range(len(rows)), key=lambda i: (-len(rows[root[i]].prompt), root[i], -len(rows[i].prompt)))
         threads = torch.get_num_threads()
         if self.num_threads is not None:
             torch.set_num_threads(self.num_threads)
@@ -318,28 +322,26 @@ class HFEngine(Engine):
     @torch.inference_mode()
     def _decode(self, rows: list[_Row]) -> None:
         dev = self.device
-        width = max(len(r.prompt) for r in rows)
-        pad = self.tokenizer.pad_token_id if self.tokenizer is not None and self.tokenizer.pad_token_id is not None else 0
-        ids = torch.full((len(rows), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, r in enumerate(rows):  # left padding: every row's next token goes in the last column
-            ids[i, width - len(r.prompt) :] = torch.tensor(r.prompt)
-            mask[i, width - len(r.prompt) :] = 1
-        ids, mask = ids.to(dev), mask.to(dev)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
         temps = torch.tensor([r.params.temperature for r in rows], dtype=torch.float32, device=dev)
         top_ps = torch.tensor([r.params.top_p for r in rows], dtype=torch.float32, device=dev)
-        cache = new_cache(self.model.config)
-        prompt = {"input_ids": ids}
-        if any(r.embeds is not None for r in rows):  # soft tokens: the prefill reads embeddings, decoding ids
-            emb = self.model.get_input_embeddings()(ids)
+        pad = self.tokenizer.pad_token_id if self.tokenizer is not None and self.tokenizer.pad_token_id is not None \
+            else 0
+        cache, mask = prefix.prefill(self.model, [r.prompt[:-1] for r in rows], [r.embeds for r in rows], pad,
+                                     self._cache_kw)
+        # Every row's last prompt token is the first decode step: its logits are the row's first, whichever
+        # root's cache the row's context was cut from (prefix.py).
+        mask = torch.cat([mask, mask.new_ones((len(rows), 1))], dim=1)
+        next_pos = torch.tensor([[len(r.prompt) - 1] for r in rows], device=dev)
+        last = torch.tensor([[r.prompt[-1]] for r in rows], device=dev)
+        first = {"input_ids": last}
+        if any(r.embeds is not None for r in rows):
+            emb = self.model.get_input_embeddings()(last)
             for i, r in enumerate(rows):
                 if r.embeds is not None:
-                    emb[i, width - len(r.prompt):] = r.embeds.to(emb.device, emb.dtype)
-            prompt = {"inputs_embeds": emb}
-        out = self.model(**prompt, attention_mask=mask, position_ids=positions, **self._cache_kw(cache),
-                         use_cache=True, logits_to_keep=1)
-        next_pos = mask.sum(-1, keepdim=True)
+                    emb[i, 0] = r.embeds[-1].to(emb.device, emb.dtype)
+            first = {"inputs_embeds": emb}
+        out = self.model(**first, attention_mask=mask, position_ids=next_pos, **self._cache_kw(cache), use_cache=True)
+        next_pos = next_pos + 1
         active = list(rows)  # the cache's rows, in order; finished ones stay (dead) until the next compaction
         live = [True] * len(active)
         while True:
