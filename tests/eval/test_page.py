@@ -59,7 +59,8 @@ def test_the_page_holds_the_table_with_intervals_stage_times_and_dialogues_by_au
     assert "<td>long 20 / short 50</td>" in text
     assert "<td>rl</td><td>finished</td><td>60.0</td><td>2026-12-06 10:00:00</td>" in text
     assert "<td>export</td><td>started, not finished</td>" in text and "<b>280.0</b>" in text
-    assert text.index("p1") < text.index("p0")  # a right answer first, then a wrong one
+    # a right answer first, then a wrong one (the ids with their label: a plot's SVG clip-path ids are "p" and a hash)
+    assert text.index("problem p1:") < text.index("problem p0:")
     assert "kept · importance 0.42</span>Keep this." in text  # the cold start's kept thought, with its score
     assert '<a href="score/report.html">' not in text  # linked only when the score stage wrote it
 
