@@ -424,9 +424,9 @@ def test_sliding_window_layers_prefill_every_row(tok, monkeypatch):
     eng = HFEngine(Qwen2ForCausalLM(cfg).eval(), tok)
     assert not prefix.shares_layers(new_cache(eng.model.config))
     full = tok.encode(" ".join(PROMPTS))
-    batch = [GenerationRequest(full[:c], SamplingParams(temperature=0.0, max_tokens=8), str(c)) for c in (3, 9, 20)]
+    batch = [GenerationRequest(full[:c], SamplingParams(temperature=0.0, max_tokens=8), str(c)) for c in (1, 3, 9, 20)]
     sizes = _prefill_batches(eng.model, monkeypatch)
     together = eng.generate(batch)
-    assert sizes == [3]
+    assert sizes == [4]  # the one-token prompt too (its context is empty: an all-pad row)
     for req, res in zip(batch, together, strict=True):
         assert res.samples[0].token_ids == eng.generate([req])[0].samples[0].token_ids

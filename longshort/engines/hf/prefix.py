@@ -50,9 +50,11 @@ def prefill(model, contexts: list[list[int]], embeds: list[torch.Tensor | None],
     mask = mask.to(dev)
     share = shares_layers(cache)
     root = group_by_prefix([c if share and e is None else None for c, e in zip(contexts, embeds, strict=True)])
-    fed = sorted({root[i] for i, c in enumerate(contexts) if c})
-    if not fed:
+    if width == 0:  # one-token prompts only: nothing to prefill
         return cache, mask
+    # An empty context joins any root; rows that share nothing are all fed (a one-token prompt then as an all-pad
+    # row, as a shorter prompt's padding always was), so a cache that cannot be cut is never cut.
+    fed = sorted(set(root))
     ids = torch.full((len(fed), width), pad, dtype=torch.long)
     for p, i in enumerate(fed):
         ids[p, width - len(contexts[i]) :] = torch.tensor(contexts[i])
