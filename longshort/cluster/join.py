@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,8 +25,10 @@ LOCAL = "local"
 
 
 def current_cluster_file() -> Path:
-    """Where ``ray start`` records the cluster it started (Ray's temp directory honours TMPDIR)."""
-    return Path(tempfile.gettempdir()) / "ray" / "ray_current_cluster"
+    """Where ``ray start`` records the cluster it started: Ray's temp directory is ``RAY_TMPDIR``, else ``TMPDIR``,
+    else ``/tmp`` (Ray's own lookup; tests/cluster/test_join.py checks the two agree)."""
+    base = os.environ.get("RAY_TMPDIR") or os.environ.get("TMPDIR") or "/tmp"
+    return Path(base) / "ray" / "ray_current_cluster"
 
 
 def join_timeout_s() -> float:

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from longshort.cluster.join import Target, reachable, target
+from longshort.cluster.join import Target, current_cluster_file, reachable, target
 
 START = ("import logging\nlogging.basicConfig(level=logging.INFO)\n"
          "from longshort.cluster.reaper import start_ray\n"
@@ -80,11 +80,9 @@ def test_a_dead_ray_address_is_named_and_local_starts_a_cluster_of_its_own(short
 def test_what_names_the_cluster(monkeypatch, tmp_path, address, env, expected):
     monkeypatch.setenv("TMPDIR", str(tmp_path))
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.delenv("RAY_TMPDIR", raising=False)
     for k, v in env.items():
         monkeypatch.setenv(k, v)
-    import tempfile
-
-    monkeypatch.setattr(tempfile, "tempdir", None)  # re-read TMPDIR
     got = target(address)
     assert (got is None) == (expected is None)
     if expected is not None:
@@ -97,3 +95,16 @@ def test_reachable_answers_for_a_listening_port_and_not_for_a_closed_one():
         s.listen()
         assert reachable(f"127.0.0.1:{s.getsockname()[1]}", 2.0)
     assert not reachable(f"127.0.0.1:{_dead_port()}", 0.5)
+
+
+@pytest.mark.parametrize("env", [{}, {"TMPDIR": "/tmp/lsj-t"}, {"RAY_TMPDIR": "/tmp/lsj-r", "TMPDIR": "/tmp/lsj-t"}])
+def test_the_current_cluster_file_is_where_ray_looks(monkeypatch, env):
+    """The file a bare ``ray.init()`` joins from: one process per worker of a parallel test run (or per user) can
+    point Ray at a temp directory of its own with RAY_TMPDIR; the join check must read the same file Ray reads."""
+    from ray._common.utils import get_ray_address_file
+
+    for k in ("RAY_TMPDIR", "TMPDIR"):
+        monkeypatch.delenv(k, raising=False)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    assert str(current_cluster_file()) == get_ray_address_file(None)
