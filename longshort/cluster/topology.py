@@ -279,8 +279,8 @@ def release(actors: list[tuple[str, Any]], pg) -> None:
 def _runtime_env() -> dict:
     """Actors must import ``longshort`` and compute in the run's CPU precision (``cpu_precision``). Ray puts the
     driver's working directory on the workers' path; when the package runs from a checkout and the driver started
-    elsewhere, add the checkout to theirs."""
-    env = {precision.ENV: os.environ[precision.ENV]} if precision.ENV in os.environ else {}
+    elsewhere, add the checkout to theirs. ``auto`` goes to them as the driver's decision (one precision per run)."""
+    env = {precision.ENV: precision.decided(os.environ[precision.ENV])} if precision.ENV in os.environ else {}
     root = Path(__file__).resolve().parents[2]
     if (root / "pyproject.toml").exists() and Path.cwd().resolve() != root:
         prev = os.environ.get("PYTHONPATH", "")

@@ -111,6 +111,15 @@ def is_bf16(value: str) -> bool:
     return value == "bf16" or (value == "auto" and probe().fast)
 
 
+def decided(value: str) -> str:
+    """``value`` with ``auto`` replaced by this process's decision (``bf16`` or ``fp32``): what a run passes to its Ray
+    actors, so that every process of a run computes alike. Each actor probing for itself disagreed under load (seen:
+    two SFT ranks started together, one probing bf16 at 0.9x fp32 and training in fp32, the other at 2.2x in bf16)."""
+    if value != "auto":
+        return value
+    return "bf16" if is_bf16(value) else "fp32"
+
+
 @functools.cache
 def cpu_dtype() -> torch.dtype:
     """The dtype ``auto`` means on a CPU in this process, logged once."""

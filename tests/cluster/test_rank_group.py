@@ -134,3 +134,17 @@ def test_ranks_compute_in_the_drivers_cpu_precision():
         assert out == [("bf16", "torch.bfloat16")] * 2
     finally:
         precision.set_policy("fp32")
+
+
+def test_auto_reaches_the_actors_as_the_drivers_decision():
+    """Under `auto` every actor computes in the driver's decision, not its own probe: probes taken at once by ranks
+    starting together disagreed on a loaded CPU (one fp32, one bf16 in one pair SFT)."""
+    from longshort.core import precision
+
+    try:
+        precision.set_policy("auto")
+        want = "bf16" if precision.is_bf16("auto") else "fp32"
+        out = run_ranks(_precision_seen, (), RankPlacement(2, cpus_per_rank=1, threads_per_rank=1))
+        assert out == [(want, f"torch.{'bfloat16' if want == 'bf16' else 'float32'}")] * 2
+    finally:
+        precision.set_policy("fp32")
