@@ -33,9 +33,10 @@ def _size_mb(path: Path) -> float:
 
 
 def sft(model_dir: Path, work: Path, args) -> None:
+    from longshort.training.batch import Batch, masked_nll_sum
     from longshort.training.lora import LoraSettings, trainable_count
     from longshort.training.ranks import RankInfo, free_port, init_rank, shutdown_rank
-    from longshort.training.trainer import Batch, Trainer, TrainerConfig, masked_nll_sum
+    from longshort.training.trainer import Trainer, TrainerConfig
 
     env = dict(os.environ)
     init_rank(RankInfo(0, 1, "127.0.0.1", free_port()))

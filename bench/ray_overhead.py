@@ -36,7 +36,8 @@ from longshort.toy.tiny import (
     task_texts,
     train_tokenizer,
 )
-from longshort.training.trainer import Batch, TrainerConfig
+from longshort.training.batch import Batch
+from longshort.training.trainer import TrainerConfig
 
 
 def build_model_dir(out: Path, hidden: int, layers: int) -> tuple[Path, list[dict]]:

@@ -90,8 +90,9 @@ def generation(model_dir: Path, args) -> None:
 def sft(model_dir: Path, args) -> None:
     from transformers import AutoModelForCausalLM
 
+    from longshort.training.batch import Batch, masked_nll_sum
     from longshort.training.ranks import RankInfo, free_port, init_rank, shutdown_rank
-    from longshort.training.trainer import Batch, Trainer, TrainerConfig, masked_nll_sum
+    from longshort.training.trainer import Trainer, TrainerConfig
 
     env = dict(os.environ)  # init_rank sets MASTER_ADDR, RANK, ...: restored below so TRL/Ray do not see them
     init_rank(RankInfo(0, 1, "127.0.0.1", free_port()))

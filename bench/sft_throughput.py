@@ -66,8 +66,9 @@ def main() -> None:
 
     from transformers import AutoModelForCausalLM
 
+    from longshort.training.batch import Batch, masked_nll_sum
     from longshort.training.ranks import RankInfo, free_port, init_rank, shutdown_rank
-    from longshort.training.trainer import Batch, Trainer, TrainerConfig, masked_nll_sum
+    from longshort.training.trainer import Trainer, TrainerConfig
 
     model_dir = Path(tempfile.mkdtemp(prefix="sft-bench-"))
     build(model_dir, args)

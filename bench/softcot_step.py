@@ -58,8 +58,9 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
 
     from longshort.recipes.softcot.model import softcot_model, write_spec
+    from longshort.training.batch import Batch, masked_nll_sum
     from longshort.training.ranks import RankInfo, free_port, init_rank, shutdown_rank
-    from longshort.training.trainer import Batch, Trainer, TrainerConfig, masked_nll_sum
+    from longshort.training.trainer import Trainer, TrainerConfig
 
     root = Path(tempfile.mkdtemp(prefix="softcot-bench-"))
     build(root / "llm", args.llm_hidden, args.layers, args.vocab, args.seq, 0)

@@ -109,7 +109,8 @@ def test_weight_sync_on_the_real_model_every_cpu_strategy(smol, ray_local):
     from longshort.cluster.topology import RoleResources
     from longshort.engines.base import GenerationRequest, SamplingParams
     from longshort.recipes.longshort.recipe import PairTopology
-    from longshort.training.trainer import Batch, TrainerConfig
+    from longshort.training.batch import Batch
+    from longshort.training.trainer import TrainerConfig
 
     tok = AutoTokenizer.from_pretrained(smol)
     prompts = [render([Message("user", q)], tok, finished=False).ids + tok.encode("<|long|>") for q in QUESTIONS]
@@ -144,7 +145,7 @@ def heads_tied_in(group) -> bool:
 
 
 def _seq(ids):
-    from longshort.training.trainer import Batch
+    from longshort.training.batch import Batch
 
     t = torch.tensor([ids])
     return Batch(t, torch.ones_like(t))

@@ -39,7 +39,8 @@ from longshort.cluster.topology import (
 )
 from longshort.core.errors import LongshortError
 from longshort.engines.base import GenerationRequest, GenerationResult
-from longshort.training.trainer import Batch, LossFn, StepStats, TrainerConfig
+from longshort.training.batch import Batch, LossFn
+from longshort.training.trainer import StepStats, TrainerConfig
 from longshort.weight_sync.base import SyncStats, make_weight_sync
 
 log = logging.getLogger(__name__)

@@ -17,7 +17,8 @@ import torch
 from longshort.core.errors import LongshortError
 from longshort.rl.experience import MiniBatch
 from longshort.rl.policy_loss import STAT_KEYS, LossSpec, PolicyLoss, scaled_token_logprobs
-from longshort.training.trainer import Batch, TrainerConfig
+from longshort.training.batch import Batch
+from longshort.training.trainer import TrainerConfig, keeps_logits, model_logits
 
 
 @dataclass
@@ -48,14 +49,14 @@ class UpdateSpec:
     recompute_old: bool = False  # old logprobs from the trainer before the update (else the rollout engine's)
 
 
-def _logprobs(module, batch: Batch, device, temperature: float) -> torch.Tensor:
-    """``[B, T]`` logprobs of ``batch``'s tokens (column 0 is 0: the first token has no prediction)."""
+def _logprobs(module, batch: Batch, device, temperature: float, keep: bool) -> torch.Tensor:
+    """``[B, T]`` logprobs of ``batch``'s tokens (column 0 is 0: the first token has no prediction; with ``keep``
+    the model's head skips the columns before the first target, whose logprobs are 0 too: no loss reads them)."""
     b = batch.to(device)
+    start = b.first_target_column() if keep else 0
     with torch.no_grad():
-        logits = module(input_ids=b.input_ids, attention_mask=b.attention_mask, position_ids=b.position_ids,
-                        use_cache=False, **b.model_inputs).logits
-        lp = scaled_token_logprobs(logits, b.input_ids, temperature).cpu()
-    return torch.cat([torch.zeros_like(lp[:, :1]), lp], dim=1)
+        lp = scaled_token_logprobs(model_logits(module, b, start), b.input_ids[:, start:], temperature).cpu()
+    return torch.cat([torch.zeros(lp.shape[0], start + 1, dtype=lp.dtype), lp], dim=1)
 
 
 def worker_update(worker, minibatches: list[list[Batch]], normalizers: list[float], spec: UpdateSpec) -> dict:
@@ -73,10 +74,11 @@ def worker_update(worker, minibatches: list[list[Batch]], normalizers: list[floa
         for b in mbs:
             if spec.recompute_old:
                 trainer.engine.eval()  # no dropout in the behaviour policy's logprobs
-                b.extras["old_logprobs"] = _logprobs(trainer.engine, b, trainer.device, temp)
+                b.extras["old_logprobs"] = _logprobs(trainer.engine, b, trainer.device, temp, trainer.keeps_logits)
                 trainer.engine.train()
             if spec.loss.uses_kl:
-                b.extras["ref_logprobs"] = _logprobs(worker.reference.module, b, worker.reference.device, temp)
+                b.extras["ref_logprobs"] = _logprobs(worker.reference.module, b, worker.reference.device, temp,
+                                                       keeps_logits(worker.reference.module))
     t_prep = time.perf_counter() - t0
     steps = []
     for mbs, norm in zip(minibatches, normalizers, strict=True):

@@ -21,6 +21,7 @@ import torch
 from longshort.core import manifest
 from longshort.core.config import PLACEMENT
 from longshort.core.errors import LongshortError
+from longshort.training.batch import Batch, masked_nll_sum
 from longshort.training.checkpoint_prune import prune
 from longshort.training.lora import LoraSettings
 from longshort.training.ranks import Placement, RankInfo, Report, init_rank, shutdown_rank
@@ -35,7 +36,7 @@ from longshort.training.sft_data import (
     tokenize_examples,
     validate_examples,
 )
-from longshort.training.trainer import Batch, Trainer, TrainerConfig, masked_nll_sum
+from longshort.training.trainer import Trainer, TrainerConfig
 
 log = logging.getLogger(__name__)
 

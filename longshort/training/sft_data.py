@@ -27,7 +27,7 @@ import torch
 from longshort.core.errors import LongshortError, where
 from longshort.core.jsonl import json_error_text
 from longshort.data.protocol import CHAT_ROLES, Message, render, special_ids
-from longshort.training.trainer import Batch
+from longshort.training.batch import Batch
 
 log = logging.getLogger(__name__)
 

@@ -10,14 +10,15 @@ the same whatever the split over ranks and accumulation. Everything that touches
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -28,6 +29,7 @@ from longshort.core import manifest
 from longshort.core.checkpoint_io import replace_dir, rng_state, set_rng_state
 from longshort.core.errors import LongshortError
 from longshort.training import lora
+from longshort.training.batch import Batch, LossFn, masked_nll_sum, token_logprobs
 from longshort.training.checkpoint_prune import DROPPED
 from longshort.training.ds_setup import deepspeed_config, lr_factor, resolve_dtype
 from longshort.training.models import load_model
@@ -60,56 +62,23 @@ class TrainerConfig:
     lora: lora.LoraSettings | None = None  # train a peft LoRA adapter instead of every weight
 
 
-@dataclass
-class Batch:
-    """One micro-batch. ``loss_mask[b, t] = 1`` when token ``t`` is a target (predicted from ``t-1``).
-
-    Padded batches carry a 2-D ``attention_mask``; packed rows carry ``position_ids`` that restart at 0
-    for each sequence and no ``attention_mask`` (transformers then isolates the sequences).
-    """
-
-    input_ids: torch.Tensor
-    loss_mask: torch.Tensor
-    attention_mask: torch.Tensor | None = None
-    position_ids: torch.Tensor | None = None
-    extras: dict[str, torch.Tensor] = field(default_factory=dict)  # per-token loss inputs (advantages, old logprobs)
-    model_inputs: dict[str, torch.Tensor] = field(default_factory=dict)  # more forward() inputs (composite models)
-
-    def to(self, device: torch.device) -> Batch:
-        def mv(t):
-            return None if t is None else t.to(device, non_blocking=True)
-
-        return Batch(mv(self.input_ids), mv(self.loss_mask), mv(self.attention_mask), mv(self.position_ids),
-                     {k: mv(v) for k, v in self.extras.items()}, {k: mv(v) for k, v in self.model_inputs.items()})
-
-    @property
-    def num_tokens(self) -> int:
-        """Real (non-pad) tokens."""
-        if self.attention_mask is not None:
-            return int(self.attention_mask.sum())
-        return self.input_ids.numel()
-
-    @property
-    def num_targets(self) -> float:
-        return float(self.loss_mask[:, 1:].sum())
+def keeps_logits(module: torch.nn.Module) -> bool:
+    """Whether ``module`` takes transformers' ``logits_to_keep`` (a LoRA model: its base model)."""
+    base = module.get_base_model() if lora.is_lora(module) else module
+    return "logits_to_keep" in inspect.signature(base.forward).parameters
 
 
-LossFn = Callable[[torch.Tensor, Batch], torch.Tensor]
-
-
-def token_logprobs(logits: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
-    """``[B, T-1]`` log-probability of each next token, in fp32."""
-    logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
-    return logp.gather(-1, input_ids[:, 1:, None]).squeeze(-1)
-
-
-def masked_nll_sum(logits: torch.Tensor, batch: Batch) -> torch.Tensor:
-    """Summed negative log-likelihood of the target tokens (the SFT objective before normalising)."""
-    targets = batch.input_ids[:, 1:]
-    nll = torch.nn.functional.cross_entropy(
-        logits[:, :-1].float().reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="none"
-    )
-    return (nll * batch.loss_mask[:, 1:].reshape(-1).to(nll.dtype)).sum()
+def model_logits(module, batch: Batch, start: int = 0) -> torch.Tensor:
+    """``module``'s logits for ``batch``'s columns from ``start`` on (pass ``start > 0`` only to a module that
+    ``keeps_logits``). The columns before the first target need no output head: on a 135M model with a 49k-token
+    vocabulary the head is a fifth of the forward's FLOPs and its softmax the largest tensors of the step."""
+    keep = {"logits_to_keep": batch.input_ids.shape[1] - start} if start else {}
+    logits = module(input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=batch.position_ids,
+                    use_cache=False, **keep, **batch.model_inputs).logits
+    if logits.shape[1] != batch.input_ids.shape[1] - start:
+        raise LongshortError(f"{type(module).__name__} returned logits for {logits.shape[1]} columns of "
+                             f"{batch.input_ids.shape[1]} (logits_to_keep={keep.get('logits_to_keep')})")
+    return logits
 
 
 @dataclass
@@ -171,6 +140,7 @@ class Trainer:
         # A composite model's frozen parts come from their own files: DeepSpeed leaves them (and, under ZeRO-2/3, their
         # fragments) out of checkpoints with exclude_frozen_parameters, and a resume loads the rest non-strictly.
         self.has_frozen = any(not p.requires_grad for p in self.module.parameters())
+        self.keeps_logits = keeps_logits(self.module)  # the head skips the columns before the first target
 
     def _param_groups(self, model) -> list[dict]:
         # No weight decay on biases and norm gains (1-D); ZeRO-3 params keep their real shape in ds_shape.
@@ -184,14 +154,8 @@ class Trainer:
         return groups
 
     # ---- training ---------------------------------------------------------------------------------
-    def _forward(self, batch: Batch) -> torch.Tensor:
-        return self.engine(
-            input_ids=batch.input_ids,
-            attention_mask=batch.attention_mask,
-            position_ids=batch.position_ids,
-            use_cache=False,
-            **batch.model_inputs,
-        ).logits
+    def _forward(self, batch: Batch, start: int = 0) -> torch.Tensor:
+        return model_logits(self.engine, batch, start)
 
     def _all_sum(self, values: list[float]) -> list[float]:
         t = torch.tensor(values, dtype=torch.float64, device=self.device)
@@ -221,7 +185,8 @@ class Trainer:
         for i, mb in enumerate(micro_batches):
             mb = mb.to(self.device)
             self.engine.set_gradient_accumulation_boundary(i == len(micro_batches) - 1)
-            loss = loss_fn(self._forward(mb), mb)
+            start = mb.first_target_column() if self.keeps_logits else 0
+            loss = loss_fn(self._forward(mb, start), mb.tail(start))
             self.engine.backward(loss * scale, scale_wrt_gas=False)
             total += loss.detach().double()
             if self.engine.is_gradient_accumulation_boundary() and self._manual_clip:

@@ -22,7 +22,8 @@ from longshort.cluster.policy_group import ActorFailure, PolicyGroup
 from longshort.cluster.topology import RoleResources
 from longshort.core.errors import LongshortError
 from longshort.recipes.longshort.recipe import PairTopology
-from longshort.training.trainer import Batch, TrainerConfig, masked_nll_sum
+from longshort.training.batch import Batch, masked_nll_sum
+from longshort.training.trainer import TrainerConfig
 
 torch.set_num_threads(1)
 

@@ -57,7 +57,7 @@ def _model_dir(path):
 @pytest.mark.parametrize("strategy", ["object_store", "collective"])
 def test_rank_and_engine_on_two_nodes_sync_across_them(three_nodes, tmp_path, strategy, logged):
     from longshort.engines.base import GenerationRequest, SamplingParams
-    from longshort.training.trainer import Batch
+    from longshort.training.batch import Batch
 
     res = RoleResources(num_ranks=1, gpus_per_rank=1, colocate=False, num_engines=1, gpus_per_engine=1,
                         reference=False, placement="STRICT_SPREAD", weight_sync=strategy)
@@ -151,7 +151,7 @@ def test_losing_a_node_stops_the_group_naming_the_node(three_nodes, tmp_path):
         cluster.remove_node(lost)
         t0 = time.monotonic()
         ids = torch.tensor([build_tokenizer().encode(TRAIN_TEXT)])
-        from longshort.training.trainer import Batch
+        from longshort.training.batch import Batch
 
         with pytest.raises(ActorFailure) as failure:
             group.train_step([Batch(ids, torch.ones_like(ids))])

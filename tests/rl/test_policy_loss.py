@@ -6,11 +6,12 @@ import math
 
 import pytest
 import torch
+from builders import build_model_dir
 
 from longshort.rl.episodes import Episode, Turn
 from longshort.rl.experience import aggregation, make_minibatches, role_sequences, to_batch
 from longshort.rl.policy_loss import LossSpec, PolicyLoss, kl_penalty, scaled_token_logprobs, token_losses
-from longshort.training.trainer import Batch
+from longshort.training.batch import Batch
 
 torch.set_num_threads(1)
 SPEC = LossSpec(clip_low=0.2, clip_high=0.28)
@@ -181,3 +182,24 @@ def test_minibatches_are_cut_finer_to_keep_each_micro_batchs_logits_within_budge
     assert sum(b.input_ids.shape[0] for b in cut.micro_batches) == 12 and cut.normalizer == whole.normalizer
     (tight,) = make_minibatches(seqs, mini_batches=1, ranks=2, agg="token-mean", pad_id=0, max_tokens=1)
     assert [b.input_ids.shape[0] for b in tight.micro_batches] == [1] * 12  # as fine as one sequence each
+
+
+def test_recomputed_logprobs_skip_the_head_before_the_first_target_and_match_where_a_loss_reads_them(tmp_path):
+    """The update's old/reference logprobs (``rl.update._logprobs``) from ``logits_to_keep``: equal to the whole
+    forward's at every column from the first target on, 0 before it (no loss reads those columns)."""
+    from transformers import AutoModelForCausalLM
+
+    from longshort.rl.update import _logprobs
+
+    model = AutoModelForCausalLM.from_pretrained(str(build_model_dir(tmp_path / "m")), dtype=torch.float32).eval()
+    ids = torch.randint(5, 300, (3, 12))
+    mask = torch.zeros_like(ids)
+    mask[0, 7:10], mask[1, 5:12], mask[2, 9:11] = 1, 1, 1
+    batch = Batch(ids, mask, torch.ones_like(ids))
+    assert batch.first_target_column() == 4
+    whole = _logprobs(model, batch, torch.device("cpu"), 0.7, keep=False)
+    kept = _logprobs(model, batch, torch.device("cpu"), 0.7, keep=True)
+    assert whole.shape == kept.shape == (3, 12)
+    assert (kept[:, :5] == 0).all() and (whole[:, 1:5] != 0).all()
+    torch.testing.assert_close(kept[:, 5:], whole[:, 5:], rtol=1e-5, atol=1e-6)
+

@@ -9,9 +9,10 @@ from builders import build_model_dir
 from safetensors.torch import load_file
 
 from longshort.core.errors import LongshortError
+from longshort.training.batch import Batch
 from longshort.training.models import MODEL_FACTORIES, model_factory
 from longshort.training.ranks import RankInfo, free_port, init_rank, shutdown_rank
-from longshort.training.trainer import Batch, Trainer, TrainerConfig
+from longshort.training.trainer import Trainer, TrainerConfig
 
 
 class ShiftedLM(torch.nn.Module):

@@ -16,11 +16,12 @@ from longshort.cluster.sft_job import run_sft
 from longshort.core import manifest
 from longshort.core.errors import LongshortError
 from longshort.data.protocol import Message
+from longshort.training.batch import masked_nll_sum
 from longshort.training.checkpoint_prune import DROPPED
 from longshort.training.ranks import RankInfo, free_port, init_rank, shutdown_rank
 from longshort.training.sft import SFTConfig, _checkpoints, check_packing
 from longshort.training.sft_data import SFTExample, collate, tokenize_examples
-from longshort.training.trainer import Trainer, TrainerConfig, masked_nll_sum
+from longshort.training.trainer import Trainer, TrainerConfig
 
 pytestmark = pytest.mark.usefixtures("ray_local")
 

@@ -17,7 +17,8 @@ from longshort.cluster.topology import RoleResources
 from longshort.engines.base import GenerationRequest, SamplingParams
 from longshort.engines.hf.engine import HFEngine
 from longshort.recipes.longshort.recipe import PairTopology
-from longshort.training.trainer import Batch, TrainerConfig
+from longshort.training.batch import Batch
+from longshort.training.trainer import TrainerConfig
 from longshort.weight_sync.base import StaleWeightsError, SyncError, VersionedEngine
 from longshort.weight_sync.buckets import (
     ALIGN,

@@ -19,9 +19,10 @@ import torch
 
 from longshort.core.errors import LongshortError
 from longshort.engines.base import GenerationRequest
+from longshort.training.batch import Batch, LossFn, masked_nll_sum, token_logprobs
 from longshort.training.models import load_model
 from longshort.training.ranks import RankInfo, free_port, init_rank, shutdown_rank
-from longshort.training.trainer import Batch, LossFn, Trainer, TrainerConfig, masked_nll_sum, token_logprobs
+from longshort.training.trainer import Trainer, TrainerConfig
 from longshort.weight_sync import collective, colocated, object_store
 from longshort.weight_sync.base import VersionedEngine
 from longshort.weight_sync.buckets import Bucket, Publisher, TensorMeta

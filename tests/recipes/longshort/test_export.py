@@ -275,9 +275,10 @@ def test_lora_pair_ships_its_adapters_and_solve_runs_them_like_the_merged_models
     from safetensors.torch import load_file
     from transformers import AutoTokenizer
 
+    from longshort.training.batch import Batch
     from longshort.training.lora import LoraSettings
     from longshort.training.ranks import RankInfo, free_port, init_rank, shutdown_rank
-    from longshort.training.trainer import Batch, Trainer, TrainerConfig
+    from longshort.training.trainer import Trainer, TrainerConfig
 
     root = tmp_path / "lora-run"
     tok = AutoTokenizer.from_pretrained(str(run / "sft" / "long" / "model"))
