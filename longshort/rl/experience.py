@@ -22,7 +22,7 @@ import torch
 
 from longshort.core.errors import LongshortError
 from longshort.rl.episodes import Episode
-from longshort.training.trainer import Batch
+from longshort.training.batch import Batch
 
 Aggregation = Literal["token-mean", "seq-mean-token-sum", "seq-mean-token-mean"]
 
@@ -75,16 +75,23 @@ def aggregation(seqs: Sequence[RoleSequence], agg: Aggregation) -> tuple[list[fl
                          "seq-mean-token-mean")
 
 
-def split_balanced(lengths: Sequence[int], parts: int) -> list[list[int]]:
-    """Indices into ``parts`` groups of similar total length (longest first, each to the lightest group); every
-    group non-empty when there are at least ``parts`` items. Deterministic."""
-    groups: list[list[int]] = [[] for _ in range(parts)]
-    load = [0] * parts
-    for i in sorted(range(len(lengths)), key=lambda i: (-lengths[i], i)):
-        g = min(range(parts), key=lambda j: (load[j], len(groups[j]), j))
-        groups[g].append(i)
-        load[g] += lengths[i]
-    return [sorted(g) for g in groups]
+def split_by_length(lengths: Sequence[int], ranks: int, per_rank: int) -> list[list[int]]:
+    """Indices into ``ranks x per_rank`` groups, rank-major. Similar lengths share a group (a micro-batch costs its
+    padded size, rows x longest: sorted runs of near-equal count waste the least on padding), and each rank's padded
+    total is balanced (the costliest groups first, each to the lightest rank with room). Every group is non-empty
+    when there are at least ``ranks x per_rank`` items. Deterministic."""
+    parts = ranks * per_rank
+    order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
+    bounds = [round(g * len(order) / parts) for g in range(parts + 1)]
+    chunks = [sorted(order[bounds[g]:bounds[g + 1]]) for g in range(parts)]
+    cost = [len(c) * max((lengths[i] for i in c), default=0) for c in chunks]
+    per: list[list[list[int]]] = [[] for _ in range(ranks)]
+    load = [0] * ranks
+    for g in sorted(range(parts), key=lambda g: (-cost[g], g)):
+        r = min((r for r in range(ranks) if len(per[r]) < per_rank), key=lambda r: (load[r], r))
+        per[r].append(chunks[g])
+        load[r] += cost[g]
+    return [group for rank in per for group in rank]
 
 
 def to_batch(seqs: Sequence[RoleSequence], weights: Sequence[float], pad_id: int) -> Batch:
@@ -118,11 +125,11 @@ class MiniBatch:
 
 
 def split_within(lengths: Sequence[int], ranks: int, per_rank: int, max_tokens: int | None) -> list[list[int]]:
-    """``split_balanced`` into ``ranks x k`` groups, ``k >= per_rank`` the least that keeps every group's padded size
-    (rows x longest) within ``max_tokens`` (None: ``k = per_rank``), as far as one sequence per group allows."""
+    """``split_by_length`` into ``ranks x k`` groups, ``k >= per_rank`` the least that keeps every group's padded
+    size (rows x longest) within ``max_tokens`` (None: ``k = per_rank``), as far as one sequence per group allows."""
     k = per_rank
     while True:
-        groups = split_balanced(lengths, ranks * k)
+        groups = split_by_length(lengths, ranks, k)
         worst = max(len(g) * max(lengths[i] for i in g) for g in groups)
         if max_tokens is None or worst <= max_tokens or ranks * (k + 1) > len(lengths):
             return groups
@@ -135,7 +142,7 @@ def make_minibatches(seqs: Sequence[RoleSequence], *, mini_batches: int, ranks: 
     ``grad_accum``, or more where a micro-batch would pad to over ``max_tokens`` (its logits' memory; the update is
     the same however it is cut).
 
-    Sequences go to mini-batches in episode order (round robin), then to micro-batches balanced by length.
+    Sequences go to mini-batches in episode order (round robin), then to micro-batches by length.
     """
     need = mini_batches * ranks * grad_accum
     if len(seqs) < need:

@@ -9,7 +9,7 @@ import torch
 from builders import build_model_dir
 
 from longshort.rl.episodes import Episode, Turn
-from longshort.rl.experience import aggregation, make_minibatches, role_sequences, to_batch
+from longshort.rl.experience import aggregation, make_minibatches, role_sequences, split_by_length, to_batch
 from longshort.rl.policy_loss import LossSpec, PolicyLoss, kl_penalty, scaled_token_logprobs, token_losses
 from longshort.training.batch import Batch
 
@@ -203,3 +203,21 @@ def test_recomputed_logprobs_skip_the_head_before_the_first_target_and_match_whe
     assert (kept[:, :5] == 0).all() and (whole[:, 1:5] != 0).all()
     torch.testing.assert_close(kept[:, 5:], whole[:, 5:], rtol=1e-5, atol=1e-6)
 
+
+def test_micro_batches_group_similar_lengths_and_balance_the_ranks():
+    """A micro-batch costs rows x its longest row: sorted runs pad least; each rank gets the same number of groups and
+    a balanced padded total. 16 GRPO-like lengths (a 60-token prompt and 10-130 completion tokens) into 2 ranks x 2:
+    each group's spread is at most its run's, and the padded total is below half-and-half mixing's."""
+    lengths = [60 + (37 * i) % 121 + 10 for i in range(16)]
+    groups = split_by_length(lengths, 2, 2)
+    assert len(groups) == 4 and sorted(i for g in groups for i in g) == list(range(16))
+    assert all(len(g) == 4 for g in groups)
+    ranked = sorted(range(16), key=lambda i: (lengths[i], i))
+    runs = [set(ranked[4 * j:4 * j + 4]) for j in range(4)]
+    assert sorted(map(set, groups), key=min) == sorted(runs, key=min)  # each group is a run of the sorted order
+    cost = [len(g) * max(lengths[i] for i in g) for g in groups]
+    mixed = sum(4 * max(lengths[i] for i in ranked[j::4]) for j in range(4))  # each group spanning every length
+    assert sum(cost) < mixed
+    ranks = [cost[0] + cost[1], cost[2] + cost[3]]
+    assert abs(ranks[0] - ranks[1]) <= max(cost) - min(cost)
+    assert split_by_length([5, 5, 5], 1, 3) == [[0], [1], [2]]  # one per group when there are just enough
