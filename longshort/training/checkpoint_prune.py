@@ -3,12 +3,15 @@
 1.1 GB of a 1.6 GB checkpoint), so this bounds a run's disk to about one full checkpoint plus the weights of the rest.
 
 Under ZeRO-0 DeepSpeed keeps the optimizer state inside the model-states file: it is rewritten without it. Under
-ZeRO >= 1 its optimizer files also hold the master weights, so those checkpoints stay whole. A fallback to a pruned
+ZeRO-1/2 the optimizer files (master weights + moments, 6x a bf16 model) are deleted: the model-states file still
+holds the whole module, and DeepSpeed rebuilds the fp32 master weights from it on load (exact in fp32, rounded to
+bf16 under bf16). ZeRO-3 partitions the weights into those files: its checkpoints stay whole. A fallback to a pruned
 checkpoint resumes with fresh optimizer moments and says so (``Trainer.load_checkpoint``).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 from pathlib import Path
@@ -25,23 +28,38 @@ def drop_optimizer(ckpt: Path) -> int:
     """Remove the optimizer state from every DeepSpeed checkpoint under ``ckpt`` (RL: one per role) and re-seal it;
     the bytes freed. Idempotent."""
     freed = 0
-    for states in sorted(ckpt.rglob("engine/mp_rank_*_model_states.pt")):
-        holder = states.parent.parent
-        if (holder / DROPPED).exists():
+    for engine in sorted(p for p in ckpt.rglob("engine") if p.is_dir()):
+        holder = engine.parent
+        if (holder / DROPPED).exists() or not (holder / "state.json").exists():
             continue
+        stage = json.loads((holder / "state.json").read_text()).get("zero_stage", 0)
+        if stage == 0:
+            freed += _drop_from_model_states(engine)
+        elif stage in (1, 2):
+            for f in sorted(engine.glob("*optim_states.pt")):
+                freed += f.stat().st_size
+                f.unlink()
+        else:
+            continue  # ZeRO-3: the weights live in the optimizer files
+        (holder / DROPPED).write_text("optimizer state dropped: only the newest checkpoint keeps it; resuming from here "
+                                      "restarts the optimizer's moments\n")
+    if freed:
+        manifest.seal(ckpt)
+    return freed
+
+
+def _drop_from_model_states(engine: Path) -> int:
+    freed = 0
+    for states in sorted(engine.glob("mp_rank_*_model_states.pt")):
         sd = torch.load(states, map_location="cpu", weights_only=False)
         if sd.get("optimizer") is None:
-            continue  # ZeRO >= 1: the state lives with the master weights, kept
+            continue
         before = states.stat().st_size
         sd["optimizer"] = None
         tmp = states.with_name(states.name + ".tmp")
         torch.save(sd, tmp)
         tmp.replace(states)
-        (holder / DROPPED).write_text("optimizer state dropped: only the newest checkpoint keeps it; resuming from here "
-                                      "restarts the optimizer's moments\n")
         freed += before - states.stat().st_size
-    if freed:
-        manifest.seal(ckpt)
     return freed
 
 

@@ -61,7 +61,7 @@ class SFTConfig:
     # bucket: similar lengths padded together; pack: several sequences per row, attention kept inside each
     batching: Literal["bucket", "pack"] = "bucket"
     zero_stage: int = field(default=0, metadata={"ge": 0, "le": 3})
-    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 on GPU, fp32 on CPU
+    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 on GPU and on a CPU with fast bf16, else fp32
     offload: Literal["none", "optimizer", "all"] = "none"  # ZeRO-Offload to CPU memory (GPU runs only)
     gradient_checkpointing: bool = False
     seed: int = 0

@@ -147,6 +147,31 @@ def test_only_the_newest_checkpoint_keeps_its_optimizer_state(model_dir, tmp_pat
     assert intact == ckpts[1] and skipped == []
 
 
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_zero1_older_checkpoints_drop_their_optimizer_files_and_still_resume(model_dir, tmp_path, caplog, precision):
+    """Under ZeRO-1 the optimizer files hold master weights and moments (bf16: 6x the model): the older checkpoints
+    lose them, stay sealed, and a fallback to one rebuilds the master weights from the module's and restarts Adam."""
+    c = cfg(save_every=2, keep_last=3, zero_stage=1, precision=precision)
+    full = run_sft(c, toy_examples(40), model_dir, tmp_path / "full")
+    run_sft(c, toy_examples(40), model_dir, tmp_path / "cut", stop_after=6)
+    ckpts = sorted((tmp_path / "cut" / "checkpoints").iterdir())
+    optim = [sum(f.stat().st_size for f in p.rglob("*optim_states.pt")) for p in ckpts]
+    assert optim[0] == optim[1] == 0 < optim[2]
+    assert [(p / DROPPED).exists() for p in ckpts] == [True, True, False]
+    assert manifest.newest_intact(ckpts[:2]) == (ckpts[1], [])  # re-sealed after the deletion
+    weights = max(ckpts[2].rglob("*model_states.pt"), key=lambda p: p.stat().st_size)
+    weights.write_bytes(weights.read_bytes()[:100])
+    with caplog.at_level(logging.INFO, logger="longshort"):
+        rest = run_sft(c, toy_examples(40), model_dir, tmp_path / "cut")
+    assert "step-000004: resuming with fresh optimizer moments" in caplog.text
+    assert rest.resumed_from == 4 and sorted(rest.losses) == list(range(5, 11))
+    if precision == "fp32":  # the master weights come back exactly; under bf16 they are rounded to the module's
+        assert rest.losses[5] == full.losses[5]
+    else:
+        assert rest.losses[5] == pytest.approx(full.losses[5], rel=2e-2)
+    assert rest.losses[10] < full.losses[1]
+
+
 def test_resume_refuses_different_data(model_dir, tmp_path):
     run_sft(cfg(), toy_examples(16), model_dir, tmp_path / "r", stop_after=1)
     with pytest.raises(LongshortError, match="cannot resume .* data"):
