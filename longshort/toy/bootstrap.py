@@ -250,7 +250,7 @@ def run_bootstrap(cfg: BootstrapConfig, run_dir: str | Path, tracker=None,
     trained_tokens = sft.stats.targets if sft.stats else None
     metrics.update(n_params=size, sft_steps=sft.steps, sft_examples=len(train), sft_trained_tokens=trained_tokens,
                    sft_tokens=sft.stats.tokens if sft.stats else None,
-                   sft_tokens_per_s=(sft.stats.tokens / timings["sft_s"]) if sft.stats else None, timings=timings)
+                   sft_tokens_per_s=sft.tokens_per_s, timings=timings)
     (run / "eval.json").write_text(json.dumps(metrics, indent=2) + "\n")
     write_jsonl(rows, run / "eval_samples.jsonl")
     log.info("bootstrap eval: accuracy %.3f, well-formed %.3f, %.0f tokens per answer (teacher %.0f); %.0fs total",

@@ -126,6 +126,12 @@ class SFTResult:
     checkpoint: Path | None
     resumed_from: int  # step the run resumed at (0: fresh)
     stats: TokenizeStats | None = None
+    tokens_run: float = 0.0  # real tokens through the steps this call ran (all ranks)
+    step_seconds: float = 0.0  # the time in those steps (no start-up, checkpoints or export)
+
+    @property
+    def tokens_per_s(self) -> float | None:
+        return self.tokens_run / self.step_seconds if self.step_seconds else None
 
 
 def epoch_plans(cfg: SFTConfig, data: TokenizedSet, world_size: int) -> list[list[list[list[list[int]]]]]:
@@ -203,6 +209,7 @@ def sft_rank(info: RankInfo, job: SFTJob, report: Report | None = None) -> dict[
             report({"kind": "start", "step": start, "total": total, "checkpoint": str(intact) if intact else None,
                     "skipped": skipped})
         losses: dict[int, float] = {}
+        tokens_run = step_seconds = 0.0
         window: list = []
         last_ckpt: Path | None = intact
         stop = total if job.stop_after is None else min(total, job.stop_after)
@@ -213,6 +220,7 @@ def sft_rank(info: RankInfo, job: SFTJob, report: Report | None = None) -> dict[
                                  masked_nll_sum)
             losses[step + 1] = stats.loss
             targets_done += stats.targets
+            tokens_run, step_seconds = tokens_run + stats.tokens, step_seconds + stats.seconds
             window.append(stats)
             if report:
                 report({"kind": "step", "step": step + 1, "loss": stats.loss})
@@ -243,7 +251,7 @@ def sft_rank(info: RankInfo, job: SFTJob, report: Report | None = None) -> dict[
             model_dir = trainer.export(Path(job.out_dir) / "model", tokenizer)
         trainer.close()
         return {"steps": max(stop, start), "total": total, "losses": losses, "model_dir": model_dir,
-                "checkpoint": last_ckpt, "resumed_from": start}
+                "checkpoint": last_ckpt, "resumed_from": start, "tokens_run": tokens_run, "step_seconds": step_seconds}
     finally:
         shutdown_rank()
 
@@ -329,7 +337,8 @@ def prepare_sft(cfg: SFTConfig, data: str | Path | list[SFTExample] | TokenizedS
 
 def sft_result(rank0: dict[str, Any], stats: TokenizeStats) -> SFTResult:
     r = rank0
-    return SFTResult(r["steps"], r["total"], r["losses"], r["model_dir"], r["checkpoint"], r["resumed_from"], stats)
+    return SFTResult(r["steps"], r["total"], r["losses"], r["model_dir"], r["checkpoint"], r["resumed_from"], stats,
+                     r["tokens_run"], r["step_seconds"])
 
 
 def publish(result: SFTResult, dest: str | Path, stage: str) -> Path:

@@ -113,6 +113,9 @@ def test_exact_resume_after_interruption(model_dir, tmp_path):
     state = json.loads((tmp_path / "cut" / "checkpoints" / "step-000010" / "state.json").read_text())
     assert state["client"]["step"] == 10 and state["world_size"] == 1
     assert state["client"]["trained_tokens"] == 2 * full.stats.targets  # counted across the interruption
+    # tokens/s counts what each call's steps ran (2 epochs of the data in all), not the data's size
+    assert part.tokens_run + rest.tokens_run == full.tokens_run == 2 * full.stats.tokens
+    assert 0 < part.tokens_run < full.tokens_run and part.step_seconds > 0 and full.tokens_per_s > 0
 
 
 def test_a_damaged_newest_checkpoint_falls_back_to_the_one_before(model_dir, tmp_path, caplog):
