@@ -18,7 +18,7 @@ from longshort.core.errors import LongshortError
 from longshort.rl.experience import MiniBatch
 from longshort.rl.policy_loss import STAT_KEYS, LossSpec, PolicyLoss, scaled_token_logprobs
 from longshort.training.batch import Batch
-from longshort.training.trainer import TrainerConfig, keeps_logits, model_logits
+from longshort.training.trainer import TrainerConfig, model_logits
 
 
 @dataclass
@@ -78,7 +78,7 @@ def worker_update(worker, minibatches: list[list[Batch]], normalizers: list[floa
                 trainer.engine.train()
             if spec.loss.uses_kl:
                 b.extras["ref_logprobs"] = _logprobs(worker.reference.module, b, worker.reference.device, temp,
-                                                       keeps_logits(worker.reference.module))
+                                                       worker.reference.keeps_logits)
     t_prep = time.perf_counter() - t0
     steps = []
     for mbs, norm in zip(minibatches, normalizers, strict=True):

@@ -22,7 +22,7 @@ from longshort.engines.base import GenerationRequest
 from longshort.training.batch import Batch, LossFn, masked_nll_sum, token_logprobs
 from longshort.training.models import load_model
 from longshort.training.ranks import RankInfo, free_port, init_rank, shutdown_rank
-from longshort.training.trainer import Trainer, TrainerConfig
+from longshort.training.trainer import Trainer, TrainerConfig, keeps_logits
 from longshort.weight_sync import collective, colocated, object_store
 from longshort.weight_sync.base import VersionedEngine
 from longshort.weight_sync.buckets import Bucket, Publisher, TensorMeta
@@ -53,6 +53,7 @@ class Reference:
         self.device = trainer.device
         if cfg.lora is not None:  # the base model under the adapter is the starting policy: no second copy
             self.module = _AdapterOff(trainer)
+            self.keeps_logits = trainer.keeps_logits
             return
         if cfg.zero_stage == 3:
             import deepspeed
@@ -65,6 +66,7 @@ class Reference:
         else:
             model = load_model(cfg.model_factory, model_dir, dtype=trainer.dtype)
             self.module = model.to(trainer.device)
+        self.keeps_logits = keeps_logits(model)  # the head may skip the prompt's columns (a ZeRO-3 engine passes it on)
         self.module.eval()
         self.module.requires_grad_(False)
 
