@@ -34,17 +34,25 @@ def drop_optimizer(ckpt: Path) -> int:
             continue
         stage = json.loads((holder / "state.json").read_text()).get("zero_stage", 0)
         if stage == 0:
-            freed += _drop_from_model_states(engine)
+            n = _drop_from_model_states(engine)
         elif stage in (1, 2):
-            for f in sorted(engine.glob("*optim_states.pt")):
-                freed += f.stat().st_size
-                f.unlink()
+            n = _delete_optimizer_files(engine)
         else:
             continue  # ZeRO-3: the weights live in the optimizer files
-        (holder / DROPPED).write_text("optimizer state dropped: only the newest checkpoint keeps it; resuming from here "
-                                      "restarts the optimizer's moments\n")
+        if n:  # a checkpoint that had no optimizer state is left unmarked, as it was
+            (holder / DROPPED).write_text("optimizer state dropped: only the newest checkpoint keeps it; resuming "
+                                          "from here restarts the optimizer's moments\n")
+            freed += n
     if freed:
         manifest.seal(ckpt)
+    return freed
+
+
+def _delete_optimizer_files(engine: Path) -> int:
+    freed = 0
+    for f in sorted(engine.glob("*optim_states.pt")):
+        freed += f.stat().st_size
+        f.unlink()
     return freed
 
 
