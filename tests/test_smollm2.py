@@ -212,7 +212,7 @@ cpu_precision: fp32
 tracking: {{mode: disabled}}
 bootstrap:
   init: {init}
-  task: {{n_train: 96, n_eval: 32, n_dev: 8, min_steps: 1, max_steps: 1}}
+  task: {{n_train: 96, n_eval: 32, n_dev: 8, min_steps: 1, max_steps: 1, error_rate: 0.2}}  # the data it was calibrated on
   sft: {{micro_batch_size: 4, log_every: 4, {sft}}}
   eval: {{n: 32, batch_size: 32, max_new_tokens: 160}}
   check: {{n: 8, min_accuracy: 0.0}}
